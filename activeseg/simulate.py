@@ -1,0 +1,165 @@
+"""A simulated active-learning campaign: the oracle answers from the ground truth.
+
+Per strategy and seed, round k trains on what is revealed, evaluates on the test split, then (except
+in the last round) queries the budget and reveals it. Every finished round is written to
+``OUT/runs/<strategy>/seed-<s>/round-<k>/`` (labels after the query, selection, metrics, checkpoint,
+then ``done.json`` last), so rerunning with the same ``OUT`` resumes after the last finished round.
+``full`` reveals the whole pool and trains once: the upper bound.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from activeseg.config import Config, dump_config
+from activeseg.data import Dataset, load_dataset, load_or_create_split
+from activeseg.evaluation import evaluate_model
+from activeseg.inference import mc_dropout_scores
+from activeseg.labels import LabelState
+from activeseg.metrics import auc_dice
+from activeseg.models import load_checkpoint, pick_device
+from activeseg.oracle import reveal_from_ground_truth
+from activeseg.partition import Region
+from activeseg.plots import plot_learning_curves
+from activeseg.pool import initial_regions, pool_regions, round_budget, unlabeled
+from activeseg.strategies import QueryContext, Selection, get_strategy
+from activeseg.tracking import Tracker
+from activeseg.training import train_model
+
+METRICS = ("dice", "voe", "msd", "hd95")
+
+
+@dataclass
+class Campaign:
+    """One strategy and seed over a dataset's frozen split."""
+
+    cfg: Config
+    dataset: Dataset
+    split: dict[str, list[str]]
+    strategy: str
+    seed: int
+    folder: Path
+
+    def initial_state(self, regions: list[Region]) -> LabelState:
+        shapes = {s: (self.dataset.samples[s].height, self.dataset.samples[s].width) for s in self.split["train"]}
+        state = LabelState.empty(shapes)
+        first = regions if self.strategy == "full" else initial_regions(regions, self.cfg.partition.initial_labeled, self.seed)
+        reveal_from_ground_truth(state, self.dataset, first, 0)
+        return state
+
+    def last_done(self) -> int:
+        done = [int(p.parent.name.split("-")[1]) for p in self.folder.glob("round-*/done.json")]
+        return max(done, default=-1)
+
+
+def query(cfg: Config, campaign: Campaign, state: LabelState, regions: list[Region], checkpoint: Path,
+          round_index: int, progress: bool) -> tuple[Selection, QueryContext]:
+    """Run the campaign's strategy over the unlabeled regions: its selection and the context it saw."""
+    device = pick_device(cfg.train.device)
+    model, _ = load_checkpoint(checkpoint, device)
+    strategy = get_strategy(campaign.strategy, cfg.query.options.get(campaign.strategy))
+    ctx = QueryContext(
+        candidates=unlabeled(regions, state),
+        budget=round_budget(cfg, state),
+        state=state,
+        dataset=campaign.dataset,
+        rng=np.random.default_rng([campaign.seed, round_index]),
+        score_pool=lambda regs: mc_dropout_scores(model, campaign.dataset, regs, cfg.query.mc_passes,
+                                                  cfg.query.batch_size, device, progress=progress),
+        round_index=round_index,
+        model_id=str(checkpoint),
+        extras={"model": model, "device": device, "cfg": cfg, "split": campaign.split},
+    )
+    return strategy.select(ctx), ctx
+
+
+def apply_selection(state: LabelState, dataset: Dataset, selection: Selection, candidates: list[Region],
+                    round_index: int) -> int:
+    picked = [candidates[i] for i in selection.indices]
+    cost = reveal_from_ground_truth(state, dataset, picked, round_index)
+    for region, mask in selection.pseudo:
+        state.set_pseudo(region, mask, origin=f"round-{round_index:03d}")
+    return cost
+
+
+def run_campaign(campaign: Campaign, rounds: int, tracker: Tracker, progress: bool = True) -> list[dict]:
+    """Run (or resume) one campaign; returns one record per round."""
+    cfg, dataset = campaign.cfg, campaign.dataset
+    regions = pool_regions(dataset, campaign.split["train"], cfg)
+    rounds = 1 if campaign.strategy == "full" else rounds
+    start = campaign.last_done() + 1
+    if start == 0:
+        state = campaign.initial_state(regions)
+    else:
+        state = LabelState.load(campaign.folder / f"round-{start - 1:03d}")
+    device = pick_device(cfg.train.device)
+    for k in range(start, rounds):
+        folder = campaign.folder / f"round-{k:03d}"
+        fraction = state.revealed_fraction()
+        params = {**cfg.flat(), "strategy": campaign.strategy, "seed": campaign.seed, "round": k}
+        with tracker.run(f"{campaign.strategy}-seed{campaign.seed}-round{k}", params) as run:
+            prev = campaign.folder / f"round-{k - 1:03d}" / "model.pt"
+            init = torch.load(prev, weights_only=True)["state_dict"] if k > 0 and prev.exists() else None
+            result = train_model(cfg, dataset, state, campaign.split["val"], folder, run,
+                                 init=init, seed=campaign.seed * 1000 + k, progress=progress)
+            model, _ = load_checkpoint(result.checkpoint, device)
+            metrics = evaluate_model(model, dataset, campaign.split["test"], device)
+            run.log_metrics({f"test_{m}": metrics["mean"][m] for m in METRICS})
+            run.log_metrics({"labeled_pixel_fraction": fraction})
+        record = {"strategy": campaign.strategy, "seed": campaign.seed, "round": k,
+                  "labeled_pixel_fraction": fraction, **{m: metrics["mean"][m] for m in METRICS},
+                  "val_dice": result.val_dice, "mlflow_run_id": result.run_id}
+        selection_log = []
+        if k < rounds - 1:
+            selection, ctx = query(cfg, campaign, state, regions, result.checkpoint, k, progress)
+            apply_selection(state, dataset, selection, ctx.candidates, k + 1)
+            selection_log = [{"id": ctx.candidates[i].id, "score": s, "cost": c}
+                             for i, s, c in zip(selection.indices, selection.scores, selection.costs)]
+        state.save(folder)
+        (folder / "selection.json").write_text(json.dumps(selection_log, indent=1))
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        (folder / "done.json").write_text(json.dumps(record, indent=1))
+    return [json.loads((campaign.folder / f"round-{k:03d}" / "done.json").read_text()) for k in range(rounds)]
+
+
+def summarize(runs: list[dict]) -> dict[str, dict]:
+    """Per strategy: AUC of Dice over rounds, mean and population std (ddof=0) over seeds."""
+    summary = {}
+    for strategy in sorted({r["strategy"] for r in runs}):
+        per_seed = {}
+        for r in sorted((r for r in runs if r["strategy"] == strategy), key=lambda r: r["round"]):
+            per_seed.setdefault(r["seed"], []).append(r["dice"])
+        aucs = [auc_dice(d) for d in per_seed.values()]
+        finals = [d[-1] for d in per_seed.values()]
+        summary[strategy] = {"auc_dice_mean": float(np.mean(aucs)), "auc_dice_std": float(np.std(aucs)),
+                             "final_dice_mean": float(np.mean(finals)), "seeds": len(per_seed),
+                             "rounds": max(len(d) for d in per_seed.values())}
+    return summary
+
+
+def simulate(cfg: Config, dataset_dir: Path, strategies: list[str], seeds: list[int], out: Path,
+             rounds: int | None = None, progress: bool = True) -> dict:
+    """Run every (strategy, seed) campaign; writes ``results.json`` and ``learning_curves.png``."""
+    for name in strategies:
+        get_strategy(name, cfg.query.options.get(name))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(dataset_dir, cfg.data.classes)
+    split = load_or_create_split(out / "split.json", dataset.stems, cfg.data.split.train, cfg.data.split.val,
+                                 cfg.data.seed)
+    dump_config(cfg, out / "params.yaml")
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, out, enabled=cfg.tracking.mlflow)
+    runs = []
+    for name in strategies:
+        for seed in seeds:
+            campaign = Campaign(cfg, dataset, split, name, seed, out / "runs" / name / f"seed-{seed}")
+            runs += run_campaign(campaign, rounds or cfg.rounds, tracker, progress)
+    results = {"runs": runs, "summary": summarize(runs)}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    plot_learning_curves(runs, out / "learning_curves.png", title=f"{dataset_dir.name}: test Dice")
+    return results

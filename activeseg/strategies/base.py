@@ -1,0 +1,154 @@
+"""The shared base of every query strategy.
+
+A strategy ranks or picks candidate regions of the training pool; subclasses only compute scores
+(``score``) or pick (``select``), as baal's heuristics do. The base turns a ranking into a selection
+that spends the round's budget of newly revealed pixels: regions are taken in rank order, skipping one
+whose cost would overrun what is left, until nothing more fits. Costs account for overlap between the
+round's own picks (two overlapping patches never pay twice). If no candidate fits at all (whole
+images larger than the budget), the top-ranked one is taken alone, so a round always reveals
+something.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from activeseg.config import ConfigError
+from activeseg.data import Dataset
+from activeseg.inference import PoolScores
+from activeseg.labels import LabelState
+from activeseg.partition import Region
+
+
+@dataclass
+class QueryContext:
+    """Everything a strategy may look at. ``candidates`` are unlabeled training-pool regions; the model
+    outputs are computed lazily, once, by ``score_pool`` (MC-dropout inference over the candidates)."""
+
+    candidates: list[Region]
+    budget: int
+    state: LabelState
+    dataset: Dataset
+    rng: np.random.Generator
+    score_pool: Callable[[list[Region]], PoolScores] | None = None
+    round_index: int = 0
+    model_id: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def pool(self) -> PoolScores:
+        if self.score_pool is None:
+            raise RuntimeError("this strategy needs a trained model, and no model was given")
+        return self.score_pool(self.candidates)
+
+    @cached_property
+    def costs(self) -> np.ndarray:
+        """(N,) newly revealed pixels of each candidate taken alone."""
+        return np.array([self.state.new_pixels(r) for r in self.candidates], dtype=np.int64)
+
+
+@dataclass
+class Selection:
+    """Indices into the candidates, in pick order, with their scores and the pixels each newly reveals."""
+
+    indices: list[int]
+    scores: list[float]
+    costs: list[int]
+    pseudo: list[tuple[Region, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def spent(self) -> int:
+        return int(sum(self.costs))
+
+
+def fill_budget(order: np.ndarray, ctx: QueryContext) -> tuple[list[int], list[int]]:
+    """Take candidates in ``order`` while they fit the budget; returns (indices, incremental costs)."""
+    taken: dict[str, np.ndarray] = {}
+    picks, costs, left = [], [], ctx.budget
+    for i in order:
+        if ctx.costs[i] == 0:
+            continue
+        region = ctx.candidates[int(i)]
+        known = taken.setdefault(region.stem, ctx.state.known[region.stem].copy())
+        ys, xs = region.clipped(*known.shape)
+        cost = int((~known[ys, xs]).sum())
+        if cost == 0 or cost > left:
+            continue
+        known[ys, xs] = True
+        picks.append(int(i))
+        costs.append(cost)
+        left -= cost
+        if left == 0:
+            break
+    if not picks:
+        first = next((int(i) for i in order if ctx.costs[i] > 0), None)
+        if first is not None:
+            picks, costs = [first], [int(ctx.costs[first])]
+    return picks, costs
+
+
+class Strategy:
+    """Base class. ``Options`` is a dataclass of the strategy's ``query.options``."""
+
+    name: ClassVar[str] = ""
+    needs_model: ClassVar[bool] = True
+
+    @dataclass
+    class Options:
+        pass
+
+    def __init__(self, options: dict[str, Any] | None = None):
+        self.options = build_options(self.Options, options or {}, self.name)
+
+    def score(self, ctx: QueryContext) -> np.ndarray:
+        """(N,) higher means query first."""
+        raise NotImplementedError(f"{type(self).__name__} must define score() or select()")
+
+    def select(self, ctx: QueryContext) -> Selection:
+        scores = np.asarray(self.score(ctx), dtype=np.float64)
+        order = np.argsort(-scores, kind="stable")
+        picks, costs = fill_budget(order, ctx)
+        return Selection(picks, [float(scores[i]) for i in picks], costs)
+
+
+def build_options(cls: type, options: dict[str, Any], strategy: str) -> Any:
+    """Build a strategy's options dataclass; wrong keys or types name ``query.options.<key>``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key, value in options.items():
+        if key not in names:
+            valid = ", ".join(sorted(names)) or "none"
+            raise ConfigError(f"query.options.{key}: unknown option for strategy {strategy!r} (valid: {valid})")
+        expected = hints[key]
+        ok = _matches(value, expected)
+        if not ok:
+            raise ConfigError(f"query.options.{key}: expected {_type_name(expected)}, got {value!r}")
+    values = {k: (float(v) if hints[k] is float else v) for k, v in options.items()}
+    return cls(**values)
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    if origin is not None and type(None) in typing.get_args(tp):
+        return value is None or any(_matches(value, a) for a in typing.get_args(tp) if a is not type(None))
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is Any:
+        return True
+    return isinstance(value, origin or tp)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
+    return getattr(tp, "__name__", str(tp))

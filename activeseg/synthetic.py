@@ -1,0 +1,289 @@
+"""Procedurally generated, histology-like "intensive cell" segmentation data set.
+
+:func:`synthesize` writes the plain-folder layout used by the pipeline::
+
+    out/images/syn-000.png   RGB uint8, (H, W, 3)
+    out/masks/syn-000.png    uint8, (H, W)
+    out/styles.json          {stem: style name}
+
+Every image is crowded with roundish objects (cells / nuclei / glands): ellipses with noisy,
+irregular boundaries and random size and orientation, many of them touching or overlapping, on a
+textured background (smooth noise, fibres, speckle), then blurred and corrupted by noise. Each
+image is drawn in one of several stain styles (:data:`STYLES`), which differ in colour model,
+object density, size, texture and contrast, so that diversity-aware active-learning strategies
+have clusters to find (the styles are deliberately imbalanced: one is rare).
+
+Masks are exact: they are computed from the same label map that is used to render the image.
+With ``classes == 2`` a mask is binary {0, 255}. With ``classes >= 3`` it holds class ids
+``0 .. classes-1``: 0 background, ``classes-1`` the boundary ring (membrane) of every object,
+and ``1 .. classes-2`` the object kinds; with ``classes >= 4`` each object is one of
+``classes-2`` kinds, drawn larger and darker the higher the kind, so that the kinds are
+distinguishable in the image.
+
+Everything is determined by ``seed``: the same arguments give bit-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage as ndi
+
+# Optical-density vectors of the common stains (Ruifrok & Johnston).
+HEMATOXYLIN = (0.65, 0.70, 0.29)
+EOSIN = (0.07, 0.99, 0.11)
+DAB = (0.27, 0.57, 0.78)
+
+MAX_OVERLAP = 0.35  # at most this share of a new object may lie on earlier ones
+REFERENCE_SIZE = 128  # object radii in a Style are given for images of this size
+MIN_RADIUS = 2.5
+
+
+@dataclass(frozen=True)
+class Style:
+    """Appearance and layout parameters of one stain style.
+
+    ``mode`` "absorb" renders bright-field light through stains (Beer-Lambert: RGB = 10**-OD with
+    ``background`` / ``cell`` the stains' OD vectors); "emit" renders dark-field light emitted by
+    the tissue (RGB = density * colour, ``background`` / ``cell`` colours).
+    """
+
+    name: str
+    weight: float  # share of the data set
+    mode: str  # "absorb" or "emit"
+    background: tuple[float, float, float]
+    cell: tuple[float, float, float]
+    bg_density: float
+    cell_density: float
+    fibres: float  # density of the fibre texture (0: none)
+    speckle: float  # probability of a debris dot per pixel
+    fg_fraction: tuple[float, float]  # range of the target foreground share
+    radius: tuple[float, float]  # object radius range in pixels at REFERENCE_SIZE
+    aspect: tuple[float, float]  # minor / major axis range
+    irregularity: float  # amplitude of the boundary harmonics
+    cluster: float  # probability that a new object is placed against an existing one
+    texture: float  # amplitude of the chromatin texture inside objects
+    rim: float  # > 0: darker rim (vesicular nucleus), < 0: darker centre
+    membrane: float  # extra density on object boundaries; small, so touching cells blend
+    blur: float  # Gaussian blur sigma in pixels
+    noise: float  # standard deviation of the additive noise (RGB in 0..1)
+
+
+STYLES: tuple[Style, ...] = (
+    Style("he", 0.35, "absorb", EOSIN, HEMATOXYLIN, 0.22, 0.85, 0.25, 0.002,
+          (0.35, 0.5), (6.0, 10.0), (0.6, 1.0), 0.14, 0.6, 0.25, 0.3, 0.12, 0.7, 0.02),
+    Style("darkfield", 0.3, "emit", (0.35, 0.35, 0.5), (0.45, 0.95, 0.7), 0.12, 0.75, 0.0, 0.004,
+          (0.25, 0.38), (5.0, 9.0), (0.55, 1.0), 0.1, 0.45, 0.3, 0.25, -0.15, 0.8, 0.03),
+    Style("ihc", 0.2, "absorb", HEMATOXYLIN, DAB, 0.1, 0.7, 0.1, 0.001,
+          (0.3, 0.45), (8.0, 13.0), (0.5, 0.95), 0.2, 0.5, 0.35, -0.2, 0.2, 0.9, 0.025),
+    Style("pale", 0.15, "absorb", EOSIN, HEMATOXYLIN, 0.12, 0.3, 0.15, 0.001,
+          (0.3, 0.45), (7.0, 12.0), (0.6, 1.0), 0.16, 0.6, 0.4, 0.2, 0.06, 1.2, 0.035),
+)
+
+
+@dataclass
+class Layout:
+    """Object geometry of one image.
+
+    ``labels`` (H, W) int: 0 background, i > 0 object i (later objects cover earlier ones);
+    ``rnorm`` (H, W) float: normalised radius inside the owning object (0 centre, 1 boundary);
+    ``kind`` (N + 1,) int and ``shade`` (N + 1,) float: per-object kind and density factor
+    (index 0 is the background).
+    """
+
+    labels: np.ndarray
+    rnorm: np.ndarray
+    kind: np.ndarray
+    shade: np.ndarray
+
+
+def synthesize(out: str | Path, n: int = 24, size: int = 128, seed: int = 0, classes: int = 2) -> Path:
+    """Write ``n`` synthetic ``size`` x ``size`` images and masks under ``out``; return ``out``.
+
+    Image ``i`` is ``out/images/syn-<i>.png`` (RGB uint8, (size, size, 3)) with its mask at
+    ``out/masks/syn-<i>.png`` (uint8, (size, size)); ``out/styles.json`` maps stems to style names.
+    """
+    if n < 1 or size < 16 or classes < 2:
+        raise ValueError(f"need n >= 1, size >= 16, classes >= 2; got {n=}, {size=}, {classes=}")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    root = np.random.SeedSequence(seed)
+    styles = assign_styles(np.random.default_rng(root.spawn(1)[0]), n)
+    width = max(3, len(str(n - 1)))
+    record = {}
+    for i, (style, child) in enumerate(zip(styles, root.spawn(n))):
+        image, mask = render(np.random.default_rng(child), style, size, classes)
+        stem = f"syn-{i:0{width}d}"
+        Image.fromarray(image).save(out / "images" / f"{stem}.png")
+        Image.fromarray(mask).save(out / "masks" / f"{stem}.png")
+        record[stem] = style.name
+    (out / "styles.json").write_text(json.dumps(record, indent=1) + "\n")
+    return out
+
+
+def assign_styles(rng: np.random.Generator, n: int) -> list[Style]:
+    """Shuffled styles in proportion to their weights; every style appears once ``n >= len(STYLES)``."""
+    weights = np.array([s.weight for s in STYLES])
+    share = n * weights / weights.sum()
+    counts = np.floor(share).astype(int)
+    if n >= len(STYLES):
+        counts = np.maximum(counts, 1)
+    while counts.sum() > n:
+        counts[np.argmax(counts)] -= 1
+    while counts.sum() < n:
+        counts[np.argmax(share - counts)] += 1
+    order = rng.permutation(np.repeat(np.arange(len(STYLES)), counts))
+    return [STYLES[k] for k in order]
+
+
+def render(rng: np.random.Generator, style: Style, size: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image (size, size, 3) uint8 and its mask (size, size) uint8 in the given style."""
+    kinds = max(1, classes - 2)
+    layout = place_objects(rng, style, size, kinds)
+    ring = boundary_ring(layout.labels)
+    cells = cell_density(rng, style, layout, ring, kinds)
+    image = stain(rng, style, cells)
+    return image, make_mask(layout, ring, classes)
+
+
+def place_objects(rng: np.random.Generator, style: Style, size: int, kinds: int) -> Layout:
+    """Drop objects, many against earlier ones, until the target foreground share is covered."""
+    labels = np.zeros((size, size), np.int32)
+    rnorm = np.ones((size, size))
+    target = rng.uniform(*style.fg_fraction) * size * size
+    scale = size / REFERENCE_SIZE
+    centres: list[tuple[float, float, float]] = []
+    kind, shade = [0], [0.0]
+    covered = 0
+    for _ in range(2000):
+        if covered >= target:
+            break
+        k = int(rng.random() * kinds)
+        radius = max(MIN_RADIUS, rng.uniform(*style.radius) * scale) * (1 + 0.3 * k / max(kinds - 1, 1))
+        cy, cx = next_centre(rng, centres, radius, size, style.cluster)
+        box, inside, rn = rasterize(rng, style, cy, cx, radius, size)
+        if not inside.any() or (labels[box][inside] > 0).mean() > MAX_OVERLAP:
+            continue
+        covered += int((labels[box][inside] == 0).sum())
+        labels[box][inside] = len(kind)
+        rnorm[box][inside] = rn[inside]
+        centres.append((cy, cx, radius))
+        kind.append(k)
+        shade.append(rng.uniform(0.85, 1.15) * (1 + 0.4 * k / max(kinds - 1, 1)))
+    return Layout(labels, rnorm, np.array(kind), np.array(shade))
+
+
+def next_centre(
+    rng: np.random.Generator, centres: list[tuple[float, float, float]], radius: float, size: int, cluster: float
+) -> tuple[float, float]:
+    """Centre (y, x) of a new object: against a random earlier one with probability ``cluster``."""
+    if centres and rng.random() < cluster:
+        cy, cx, r = centres[rng.integers(len(centres))]
+        angle = rng.uniform(0, 2 * np.pi)
+        dist = (r + radius) * rng.uniform(0.75, 1.0)
+        return cy + dist * np.sin(angle), cx + dist * np.cos(angle)
+    cy, cx = rng.uniform(-0.05, 1.05, 2) * size
+    return cy, cx
+
+
+def rasterize(
+    rng: np.random.Generator, style: Style, cy: float, cx: float, radius: float, size: int
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+    """A randomly oriented irregular ellipse around (cy, cx), clipped to the image.
+
+    Returns the bounding box (two slices), the (h, w) bool inside mask and the (h, w) normalised
+    radius (< 1 inside). The boundary is ``1 + sum_k a_k cos(k phi + p_k)``, k = 2..10.
+    """
+    aspect = rng.uniform(*style.aspect)
+    a, b = radius / np.sqrt(aspect), radius * np.sqrt(aspect)
+    theta = rng.uniform(0, np.pi)
+    harmonics = np.arange(2, 11)
+    amps = style.irregularity * rng.normal(size=harmonics.size) / harmonics**1.3
+    phases = rng.uniform(0, 2 * np.pi, harmonics.size)
+    reach = a * (1 + np.abs(amps).sum()) + 1
+    y0, y1 = max(int(cy - reach), 0), min(int(cy + reach) + 2, size)
+    x0, x1 = max(int(cx - reach), 0), min(int(cx + reach) + 2, size)
+    box = (slice(y0, max(y0, y1)), slice(x0, max(x0, x1)))
+    yy, xx = np.mgrid[box]
+    dy, dx = yy - cy, xx - cx
+    u = (dx * np.cos(theta) + dy * np.sin(theta)) / a
+    v = (-dx * np.sin(theta) + dy * np.cos(theta)) / b
+    phi = np.arctan2(v, u)
+    edge = 1 + (amps[:, None, None] * np.cos(harmonics[:, None, None] * phi + phases[:, None, None])).sum(0)
+    rn = np.hypot(u, v) / np.maximum(edge, 0.5)
+    return box, rn < 1, rn
+
+
+def boundary_ring(labels: np.ndarray) -> np.ndarray:
+    """(H, W) bool: object pixels next to another object or the background (3x3 neighbourhood)."""
+    return (labels > 0) & (ndi.maximum_filter(labels, 3) != ndi.minimum_filter(labels, 3))
+
+
+def cell_density(
+    rng: np.random.Generator, style: Style, layout: Layout, ring: np.ndarray, kinds: int
+) -> np.ndarray:
+    """(H, W) stain density of the objects: per-object shade, chromatin texture, rim, membrane."""
+    inside = layout.labels > 0
+    chromatin = smooth_noise(rng, inside.shape, 0.8)
+    rim = 1 + style.rim * (layout.rnorm**3 - 0.4)
+    density = style.cell_density * layout.shade[layout.labels] * rim * (1 + style.texture * chromatin)
+    density = density + style.membrane * style.cell_density * ring
+    return np.where(inside, np.clip(density, 0, None), 0.0)
+
+
+def stain(rng: np.random.Generator, style: Style, cells: np.ndarray) -> np.ndarray:
+    """Render the (H, W) object density on a textured background into an (H, W, 3) uint8 image."""
+    shape = cells.shape
+    jitter = rng.uniform(0.85, 1.15, 2)
+    background = np.asarray(style.background) * rng.uniform(0.92, 1.08, 3)
+    foreground = np.asarray(style.cell) * rng.uniform(0.92, 1.08, 3)
+    base = style.bg_density * jitter[0] * np.clip(1 + 0.4 * background_texture(rng, shape), 0, None)
+    base = base + style.fibres * fibres(rng, shape[0])
+    debris = ndi.gaussian_filter((rng.random(shape) < style.speckle).astype(float), 0.7) * 4
+    amount = cells * jitter[1] + 0.5 * style.cell_density * debris
+    layers = base[..., None] * background + amount[..., None] * foreground
+    rgb = 10.0 ** -layers if style.mode == "absorb" else layers
+    rgb = ndi.gaussian_filter(rgb, (style.blur, style.blur, 0))
+    rgb = rgb + rng.normal(0, style.noise, rgb.shape)
+    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """(H, W) Gaussian-filtered white noise with zero mean and unit standard deviation."""
+    field = ndi.gaussian_filter(rng.standard_normal(shape), sigma)
+    return (field - field.mean()) / (field.std() + 1e-12)
+
+
+def background_texture(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) unit-variance mix of coarse and fine smooth noise."""
+    coarse = smooth_noise(rng, shape, max(shape[0] / 10, 1.0))
+    fine = smooth_noise(rng, shape, max(shape[0] / 40, 1.0))
+    return 0.8 * coarse + 0.6 * fine
+
+
+def fibres(rng: np.random.Generator, size: int) -> np.ndarray:
+    """(size, size) field in 0..1 of thin wavy fibres (random-walk polylines, blurred)."""
+    count, steps = max(size // 8, 2), size
+    angles = rng.uniform(0, 2 * np.pi, (count, 1)) + np.cumsum(rng.normal(0, 0.08, (count, steps)), axis=1)
+    start = rng.uniform(0, size, (count, 1, 2))
+    points = start + np.cumsum(0.7 * np.stack([np.sin(angles), np.cos(angles)], -1), axis=1)
+    points = np.round(points).astype(int).reshape(-1, 2)
+    points = points[((points >= 0) & (points < size)).all(1)]
+    field = np.zeros((size, size))
+    np.add.at(field, (points[:, 0], points[:, 1]), 1.0)
+    return np.tanh(ndi.gaussian_filter(field, 0.8))
+
+
+def make_mask(layout: Layout, ring: np.ndarray, classes: int) -> np.ndarray:
+    """(H, W) uint8 mask: {0, 255} for two classes, else class ids (kinds, ring = classes - 1)."""
+    inside = layout.labels > 0
+    if classes == 2:
+        return (inside * 255).astype(np.uint8)
+    ids = np.where(inside, 1 + layout.kind[layout.labels], 0)
+    ids[ring] = classes - 1
+    return ids.astype(np.uint8)
