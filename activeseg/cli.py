@@ -13,7 +13,7 @@ from rich.table import Table
 from activeseg.config import Config, ConfigError, load_config
 from activeseg.data import DatasetError
 
-console = Console()
+console = Console(soft_wrap=True)
 DEFAULT_PARAMS = Path("params.yaml")
 
 

@@ -115,7 +115,7 @@ class Config:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    rounds: int = 4
+    rounds: int = 5
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,8 +2,9 @@
 
 MC dropout (Gal and Ghahramani; Jethaliya / Gorriz et al. use T stochastic passes): dropout in train
 mode, batch norm in eval mode. The encoder has no dropout, so each batch is encoded once and only the
-decoder is sampled T times. Per pass only running sums are kept (sum of p, of p^2, of H(p)), so memory
-is O(batch x C x H x W) whatever the pool size and T.
+decoder is sampled T times. Per pass only running statistics are kept (mean and M2 of p, sum of H(p)), so memory
+is O(batch x C x H x W) whatever the pool size and T (Welford's running mean and sum of squared
+deviations, numerically stable in float32).
 
 Per-sample reductions, means over the region's pixels inside the image (natural logarithm):
 - ``entropy``: mean over pixels of H(mean_t p_t), the predictive entropy.
@@ -127,13 +128,15 @@ def mc_dropout_scores(
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             features = model.encode(pad_to_multiple(x, multiple))
             descriptors[chunk] = model.descriptor(features).float().cpu().numpy()
-            sum_p = sum_p2 = sum_h = 0
-            for _ in range(passes):
+            mean_p = m2 = sum_h = 0
+            for t in range(1, passes + 1):
                 p = torch.softmax(model.decode(features)[..., :h, :w].float(), dim=1)
-                sum_p, sum_p2, sum_h = sum_p + p, sum_p2 + p * p, sum_h + _entropy(p)
-        mean_p = sum_p / passes
+                delta = p - mean_p
+                mean_p = mean_p + delta / t
+                m2 = m2 + delta * (p - mean_p)
+                sum_h = sum_h + _entropy(p)
         entropy = _entropy(mean_p)
-        variance = (sum_p2 / passes - mean_p**2).clamp_min(0).mean(dim=1)
+        variance = (m2 / passes).mean(dim=1)
         bald = entropy - sum_h / passes
         for j, i in enumerate(chunk):
             vh, vw = valid[j]

@@ -73,7 +73,8 @@ def query(cfg: Config, campaign: Campaign, state: LabelState, regions: list[Regi
                                                   cfg.query.batch_size, device, progress=progress),
         round_index=round_index,
         model_id=str(checkpoint),
-        extras={"model": model, "device": device, "cfg": cfg, "split": campaign.split},
+        extras={"model": model, "device": device, "cfg": cfg, "split": campaign.split,
+                "cache_dir": campaign.folder.parents[2] / "cache"},
     )
     return strategy.select(ctx), ctx
 
@@ -82,8 +83,11 @@ def apply_selection(state: LabelState, dataset: Dataset, selection: Selection, c
                     round_index: int) -> int:
     picked = [candidates[i] for i in selection.indices]
     cost = reveal_from_ground_truth(state, dataset, picked, round_index)
+    if selection.replace_pseudo:
+        state.clear_pseudo()
+    origin = selection.pseudo_origin or f"round-{round_index:03d}"
     for region, mask in selection.pseudo:
-        state.set_pseudo(region, mask, origin=f"round-{round_index:03d}")
+        state.set_pseudo(region, mask, origin=origin)
     return cost
 
 

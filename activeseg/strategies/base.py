@@ -55,12 +55,18 @@ class QueryContext:
 
 @dataclass
 class Selection:
-    """Indices into the candidates, in pick order, with their scores and the pixels each newly reveals."""
+    """Indices into the candidates, in pick order, with their scores and the pixels each newly reveals.
+
+    ``pseudo`` holds (region, (h, w) mask of its in-image part) pseudo-labels made by the model
+    ``pseudo_origin``; with ``replace_pseudo`` they replace every earlier pseudo-label of the pool.
+    """
 
     indices: list[int]
     scores: list[float]
     costs: list[int]
     pseudo: list[tuple[Region, np.ndarray]] = field(default_factory=list)
+    pseudo_origin: str = ""
+    replace_pseudo: bool = False
 
     @property
     def spent(self) -> int:
@@ -91,6 +97,17 @@ def fill_budget(order: np.ndarray, ctx: QueryContext) -> tuple[list[int], list[i
         if first is not None:
             picks, costs = [first], [int(ctx.costs[first])]
     return picks, costs
+
+
+def affordable_count(costs: np.ndarray, budget: int) -> int:
+    """How many candidates of median cost the pixel budget buys: ``max(1, budget // median)``, the median
+    taken over candidates that still reveal something (``costs > 0``). Strategies whose papers count
+    samples (a batch of B, T patches, K candidates) turn the pixel budget into a count with this; the
+    median is robust to the few clipped or partly revealed regions."""
+    positive = np.asarray(costs)[np.asarray(costs) > 0]
+    if positive.size == 0:
+        return 0
+    return max(1, int(budget // np.median(positive)))
 
 
 class Strategy:
