@@ -9,6 +9,7 @@ Nothing is silently dropped.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,13 +82,23 @@ class Sample:
 
 @dataclass
 class Dataset:
-    """A validated plain-folder dataset. Pixels are read on demand and cached."""
+    """A validated plain-folder dataset. Pixels are read on demand and kept in a bounded
+    least-recently-used cache, so memory does not grow with the number of images."""
 
     root: Path
     classes: int
     samples: dict[str, Sample]
-    _images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    _masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    cache_size: int = 128
+    _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    def _cached(self, key: tuple[str, str], load) -> np.ndarray:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        value = self._cache[key] = load()
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return value
 
     @property
     def stems(self) -> list[str]:
@@ -99,15 +110,11 @@ class Dataset:
 
     def image(self, stem: str) -> np.ndarray:
         """(H, W, C) float32 in [0, 1]."""
-        if stem not in self._images:
-            self._images[stem] = read_image(self.samples[stem].image_path)
-        return self._images[stem]
+        return self._cached(("image", stem), lambda: read_image(self.samples[stem].image_path))
 
     def mask(self, stem: str) -> np.ndarray:
         """(H, W) uint8 class ids."""
-        if stem not in self._masks:
-            self._masks[stem] = read_mask(self.samples[stem].mask_path, self.classes)
-        return self._masks[stem]
+        return self._cached(("mask", stem), lambda: read_mask(self.samples[stem].mask_path, self.classes))
 
     def pixels(self, stems: list[str]) -> int:
         return sum(self.samples[s].height * self.samples[s].width for s in stems)
@@ -155,7 +162,6 @@ def load_dataset(root: str | Path, classes: int = 2) -> Dataset:
                 f"{image.shape[1]}x{image.shape[0]}"
             )
         dataset.samples[stem] = Sample(stem, images[stem], masks[stem], *mask.shape, image.shape[2])
-        dataset._images[stem], dataset._masks[stem] = image, mask
     channels = {s.channels for s in dataset.samples.values()}
     if len(channels) > 1:
         odd = next(s for s in dataset.samples.values() if s.channels != dataset.channels)

@@ -60,21 +60,31 @@ class Campaign:
 def query(cfg: Config, campaign: Campaign, state: LabelState, regions: list[Region], checkpoint: Path,
           round_index: int, progress: bool) -> tuple[Selection, QueryContext]:
     """Run the campaign's strategy over the unlabeled regions: its selection and the context it saw."""
+    return select_regions(cfg, campaign.strategy, campaign.dataset, campaign.split, state, regions, checkpoint,
+                          round_index, campaign.seed, campaign.folder.parents[2] / "cache", progress)
+
+
+def select_regions(cfg: Config, strategy_name: str, dataset: Dataset, split: dict[str, list[str]],
+                   state: LabelState, regions: list[Region], checkpoint: Path, round_index: int, seed: int,
+                   cache_dir: Path, progress: bool = False, model_id: str | None = None
+                   ) -> tuple[Selection, QueryContext]:
+    """One query with the model at ``checkpoint`` over the unlabeled ``regions`` (shared by the simulation
+    and the campaign workspace): the strategy's selection and the context it saw. ``model_id`` (default:
+    the checkpoint path) names the model in the context, e.g. as the origin of pseudo-labels."""
     device = pick_device(cfg.train.device)
     model, _ = load_checkpoint(checkpoint, device)
-    strategy = get_strategy(campaign.strategy, cfg.query.options.get(campaign.strategy))
+    strategy = get_strategy(strategy_name, cfg.query.options.get(strategy_name))
     ctx = QueryContext(
         candidates=unlabeled(regions, state),
         budget=round_budget(cfg, state),
         state=state,
-        dataset=campaign.dataset,
-        rng=np.random.default_rng([campaign.seed, round_index]),
-        score_pool=lambda regs: mc_dropout_scores(model, campaign.dataset, regs, cfg.query.mc_passes,
+        dataset=dataset,
+        rng=np.random.default_rng([seed, round_index]),
+        score_pool=lambda regs: mc_dropout_scores(model, dataset, regs, cfg.query.mc_passes,
                                                   cfg.query.batch_size, device, progress=progress),
         round_index=round_index,
-        model_id=str(checkpoint),
-        extras={"model": model, "device": device, "cfg": cfg, "split": campaign.split,
-                "cache_dir": campaign.folder.parents[2] / "cache"},
+        model_id=model_id or str(checkpoint),
+        extras={"model": model, "device": device, "cfg": cfg, "split": split, "cache_dir": cache_dir},
     )
     return strategy.select(ctx), ctx
 
@@ -83,12 +93,17 @@ def apply_selection(state: LabelState, dataset: Dataset, selection: Selection, c
                     round_index: int) -> int:
     picked = [candidates[i] for i in selection.indices]
     cost = reveal_from_ground_truth(state, dataset, picked, round_index)
-    if selection.replace_pseudo:
-        state.clear_pseudo()
-    origin = selection.pseudo_origin or f"round-{round_index:03d}"
-    for region, mask in selection.pseudo:
-        state.set_pseudo(region, mask, origin=origin)
+    apply_pseudo(state, selection.pseudo, selection.pseudo_origin or f"round-{round_index:03d}",
+                 selection.replace_pseudo)
     return cost
+
+
+def apply_pseudo(state: LabelState, pseudo: list[tuple[Region, np.ndarray]], origin: str, replace: bool) -> None:
+    """Pseudo-label the regions' unrevealed pixels, after dropping every earlier pseudo-label if ``replace``."""
+    if replace:
+        state.clear_pseudo()
+    for region, mask in pseudo:
+        state.set_pseudo(region, mask, origin=origin)
 
 
 def run_campaign(campaign: Campaign, rounds: int, tracker: Tracker, progress: bool = True) -> list[dict]:

@@ -1,0 +1,1 @@
+"""Prefect flows of activeseg and the code that runs them (see flows/README.md)."""
