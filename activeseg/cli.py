@@ -87,6 +87,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from activeseg.benchmark import FRACTIONS, run_benchmark
+
+    cfg = config_from(args)
+    out = Path(args.out)
+    dataset = resolve_dataset(cfg, args.dataset, out)
+    strategies = [s for item in args.strategies for s in item.split(",")] if args.strategies else [cfg.query.strategy]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [cfg.train.seed]
+    report = run_benchmark(cfg, dataset, strategies, seeds, out, rounds=args.rounds, progress=not args.quiet)
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    table = Table("strategy", "AUC Dice", *(f"Dice@{int(f * 100)}%" for f in FRACTIONS), "pixels to 95% full",
+                  title=f"benchmark ({report['granularity']}, seeds {report['seeds']})")
+    for name, row in sorted(report["comparison"].items(), key=lambda kv: -kv[1]["auc_dice_mean"]):
+        table.add_row(name, f"{row['auc_dice_mean']:.3f} +- {row['auc_dice_std']:.3f}",
+                      *(fmt(row[f"dice_at_{int(f * 100)}pct"]) for f in FRACTIONS),
+                      fmt(row["fraction_to_95pct_full"]))
+    console.print(table)
+    console.print(f"wall time {report['wall_seconds']:.0f} s; report {out / 'benchmark.json'}; "
+                  f"plot {out / 'learning_curves.png'}")
+    return 0
+
+
 def cmd_metrics(args: argparse.Namespace) -> int:
     from activeseg.metrics import evaluate_folders
 
@@ -143,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         common(p)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("benchmark", help="compare strategies (with random and full as references)")
+    p.add_argument("--dataset", help="dataset folder, or 'synthetic' (default: data.dataset)")
+    p.add_argument("--strategies", action="append", help="comma-separated strategy names (repeatable)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    common(p)
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("metrics", help="Dice, VOE, MSD and HD95 of predicted masks against ground truth")
     p.add_argument("--pred", type=Path, required=True)

@@ -1,10 +1,10 @@
 """Deterministic prediction and streaming MC-dropout inference over a pool of regions.
 
 MC dropout (Gal and Ghahramani; Jethaliya / Gorriz et al. use T stochastic passes): dropout in train
-mode, batch norm in eval mode. The encoder has no dropout, so each batch is encoded once and only the
-decoder is sampled T times. Per pass only running statistics are kept (mean and M2 of p, sum of H(p)), so memory
-is O(batch x C x H x W) whatever the pool size and T (Welford's running mean and sum of squared
-deviations, numerically stable in float32).
+mode, batch norm in eval mode. The encoder has no dropout, so each batch is encoded once; its features
+are repeated and the decoder samples several passes in one call (at most ``DECODE_BATCH`` samples per
+call). A batch's T probability maps (T, B, C, H, W) are reduced at once and dropped, so memory is
+O(T x batch x C x H x W) whatever the pool size.
 
 Per-sample reductions, means over the region's pixels inside the image (natural logarithm):
 - ``entropy``: mean over pixels of H(mean_t p_t), the predictive entropy.
@@ -94,6 +94,20 @@ def region_batches(
             yield chunk, torch.stack(crops), valid
 
 
+DECODE_BATCH = 64
+
+
+def sample_decoder(model: EDConvNet, features: list[torch.Tensor], passes: int) -> torch.Tensor:
+    """T stochastic decoder passes over the same features: logits (T, B, C, H, W)."""
+    b = features[0].shape[0]
+    per_call = max(1, DECODE_BATCH // b)
+    out = []
+    for start in range(0, passes, per_call):
+        k = min(per_call, passes - start)
+        out.append(model.decode([f.repeat(k, 1, 1, 1) for f in features]).unflatten(0, (k, b)))
+    return torch.cat(out)
+
+
 def _entropy(p: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, H, W)."""
     return -(p * torch.log(p + EPS)).sum(dim=1)
@@ -124,20 +138,16 @@ def mc_dropout_scores(
     use_amp = device.type == "cuda"
     for chunk, x, valid in region_batches(dataset, regions, batch_size):
         x = x.to(device, non_blocking=True)
-        h, w = x.shape[-2:]
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             features = model.encode(pad_to_multiple(x, multiple))
             descriptors[chunk] = model.descriptor(features).float().cpu().numpy()
-            mean_p = m2 = sum_h = 0
-            for t in range(1, passes + 1):
-                p = torch.softmax(model.decode(features)[..., :h, :w].float(), dim=1)
-                delta = p - mean_p
-                mean_p = mean_p + delta / t
-                m2 = m2 + delta * (p - mean_p)
-                sum_h = sum_h + _entropy(p)
+            logits = sample_decoder(model, features, passes)[..., : x.shape[-2], : x.shape[-1]]
+        logp = torch.log_softmax(logits.float(), dim=2)  # (T, B, C, h, w)
+        p = logp.exp()
+        mean_p = p.mean(0)
         entropy = _entropy(mean_p)
-        variance = (m2 / passes).mean(dim=1)
-        bald = entropy - sum_h / passes
+        variance = p.var(0, unbiased=False).mean(dim=1)
+        bald = entropy + (p * logp).sum(dim=2).mean(0)
         for j, i in enumerate(chunk):
             vh, vw = valid[j]
             for name, m in (("entropy", entropy), ("variance", variance), ("bald", bald)):

@@ -11,11 +11,13 @@ def naive_scores(model, x, passes):
     mc_mode(model)
     with torch.no_grad():
         features = model.encode(x)
-        probs = torch.stack([torch.softmax(model.decode(features), 1) for _ in range(passes)])  # (T, N, C, H, W)
+        logits = model.decode([f.repeat(passes, 1, 1, 1) for f in features])  # the same draws as the code
+        probs = torch.stack([torch.softmax(t, 1) for t in logits.unflatten(0, (passes, x.shape[0]))])
     mean = probs.mean(0)
     ent = lambda p: -(p * torch.log(p + 1e-12)).sum(1)  # noqa: E731
     entropy = ent(mean).mean(dim=(1, 2))
-    variance = probs.var(0, unbiased=False).mean(1).mean(dim=(1, 2))
+    mean_sq = torch.stack([(p - mean) ** 2 for p in probs]).mean(0)
+    variance = mean_sq.mean(1).mean(dim=(1, 2))
     bald = (ent(mean) - torch.stack([ent(p) for p in probs]).mean(0)).mean(dim=(1, 2))
     return entropy.numpy(), variance.numpy(), bald.numpy(), features[-1].mean(dim=(2, 3)).numpy()
 

@@ -103,7 +103,7 @@ def affordable_count(costs: np.ndarray, budget: int) -> int:
     """How many candidates of median cost the pixel budget buys: ``max(1, budget // median)``, the median
     taken over candidates that still reveal something (``costs > 0``). Strategies whose papers count
     samples (a batch of B, T patches, K candidates) turn the pixel budget into a count with this; the
-    median is robust to the few clipped or partly revealed regions."""
+    median is robust to the few clipped or partly revealed regions. 0 if no candidate reveals anything."""
     positive = np.asarray(costs)[np.asarray(costs) > 0]
     if positive.size == 0:
         return 0
