@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from activeseg import commands_workspace
 from activeseg.config import Config, ConfigError, load_config
 from activeseg.data import DatasetError
 
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     common(p)
     p.set_defaults(func=cmd_metrics)
+
+    commands_workspace.add_commands(sub, common)
     return parser
 
 
