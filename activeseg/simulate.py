@@ -27,7 +27,7 @@ from activeseg.oracle import reveal_from_ground_truth
 from activeseg.partition import Region
 from activeseg.plots import plot_learning_curves
 from activeseg.pool import initial_regions, pool_regions, round_budget, unlabeled
-from activeseg.strategies import QueryContext, Selection, get_strategy
+from activeseg.strategies import QueryContext, Selection, check_options, get_strategy
 from activeseg.tracking import Tracker
 from activeseg.training import train_model
 
@@ -164,6 +164,7 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
 def simulate(cfg: Config, dataset_dir: Path, strategies: list[str], seeds: list[int], out: Path,
              rounds: int | None = None, progress: bool = True) -> dict:
     """Run every (strategy, seed) campaign; writes ``results.json`` and ``learning_curves.png``."""
+    check_options(cfg.query.options)
     for name in strategies:
         get_strategy(name, cfg.query.options.get(name))
     out = Path(out)

@@ -73,10 +73,14 @@ class Selection:
         return int(sum(self.costs))
 
 
-def fill_budget(order: np.ndarray, ctx: QueryContext) -> tuple[list[int], list[int]]:
-    """Take candidates in ``order`` while they fit the budget; returns (indices, incremental costs)."""
-    taken: dict[str, np.ndarray] = {}
-    picks, costs, left = [], [], ctx.budget
+def take_within(order: np.ndarray, ctx: QueryContext, budget: int, taken: dict[str, np.ndarray]
+                ) -> tuple[list[int], list[int]]:
+    """Walk ``order`` and take every candidate whose new pixels fit what is left of ``budget``.
+
+    ``taken`` holds per image the pixels known or already taken (copies of the known masks, filled in
+    as candidates are taken), so calls that share it never pay twice for a pixel. Returns (indices,
+    incremental costs)."""
+    picks, costs, left = [], [], budget
     for i in order:
         if ctx.costs[i] == 0:
             continue
@@ -92,6 +96,12 @@ def fill_budget(order: np.ndarray, ctx: QueryContext) -> tuple[list[int], list[i
         left -= cost
         if left == 0:
             break
+    return picks, costs
+
+
+def fill_budget(order: np.ndarray, ctx: QueryContext) -> tuple[list[int], list[int]]:
+    """Take candidates in ``order`` while they fit the budget; returns (indices, incremental costs)."""
+    picks, costs = take_within(order, ctx, ctx.budget, {})
     if not picks:
         first = next((int(i) for i in order if ctx.costs[i] > 0), None)
         if first is not None:

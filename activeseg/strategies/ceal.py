@@ -37,7 +37,7 @@ import torch
 from activeseg.config import ConfigError
 from activeseg.inference import mc_dropout_scores
 from activeseg.partition import Region
-from activeseg.strategies.base import QueryContext, Selection, Strategy, fill_budget
+from activeseg.strategies.base import QueryContext, Selection, Strategy, fill_budget, take_within
 from activeseg.strategies.pseudo import open_pixels_after
 from activeseg.strategies.registry import register
 
@@ -92,20 +92,10 @@ def fill_groups(orders: Sequence[np.ndarray], budgets: Sequence[int], ctx: Query
     costs: list[int] = []
     left = 0
     for order, budget in zip(orders, budgets):
-        left += budget
-        for i in order:
-            region = ctx.candidates[int(i)]
-            known = taken.setdefault(region.stem, ctx.state.known[region.stem].copy())
-            ys, xs = region.clipped(*known.shape)
-            cost = int((~known[ys, xs]).sum())
-            if cost == 0 or cost > left:
-                continue
-            known[ys, xs] = True
-            picks.append(int(i))
-            costs.append(cost)
-            left -= cost
-            if left == 0:
-                break
+        group_picks, group_costs = take_within(order, ctx, left + budget, taken)
+        picks += group_picks
+        costs += group_costs
+        left += budget - sum(group_costs)
     return picks, costs
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from activeseg.strategies.base import QueryContext, Selection, Strategy
+import numpy as np
+
+from activeseg.strategies.base import QueryContext, Selection, Strategy, take_within
 from activeseg.strategies.registry import register
 
 
@@ -12,13 +14,5 @@ class FullStrategy(Strategy):
     needs_model = False
 
     def select(self, ctx: QueryContext) -> Selection:
-        indices = [i for i, c in enumerate(ctx.costs) if c > 0]
-        # overlapping candidates: count each pixel once
-        seen = {stem: known.copy() for stem, known in ctx.state.known.items()}
-        costs = []
-        for i in indices:
-            r = ctx.candidates[i]
-            ys, xs = r.clipped(*seen[r.stem].shape)
-            costs.append(int((~seen[r.stem][ys, xs]).sum()))
-            seen[r.stem][ys, xs] = True
-        return Selection(indices, [0.0] * len(indices), costs)
+        picks, costs = take_within(np.arange(len(ctx.candidates)), ctx, ctx.state.total_pixels(), {})
+        return Selection(picks, [0.0] * len(picks), costs)

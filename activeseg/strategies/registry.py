@@ -25,3 +25,13 @@ def get_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
     if name not in STRATEGIES:
         raise ConfigError(f"query.strategy: unknown strategy {name!r} (valid: {', '.join(names())})")
     return STRATEGIES[name](options)
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """``query.options`` maps strategy names to their options: every key must be a strategy."""
+    for name, value in options.items():
+        if name not in STRATEGIES:
+            raise ConfigError(f"query.options.{name}: not a strategy (valid: {', '.join(names())})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"query.options.{name}: expected a mapping of options, got {value!r}")
+        get_strategy(name, value)
