@@ -1,6 +1,6 @@
 """Encoder-decoder CNN of FocAnnot Fig. 2, with spatial dropout for MC dropout.
 
-Blocks of two 3x3 conv + BN + ReLU; max-pool down; bilinear up; skip connections; 1x1 head. Dropout
+The input is standardized per sample and channel. Blocks of two 3x3 conv + BN + ReLU; max-pool down; bilinear up; skip connections; 1x1 head. Dropout
 (``nn.Dropout2d``) sits at the bottleneck and after every decoder block, never in the encoder: the
 encoder is deterministic, so MC-dropout inference encodes a batch once and samples only the decoder.
 The descriptor of a sample is the channel-wise average of the deepest encoder block (the bottleneck),
@@ -25,6 +25,15 @@ def conv_block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+def standardize(x: torch.Tensor, floor: float = 0.05) -> torch.Tensor:
+    """Per sample and channel: zero mean, unit standard deviation (floored, so that a flat crop is not
+    turned into amplified noise). Makes stain and brightness differences between images and styles
+    irrelevant to the first layer. (N, C, H, W) -> (N, C, H, W)."""
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    std = x.std(dim=(2, 3), keepdim=True).clamp_min(floor)
+    return (x - mean) / std
+
+
 class EDConvNet(nn.Module):
     """Input (N, C_in, H, W) with H, W multiples of ``2**depth``; output logits (N, classes, H, W)."""
 
@@ -47,7 +56,7 @@ class EDConvNet(nn.Module):
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of every encoder level; the last one is the bottleneck (N, D, H/2^d, W/2^d)."""
-        features = [self.encoder[0](x)]
+        features = [self.encoder[0](standardize(x))]
         for block in self.encoder[1:]:
             features.append(block(F.max_pool2d(features[-1], 2)))
         return features

@@ -35,3 +35,11 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     assert back_meta == meta
     for (name, a), (_, b) in zip(model.state_dict().items(), back.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_input_standardization_ignores_brightness_and_contrast():
+    torch.manual_seed(0)
+    model = EDConvNet(3, 2, width=4, depth=2).eval()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(0.5 * x + 0.3), atol=1e-4)
