@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from activeseg import commands_workspace
+from activeseg import commands_orchestration, commands_workspace
 from activeseg.config import Config, ConfigError, load_config
 from activeseg.data import DatasetError
 
@@ -58,10 +59,11 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 def cmd_strategies(args: argparse.Namespace) -> int:
     from activeseg.strategies import STRATEGIES
 
-    table = Table("strategy", "needs model", "description")
+    table = Table("strategy", "needs model", "description", "options (query.options.<strategy>.<option>)")
     for name, cls in sorted(STRATEGIES.items()):
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n")[0]
-        table.add_row(name, "yes" if cls.needs_model else "no", doc)
+        options = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Options))
+        table.add_row(name, "yes" if cls.needs_model else "no", doc, options or "-")
     console.print(table)
     return 0
 
@@ -127,12 +129,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Synthesize the default data and compare ``random`` with ``mc_variance`` over a short simulation."""
-    args.dataset, args.strategy = None, ["random", "mc_variance"]
-    args.seeds = args.seeds or "0,1"
-    args.overrides = ["data.dataset=synthetic"] + args.overrides
-    console.rule("activeseg demo: random vs mc_variance on the synthetic dataset")
-    return cmd_simulate(args)
+    """A campaign on the synthetic data through the real path: workspace, local Prefect server, worker,
+    rounds that suspend for the simulated annotator's labels and resume (``activeseg simulate`` runs
+    the plain simulation)."""
+    return commands_orchestration.run_demo(args.out, args.rounds or 3, args.overrides, args.params)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_strategies)
 
     for name, func, helptext in (("simulate", cmd_simulate, "simulated campaign: oracle answers from ground truth"),
-                                 ("demo", cmd_demo, "short simulation on the synthetic data")):
+                                 ("demo", cmd_demo, "a short campaign on the synthetic data under Prefect")):
         p = sub.add_parser(name, help=helptext)
         if name == "simulate":
             p.add_argument("--dataset", help="dataset folder, or 'synthetic' (default: data.dataset)")
@@ -162,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--out", type=Path, default=Path("demo-output"))
         p.add_argument("--rounds", type=int)
-        p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "simulate":
+            p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
+            p.add_argument("--quiet", action="store_true", help="no progress bars")
         common(p)
         p.set_defaults(func=func)
 
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_metrics)
 
     commands_workspace.add_commands(sub, common)
+    commands_orchestration.add_commands(sub, common)
     return parser
 
 

@@ -1,7 +1,7 @@
 """Typed configuration loaded from ``params.yaml``.
 
 Every stage of the pipeline has its own section (data, partition, model, train, query, oracle,
-evaluate, tracking). Unknown keys and values of the wrong type fail with a :class:`ConfigError`
+evaluate, tracking, campaign, schedule). Unknown keys and values of the wrong type fail with a :class:`ConfigError`
 that names the dotted key, e.g. ``train.epochs: expected int, got 'ten'``.
 """
 
@@ -106,6 +106,23 @@ class TrackingConfig:
 
 
 @dataclass
+class CampaignConfig:
+    """Stop rules of a campaign, checked before each round (besides ``rounds``)."""
+
+    budget_pixels: int | None = None  # stop once this many pixels are labeled (initial set included)
+    budget_fraction: float | None = None  # or this fraction of the training pool
+    plateau_rounds: int = 0  # stop when test Dice gained less than plateau_delta over the last N rounds (0: off)
+    plateau_delta: float = 0.005
+
+
+@dataclass
+class ScheduleConfig:
+    """When the worker starts rounds by itself (standard 5-field cron, UTC); None: only on demand."""
+
+    cron: str | None = None
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
@@ -115,6 +132,8 @@ class Config:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    campaign: CampaignConfig = field(default_factory=CampaignConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     rounds: int = 5
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,6 +245,15 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"train.crop: must be a multiple of 2**model.depth = {2 ** cfg.model.depth}")
     if cfg.rounds < 1:
         raise ConfigError("rounds: must be at least 1")
+    if cfg.oracle.timeout_hours <= 0:
+        raise ConfigError("oracle.timeout_hours: must be positive")
+    c = cfg.campaign
+    if c.budget_fraction is not None and not 0 < c.budget_fraction <= 1:
+        raise ConfigError("campaign.budget_fraction: must be in (0, 1]")
+    if (c.budget_pixels is not None and c.budget_pixels <= 0) or c.plateau_rounds < 0 or c.plateau_delta < 0:
+        raise ConfigError("campaign: budget_pixels must be positive, plateau_rounds and plateau_delta not negative")
+    if cfg.schedule.cron is not None and len(cfg.schedule.cron.split()) != 5:
+        raise ConfigError(f"schedule.cron: expected 5 fields (minute hour day month weekday), got {cfg.schedule.cron!r}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

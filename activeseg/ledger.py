@@ -48,6 +48,8 @@ EVENT_TYPES = (
     "labels_committed",
     "pseudo_labeled",
     "round_evaluated",
+    "round_skipped",  # orchestration: trigger, flow_run_id, reason, active_flow_run_id
+    "labels_approved",  # orchestration: approver, comment, batch_sha256, annotator, regions, flow_run_id
 )
 REGION_ID = re.compile(r"^(?P<stem>.+)_y\d+_x\d+_\d+x\d+$")
 

@@ -76,7 +76,7 @@ SETTINGS = "workspace.json"
 INITIAL_ANNOTATOR = "initial-ground-truth"
 GIT = ["git", "-c", "user.name=activeseg", "-c", "user.email=activeseg@localhost", "-c", "commit.gpgsign=false",
        "-c", "tag.gpgsign=false", "-c", "core.hooksPath=/dev/null"]
-GITIGNORE = "/ledger.db*\n/mlflow/\n/tmp/\n/cache/\n/state/\n"
+GITIGNORE = "/ledger.db*\n/mlflow/\n/tmp/\n/cache/\n/state/\n/.prefect/\n"
 METRICS = ("dice", "voe", "msd", "hd95")
 
 

@@ -203,16 +203,17 @@ def start_worker(
 def stop_worker(workspace: Path, *, timeout: float = 20.0, settle_seconds: float = 30.0) -> bool:
     """Stop the background worker and every process it started; False when none was running.
 
-    Call inside `connect`. A flow-run process whose run is already Suspended is first given up to
-    `settle_seconds` to exit by itself: Prefect's runner cancels every run whose process it still
-    tracks when it shuts down ("Runner is shutting down."), and a suspending process lingers about a
-    second after the state is set. Runs still executing are cancelled that way.
+    Call inside `connect`. A flow-run process whose run is already Suspended or finished is first
+    given up to `settle_seconds` to exit by itself: Prefect's runner cancels every run whose process
+    it still tracks when it shuts down ("Runner is shutting down."), forcing the state (even a
+    Completed run becomes Cancelled), and such a process lingers about a second after its state is
+    set. Runs still executing are cancelled that way.
     """
     pid_file = server.prefect_home(workspace) / "worker.pid"
     pid = processes.read_pid(pid_file)
     if pid is None:
         return False
-    _let_suspended_runs_exit(pid, settle_seconds)
+    _let_settled_runs_exit(pid, settle_seconds)
     processes.stop(pid, timeout=timeout)
     pid_file.unlink(missing_ok=True)
     return True
@@ -339,11 +340,12 @@ def _run_state(run: Any) -> RunState:
     return RunState(run.id, state.type.value, state.name, state.message or None, state.timestamp)
 
 
-def _let_suspended_runs_exit(worker: int, settle_seconds: float) -> None:
+def _let_settled_runs_exit(worker: int, settle_seconds: float) -> None:
     deadline = time.monotonic() + settle_seconds
     for pid in processes.descendants(worker):
         run_id = processes.environ(pid).get(FLOW_RUN_ID_ENV)
-        if run_id is None or not read_state(UUID(run_id)).suspended:
+        state = read_state(UUID(run_id)) if run_id else None
+        if state is None or not (state.suspended or state.final):
             continue
         while processes.alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)

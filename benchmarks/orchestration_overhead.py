@@ -1,0 +1,237 @@
+"""Orchestration overhead per round, on the demo settings with the simulated annotator.
+
+The same rounds (same data, split, initial labels, seeds) are run three ways:
+
+1. compute: directly through the library (train, query, reveal the ground truth, evaluate), nothing
+   else;
+2. workspace: `Workspace` steps called in this process, no Prefect (adds DVC and git, the ledger,
+   MLflow, Great Expectations validation, the label exchange); time spent in each is measured;
+3. Prefect: local server and worker, each round a flow run that suspends until the simulated
+   annotator's flow run has submitted and approved its labels, then resumes (what `make demo` does).
+   A round's wall time runs from its run being scheduled to Completed; "in tasks" is the time its
+   executed tasks and its annotator's labeling task took, the rest is Prefect's own (process starts,
+   polling, state changes, the suspension round trip).
+
+Overhead = (time per round - compute per round) / compute per round, in wall time (what a user waits;
+noisy on a shared machine) and in CPU time of every process involved (server, worker, flow runs,
+subprocesses; steadier). Every process computes with one thread (OMP_NUM_THREADS=1 unless set): with
+two, torch's threads spin while they wait for each other and CPU time grows with the machine's load.
+Run from the repository root:
+
+    .venv/bin/python benchmarks/orchestration_overhead.py [--rounds 3] [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from uuid import UUID
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one compute thread per process, here and in every
+    os.environ.setdefault(_name, "1")                  # flow run: CPU times then do not depend on other load
+
+from activeseg.commands_orchestration import DEMO_SETTINGS  # noqa: E402
+from activeseg.config import Config  # noqa: E402
+from activeseg.workspace import Workspace  # noqa: E402
+
+SPENT: dict[str, float] = defaultdict(float)
+
+
+def timed(category: str, func):
+    """`func`, adding the seconds each call takes to SPENT[category] (outermost call only)."""
+    active = {"depth": 0}
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        active["depth"] += 1
+        start = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            active["depth"] -= 1
+            if active["depth"] == 0:
+                SPENT[category] += time.perf_counter() - start
+
+    return wrapper
+
+
+def instrument() -> None:
+    """Measure DVC and git subprocesses, ledger writes, MLflow calls and GX validation in this process."""
+    from mlflow.tracking import MlflowClient
+
+    from activeseg import ledger, tracking, workspace
+
+    workspace.Workspace._run = timed("dvc + git", workspace.Workspace._run)
+    for name in ("append", "export_jsonl", "import_jsonl"):
+        setattr(ledger.Ledger, name, timed("ledger", getattr(ledger.Ledger, name)))
+    tracking.Tracker._setup = timed("mlflow", tracking.Tracker._setup)
+    for name in ("create_run", "log_batch", "set_terminated", "log_artifact", "set_tag"):
+        setattr(MlflowClient, name, timed("mlflow", getattr(MlflowClient, name)))
+    for name in ("validate_dataset", "validate_label_batch"):
+        setattr(workspace, name, timed("validation (GX)", getattr(workspace, name)))
+
+
+def cpu_now() -> float:
+    """CPU seconds used so far by this process and its reaped children (subprocesses)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of a live process and of its children it has reaped (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def compute_rounds(cfg: Config, root: Path, rounds: int) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds per round of the bare compute, on the workspace's data, split and initial labels."""
+    from activeseg.evaluation import evaluate_model
+    from activeseg.labels import LabelState
+    from activeseg.models import load_checkpoint, pick_device
+    from activeseg.oracle import reveal_from_ground_truth
+    from activeseg.partition import Region
+    from activeseg.simulate import apply_selection, select_regions
+    from activeseg.tracking import RunLog
+    from activeseg.training import train_model
+
+    ws = Workspace.open(root)
+    dataset, split, regions = ws.dataset, ws.split(), ws.regions()
+    state = LabelState.empty({s: (dataset.samples[s].height, dataset.samples[s].width) for s in split["train"]})
+    reveal_from_ground_truth(state, dataset, [Region.from_dict(r) for r in ws.record(0)["initial"]["regions"]], 0)
+    device = pick_device(cfg.train.device)
+    seconds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in range(1, rounds + 1):
+            start, cpu = time.perf_counter(), cpu_now()
+            result = train_model(cfg, dataset, state, split["val"], Path(tmp) / "model", RunLog(),
+                                 seed=cfg.train.seed * 1000 + n, progress=False)
+            selection, ctx = select_regions(cfg, cfg.query.strategy, dataset, split, state, regions, result.checkpoint,
+                                            n, cfg.train.seed, Path(tmp) / "cache")
+            apply_selection(state, dataset, selection, ctx.candidates, n)
+            model, _ = load_checkpoint(result.checkpoint, device)
+            evaluate_model(model, dataset, split[cfg.evaluate.split], device)
+            seconds.append((time.perf_counter() - start, cpu_now() - cpu))
+    return seconds
+
+
+def workspace_rounds(root: Path, rounds: int) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds per round of the workspace steps called directly (SPENT says where the wall
+    time went)."""
+    seconds = []
+    for n in range(1, rounds + 1):
+        start, cpu = time.perf_counter(), cpu_now()
+        ws = Workspace.open(root)
+        ws.validate()
+        ws.partition()
+        ws.train(n)
+        ws.query(n)
+        ws.simulate_labels(n)
+        ws.evaluate(n)
+        seconds.append((time.perf_counter() - start, cpu_now() - cpu))
+    return seconds
+
+
+def prefect_rounds(root: Path, rounds: int) -> tuple[list[dict[str, float]], float]:
+    """Per round under Prefect: wall time, time inside executed tasks, the rest; and the CPU seconds
+    that the server, the worker with its flow-run processes and this process used during the rounds."""
+    from activeseg import processes, server
+    from flows import control, runtime, worker
+
+    os.environ.pop("PREFECT_API_URL", None)
+    with control.connect(root, say=lambda _: None) as srv:
+        try:
+            started = worker.start_and_wait(root, poll_seconds=1)
+            pids = [started.pid, srv.pid]
+            cpu = sum(process_cpu(pid) for pid in pids) + time.process_time()
+            run_id = runtime.start_run(control.deployment_name(control.CAMPAIGN_FLOW, root),
+                                       parameters={"workspace": str(root), "rounds": rounds})
+            state = runtime.wait_for_state(run_id, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, timeout=3600)
+            if state.type != "COMPLETED":
+                raise RuntimeError(f"the campaign ended {state.name}: {state.message}")
+            deadline = time.monotonic() + 30
+            while processes.descendants(started.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)  # let the last flow-run process exit and be reaped
+            cpu = sum(process_cpu(pid) for pid in pids) + time.process_time() - cpu
+            times = [_round_times(event.data["flow_run_id"])
+                     for event in Workspace.open(root).ledger.events(type="labels_approved")]
+            return times, cpu
+        finally:
+            runtime.stop_worker(root)
+            if srv.started:
+                server.stop(root)
+
+
+def _round_times(round_run_id: str) -> dict[str, float]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentTaskRunId
+
+    from flows import control
+
+    history = control.state_history(UUID(round_run_id))
+    wall = _seconds(history[0][1], history[-1][1])
+    with get_client(sync_client=True) as client:
+        own = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(round_run_id)])))
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_task_run_id=FlowRunFilterParentTaskRunId(any_=[t.id for t in own])))
+        annotator = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[c.id for c in children])))
+    labeling = [t for t in annotator if t.name.startswith("simulate-labels")]  # its approve task mostly waits
+    in_tasks = sum((t.end_time - t.start_time).total_seconds() for t in [*own, *labeling]
+                   if t.state.name == "Completed" and t.start_time and t.end_time)
+    return {"wall": wall, "in tasks": in_tasks, "Prefect": wall - in_tasks}
+
+
+def _seconds(start: str, end: str) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    args = parser.parse_args()
+    settings = [*DEMO_SETTINGS, "oracle.kind=simulated", *args.overrides]
+    print(f"demo settings: {' '.join(settings)}; {args.rounds} rounds; {os.cpu_count()} CPUs, "
+          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        direct = Workspace.init(Path(tmp) / "direct", "synthetic", overrides=settings)
+        compute = compute_rounds(direct.cfg, direct.root, args.rounds)
+        instrument()
+        steps = workspace_rounds(direct.root, args.rounds)
+        spent = dict(SPENT)
+        orchestrated, prefect_cpu = prefect_rounds(
+            Workspace.init(Path(tmp) / "prefect", "synthetic", overrides=settings).root, args.rounds)
+
+    base = statistics.mean(c for c, _ in compute)
+    print(f"\nwall seconds\n{'round':>5} {'compute':>9} {'workspace':>10} {'Prefect wall':>13} {'in tasks':>9} "
+          f"{'Prefect own':>12}")
+    for n, (c, w, p) in enumerate(zip(compute, steps, orchestrated), start=1):
+        print(f"{n:>5} {c[0]:>8.1f}s {w[0]:>9.1f}s {p['wall']:>12.1f}s {p['in tasks']:>8.1f}s {p['Prefect']:>11.1f}s")
+    mean_steps = statistics.mean(w for w, _ in steps)
+    mean_wall = statistics.mean(p["wall"] for p in orchestrated)
+    print(f"mean per round: compute {base:.1f} s, workspace {mean_steps:.1f} s, Prefect path {mean_wall:.1f} s")
+    print("workspace overhead per round (wall), by cause:")
+    for name, total in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:16s} {total / args.rounds:6.1f} s")
+    print(f"Prefect's own per round (wall): {statistics.mean(p['Prefect'] for p in orchestrated):.1f} s")
+    cpu_compute = statistics.mean(c for _, c in compute)
+    cpu_steps = statistics.mean(c for _, c in steps)
+    print(f"\nCPU seconds per round (all processes; insensitive to other load on the machine): compute "
+          f"{cpu_compute:.1f}, workspace {cpu_steps:.1f}, Prefect path {prefect_cpu / args.rounds:.1f}")
+    print(f"\noverhead, workspace without Prefect: wall {(mean_steps - base) / base:.0%}, "
+          f"CPU {(cpu_steps - cpu_compute) / cpu_compute:.0%} of the compute")
+    print(f"overhead, full orchestrated round:   wall {(mean_wall - base) / base:.0%}, "
+          f"CPU {(prefect_cpu / args.rounds - cpu_compute) / cpu_compute:.0%} of the compute (target < 10%)")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""One active-learning round of a campaign workspace, as a Prefect flow:
+
+    validate -> partition -> train -> query -> await labels -> evaluate
+
+Await labels publishes the request, then suspends the flow run (no process is held) until it is
+resumed with an `ApprovalInput` (`activeseg approve`, or the form in the Prefect UI) or its timeout
+(`oracle.timeout_hours`) expires. After the resume the flow runs again from the top: every step is a
+task with a persisted result, so the finished ones come back cached and nothing is done twice. An
+approval is only taken when it names the batch the workspace accepted (validated whole); otherwise,
+or when it says "not approved", the round waits again.
+
+With `oracle.kind: simulated` the wait starts the simulated annotator's flow run, which submits the
+ground truth through the same path as a human and approves: the round really suspends and resumes.
+
+The first step claims the campaign: a trigger that finds another round running or waiting ends at
+once in the state "Skipped" (recorded in the ledger), so a campaign never runs two rounds.
+"""
+
+from __future__ import annotations
+
+from itertools import count
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+from prefect.states import Completed, State
+
+from flows.approval import await_approval
+from flows.control import SKIPPED
+from tasks import steps
+
+
+@flow(name="al-round", persist_result=True, result_serializer="json", log_prints=True)
+def al_round(workspace: str, round: int | None = None, trigger: str = "schedule") -> dict[str, Any] | State:
+    """Run round `round` (default: the round in progress) of the campaign in `workspace`.
+
+    `trigger`: "schedule" (the deployment's cron; the campaign's stop rule is checked), "manual" or
+    "campaign" (a caller that checked it).
+    """
+    start = steps.start_round(workspace, round, str(flow_run.get_id()), trigger)
+    if start["skipped"]:
+        return Completed(name=SKIPPED, message=start["reason"])
+    n = start["round"]
+    steps.validate(workspace, n)
+    steps.partition(workspace, n)
+    model = steps.train(workspace, n)
+    selection = steps.query(workspace, n)
+    labels = await_labels(workspace, n, start["oracle"], start["timeout_seconds"])
+    metrics = steps.evaluate(workspace, n)
+    return {"round": n, "model": model["checkpoint_sha256"], "val_dice": model["val_dice"],
+            "regions": selection["regions"], "labels": labels, "metrics": metrics["metrics"],
+            "commit": metrics["commit"]}
+
+
+def await_labels(workspace: str, n: int, oracle: str, timeout_seconds: int) -> dict[str, Any]:
+    """Publish the request, then wait, suspended, for an approved valid batch; its ingest record.
+
+    Each wait has its own key (`round-NNN-labels-K`), so on a re-run from the top an answered wait
+    returns its stored approval at once and only the open one suspends again.
+    """
+    request = steps.publish_request(workspace, n)
+    for attempt in count():
+        if oracle == "simulated":
+            steps.request_simulated_labels(workspace, n, str(flow_run.get_id()), attempt)
+        approval = await_approval(key=f"round-{n:03d}-labels-{attempt}", timeout=timeout_seconds,
+                                  description=_form_text(n, request, attempt))
+        labels = steps.ingest_labels(workspace, n, approval.model_dump(mode="json"))
+        if labels["accepted"]:
+            return labels
+        print(f"round {n}: batch not taken ({labels['reason']}); waiting for another")
+
+
+def _form_text(n: int, request: dict[str, Any], attempt: int) -> str:
+    """What the Prefect UI shows above the approval form."""
+    again = f" (wait {attempt + 1}: the previous answer was not taken)" if attempt else ""
+    return (f"**Round {n}** waits for labels{again}.\n\n"
+            f"The request ({request['regions']} regions) is at `{request['request']}`. Upload one mask per region "
+            f"to `{request['labels']}`, or run `activeseg labels submit DIR --annotator NAME --round {n}`.\n\n"
+            f"Approve with `activeseg approve --round {n} --by NAME`, or here with the batch hash that "
+            f"`activeseg status` shows. Reject with `activeseg reject --round {n} --by NAME --reason TEXT`.")

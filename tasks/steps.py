@@ -1,0 +1,155 @@
+"""The steps of a round as Prefect tasks: thin wrappers over :class:`activeseg.workspace.Workspace`.
+
+Every task takes the workspace path and the round number (what its cache key is made of, see
+tasks/README.md) and returns a small JSON-able dict. Two layers keep a resumed or retried flow run
+from doing anything twice: the persisted task results (a finished task comes back "Cached" without
+running), and the workspace itself (a finished step returns its record; ledger events carry once-keys).
+
+`Workspace.query` also publishes the label request (crops, previews and manifest in the object store),
+so `publish_request` does not write anything: it checks that the manifest the annotator reads is the
+one recorded for the round and says where it is.
+
+Tasks that talk to the object store are retried when the failure is transient (`transient`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.client.schemas.objects import State, TaskRun
+
+from activeseg.exchange import read_manifest, round_prefix
+from activeseg.ledger import canonical_json, sha256_text
+from activeseg.storage import StoreError
+from activeseg.workspace import BatchRejected, Workspace, WorkspaceError
+from flows import control
+from tasks import STEP
+
+TRANSIENT = (StoreError, ConnectionError, TimeoutError)
+"""Failures worth retrying: the object store or the network did not answer (never a rejected batch or
+a step called out of order)."""
+
+
+def transient(task: Any, task_run: TaskRun, state: State) -> bool:
+    """Prefect's `retry_condition_fn`: retry only a transient failure."""
+    return isinstance(state.result(raise_on_failure=False), TRANSIENT)
+
+
+RETRY = {"retries": 2, "retry_delay_seconds": 10, "retry_condition_fn": transient}
+
+
+def _open(workspace: str) -> Workspace:
+    return Workspace.open(workspace)
+
+
+@task(name="start-round", version="1", **STEP)
+def start_round(workspace: str, round_number: int | None, flow_run_id: str, trigger: str) -> dict[str, Any]:
+    """Claim the round for this flow run, or skip it when another round of the campaign is active (see
+    :func:`flows.control.claim_round`). Cached per flow run: the run's later re-runs get the same answer."""
+    return control.claim_round(_open(workspace), round_number, flow_run_id, trigger)
+
+
+@task(name="validate", version="1", **STEP)
+def validate(workspace: str, round_number: int) -> dict[str, Any]:
+    """The dataset suite on data/ with the frozen split (raises ValidationFailed naming every problem)."""
+    return _open(workspace).validate()
+
+
+@task(name="partition", version="1", **STEP)
+def partition(workspace: str, round_number: int) -> dict[str, Any]:
+    """The training pool's candidate regions, written to pool/regions.json."""
+    ws = _open(workspace)
+    path = ws.partition()
+    return {"regions": str(path.relative_to(ws.root)), "count": len(ws.regions())}
+
+
+@task(name="train", version="1", **STEP)
+def train(workspace: str, round_number: int) -> dict[str, Any]:
+    """Train the round's model on every accepted label (checkpoint hash, MLflow run, val Dice)."""
+    return _open(workspace).train(round_number)
+
+
+@task(name="query", version="1", **STEP, **RETRY)
+def query(workspace: str, round_number: int) -> dict[str, Any]:
+    """Select the round's regions with the trained model; the workspace publishes the request too."""
+    queried = _open(workspace).query(round_number)
+    return {"round": round_number, "strategy": queried["strategy"], "regions": [r["id"] for r in queried["regions"]],
+            "budget": queried["budget"], "spent": queried["spent"], "request": queried["request"],
+            "manifest_sha256": queried["manifest_sha256"], "checkpoint_sha256": queried["checkpoint_sha256"]}
+
+
+@task(name="publish-request", version="1", **STEP, **RETRY)
+def publish_request(workspace: str, round_number: int) -> dict[str, Any]:
+    """Check that the round's label request is in the object store as recorded; where it is."""
+    ws = _open(workspace)
+    queried = ws.record(round_number).get("queried")
+    if queried is None:
+        raise WorkspaceError(f"round {round_number}: no label request was made (the query step has not run)")
+    manifest = read_manifest(ws.store, round_number)
+    if manifest is None or sha256_text(canonical_json(manifest)) != queried["manifest_sha256"]:
+        raise WorkspaceError(f"round {round_number}: the request in {queried['request']} is missing or is not the "
+                             "one recorded in the ledger")
+    return {"round": round_number, "request": queried["request"], "regions": len(manifest["regions"]),
+            "labels": f"{ws.store.url}/{round_prefix('labels', round_number)}"}
+
+
+@task(name="request-simulated-labels", version="1", **STEP)
+def request_simulated_labels(workspace: str, round_number: int, round_run_id: str, attempt: int) -> dict[str, Any]:
+    """With `oracle.kind: simulated`: start the simulated annotator's flow run for this wait."""
+    run_id = control.start_annotator(_open(workspace).root, round_number, round_run_id, attempt)
+    return {"round": round_number, "annotator_run": str(run_id)}
+
+
+@task(name="ingest-labels", version="1", **STEP, **RETRY)
+def ingest_labels(workspace: str, round_number: int, approval: dict[str, Any]) -> dict[str, Any]:
+    """Take the approved batch in; `accepted` False (with the reason) when the round must wait on.
+
+    Approved: the batch accepted by the workspace (ingested now from the store if it was only
+    uploaded) must be the one the approval names; the approval is recorded in the ledger
+    (`labels_approved`). Not approved (from the Prefect UI form): the uploaded batch goes to
+    quarantine, as with `activeseg reject`.
+    """
+    ws, n = _open(workspace), round_number
+    by = approval["approver"]
+    if not approval["approved"]:
+        reason = approval.get("comment") or "not approved"
+        try:
+            rejected = ws.reject(n, by, reason)
+            note = f"batch {rejected['batch_sha256'][:12]} moved to {rejected['quarantine']}"
+        except WorkspaceError as exc:
+            note = str(exc)
+        return {"accepted": False, "reason": f"not approved by {by}: {reason} ({note})"}
+    accepted = ws.record(n).get("labels_accepted")
+    if accepted is None or accepted["batch_sha256"] != approval["batch_hash"]:
+        try:
+            accepted = ws.ingest(n)
+        except (BatchRejected, WorkspaceError) as exc:
+            return {"accepted": False, "reason": str(exc)}
+    if accepted["batch_sha256"] != approval["batch_hash"]:
+        return {"accepted": False, "reason": f"the approval names batch {approval['batch_hash'][:12]} but the "
+                                             f"accepted batch of round {n} is {accepted['batch_sha256'][:12]}"}
+    event = control.record_approval(ws, n, approval, accepted)
+    return {"accepted": True, "round": n, "batch_sha256": accepted["batch_sha256"], "annotator": accepted["annotator"],
+            "files": accepted["files"], "commit": accepted["commit"], "approver": by,
+            "comment": approval.get("comment", ""), "approved": event.time}
+
+
+@task(name="evaluate", version="1", **STEP, **RETRY)
+def evaluate(workspace: str, round_number: int) -> dict[str, Any]:
+    """Test metrics of the round's model; closes the round (DVC push, git commit, tag round-NNN)."""
+    return _open(workspace).evaluate(round_number)
+
+
+@task(name="simulate-labels", version="1", **STEP, **RETRY)
+def simulate_labels(workspace: str, round_number: int) -> dict[str, Any]:
+    """The simulated annotator's batch: masks from the ground truth, submitted (validated, uploaded,
+    ingested) exactly as a human's folder would be."""
+    return _open(workspace).simulate_labels(round_number)
+
+
+@task(name="approve", version="1", **STEP)
+def approve(workspace: str, round_number: int, by: str, comment: str, round_run_id: str) -> dict[str, Any]:
+    """Approve the round's accepted batch once its flow run waits (as `activeseg approve` does)."""
+    return control.approve(_open(workspace), round_number, by, comment, run_id=round_run_id,
+                           wait_seconds=control.ANNOTATOR_WAIT_SECONDS)

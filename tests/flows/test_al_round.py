@@ -1,0 +1,266 @@
+"""The round flow under a real local Prefect server and real worker processes, with a human oracle:
+suspension with no process left, approval and rejection, timeout expiry, one round at a time, a worker
+killed mid-training, and the schedule. The tests share one campaign and run its rounds in order."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from activeseg import processes, server
+from activeseg.cli import main
+from activeseg.exchange import mask_png, round_prefix
+from activeseg.oracle import ground_truth
+from activeseg.partition import Region
+from activeseg.workspace import Workspace, write_params
+from flows import control, runtime, worker
+from tests.conftest import TINY
+
+SETTINGS = [*TINY, "query.budget_pixels=2048", "oracle.kind=human"]
+STEPS = ("validate", "partition", "train", "query", "publish-request")
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory: pytest.TempPathFactory):
+    """A campaign workspace with its local Prefect server (expired waits are checked every second)."""
+    root = Workspace.init(tmp_path_factory.mktemp("campaign") / "lab", "synthetic", overrides=SETTINGS).root
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("PREFECT_API_URL", raising=False)
+        env.setenv("PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS", "1")
+        try:
+            with control.connect(root, say=lambda _: None):
+                try:
+                    yield root
+                finally:
+                    runtime.stop_worker(root, settle_seconds=0)
+        finally:
+            server.stop(root)
+
+
+def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    code = main([*args])
+    return code, capsys.readouterr().out
+
+
+def start_worker(root: Path) -> runtime.Worker:
+    return worker.start_and_wait(root, poll_seconds=1)
+
+
+def set_params(root: Path, *overrides: str) -> None:
+    write_params(root / "params.yaml", root / "params.yaml", list(overrides))
+
+
+def write_labels(ws: Workspace, n: int, folder: Path) -> Path:
+    """A correct mask for every region requested in round `n`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in ws.record(n)["queried"]["regions"]:
+        region = Region.from_dict(item)
+        (folder / f"{region.id}.png").write_bytes(mask_png(ground_truth(ws.dataset, region), ws.cfg.data.classes))
+    return folder
+
+
+def submit_and_approve(capsys: pytest.CaptureFixture, root: Path, n: int, folder: Path) -> None:
+    ws = Workspace.open(root)
+    code, out = cli(capsys, "labels", "submit", str(write_labels(ws, n, folder)), "--annotator", "ann",
+                    "--round", str(n), "--workspace", str(root))
+    assert code == 0, out
+    code, out = cli(capsys, "approve", "--round", str(n), "--by", "pi", "--comment", "checked", "--workspace", str(root))
+    assert code == 0, out
+
+
+def task_states(run_id: UUID) -> dict[str, list[str]]:
+    """Per task name, the state name of each of its task runs in the flow run, oldest first (task
+    runs created an instant ago, without a state yet, are left out)."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    states = defaultdict(list)
+    for run in sorted(runs, key=lambda r: r.created):
+        if run.state is not None:
+            states[run.name.rsplit("-", 1)[0]].append(run.state.name)
+    return dict(states)
+
+
+def event_counts(root: Path, n: int) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for event in Workspace.open(root).ledger.events(round=n):
+        counts[event.type] += 1
+    return dict(counts)
+
+
+def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: Path, capsys, tmp_path: Path):
+    root = campaign
+    first = start_worker(root)
+    code, out = cli(capsys, "round", "start", "--wait", "--workspace", str(root))
+    assert code == 0, out
+    assert "Suspended" in out and "waiting for the labels of round 1" in out
+    run_id = control.read_claim(root).run_id
+
+    code, out = cli(capsys, "status", "--json", "--workspace", str(root))
+    status = json.loads(out)
+    requested = Workspace.open(root).record(1)["queried"]["regions"]
+    assert (status["state"], status["current_round"], status["flow_run"]["id"]) == ("awaiting_labels", 1, str(run_id))
+    assert status["flow_run"]["state"] == "Suspended"
+    assert [(p["round"], p["regions"], p["uploaded"]) for p in status["pending"]] == [(1, len(requested), 0)]
+    assert status["pending"][0]["region_ids"] == [r["id"] for r in requested]
+
+    assert runtime.stop_worker(root)
+    assert not processes.alive(first.pid)
+    assert runtime.run_processes(run_id) == []
+    assert runtime.read_state(run_id).suspended
+
+    code, out = cli(capsys, "approve", "--round", "1", "--by", "pi", "--workspace", str(root))
+    assert code == 2
+    assert "no valid label batch has been ingested" in out and "stays suspended" in out
+    assert runtime.read_state(run_id).suspended
+
+    ws = Workspace.open(root)
+    for path in write_labels(ws, 1, tmp_path / "uploaded").iterdir():  # uploaded straight to the store
+        ws.store.put_bytes(round_prefix("labels", 1) + path.name, path.read_bytes())
+    code, out = cli(capsys, "reject", "--round", "1", "--by", "pi", "--reason", "sloppy edges", "--workspace", str(root))
+    assert code == 0, out
+    assert "waits for another batch" in out
+    assert runtime.read_state(run_id).suspended
+    assert ws.store.list(round_prefix("labels", 1)) == []
+    assert [e.data["reasons"] for e in ws.ledger.events(type="batch_rejected", round=1)] == [
+        ["rejected by pi: sloppy edges"]]
+
+    submit_and_approve(capsys, root, 1, tmp_path / "good")
+    assert runtime.read_state(run_id).name == "Resuming"
+    second = start_worker(root)
+    assert second.started and second.pid != first.pid
+    state = control.wait_for_round(run_id, until_final=True, timeout=300)
+    assert (state.type, state.name) == ("COMPLETED", "Completed")
+
+    assert event_counts(root, 1) == {"round_started": 1, "queried": 1, "request_published": 1, "batch_rejected": 1,
+                                     "labels_received": 1, "labels_committed": 1, "labels_approved": 1,
+                                     "round_evaluated": 1}
+    ws = Workspace.open(root)
+    approved = ws.ledger.last("labels_approved", round=1).data
+    committed = ws.ledger.last("labels_committed", round=1).data
+    assert (approved["approver"], approved["comment"], approved["annotator"]) == ("pi", "checked", "ann")
+    assert approved["batch_sha256"] == committed["batch_sha256"] and approved["flow_run_id"] == str(run_id)
+    assert ws.git("tag", "-l").split() == ["round-000", "round-001"]
+    assert ws.verify().ok
+    tasks = task_states(run_id)  # the flow ran twice: up to the wait, then from the top after the resume
+    assert {name: tasks[name] for name in STEPS} == {name: ["Completed", "Cached"] for name in STEPS}
+    assert (tasks["ingest-labels"], tasks["evaluate"]) == (["Completed"], ["Completed"])
+    names = [name for name, _ in control.state_history(run_id)]
+    assert names.index("Suspended") < names.index("Resuming") < names.index("Completed") == len(names) - 1
+
+
+def test_expired_wait_fails_with_a_clear_message_and_the_round_can_wait_anew(campaign: Path, capsys, tmp_path: Path):
+    root = campaign
+    set_params(root, "oracle.timeout_hours=0.002")  # 7 s
+    code, out = cli(capsys, "round", "start", "--wait", "--workspace", str(root))
+    assert code == 0, out
+    expired = control.read_claim(root).run_id
+    state = control.wait_for_round(expired, until_final=True, timeout=120)
+    assert (state.type, state.message) == ("FAILED", "The flow was paused and never resumed.")
+
+    code, out = cli(capsys, "status", "--json", "--workspace", str(root))
+    status = json.loads(out)
+    assert (status["state"], status["round"], status["flow_run"]["message"]) == (
+        "failed", 2, "The flow was paused and never resumed.")
+    assert "got no approval within oracle.timeout_hours = 0.002 h" in status["hint"]
+    assert [p["round"] for p in status["pending"]] == [2]  # the request stays open
+    code, out = cli(capsys, "approve", "--round", "2", "--by", "pi", "--workspace", str(root))
+    assert code == 2 and "is not waiting for labels: it is Failed" in out
+
+    set_params(root, "oracle.timeout_hours=168")
+    code, out = cli(capsys, "round", "start", "--wait", "--workspace", str(root))
+    assert code == 0, out
+    retry = control.read_claim(root).run_id
+    assert retry != expired and runtime.read_state(retry).suspended
+    assert {name: task_states(retry)[name] for name in STEPS} == {name: ["Cached"] for name in STEPS}
+    submit_and_approve(capsys, root, 2, tmp_path / "labels")
+    assert control.wait_for_round(retry, until_final=True, timeout=300).type == "COMPLETED"
+    assert event_counts(root, 2)["round_started"] == 1 and event_counts(root, 2)["labels_approved"] == 1
+
+
+def test_two_triggers_at_once_run_one_round(campaign: Path, capsys, tmp_path: Path):
+    root = campaign
+    runs = [control.start_round(root, trigger="schedule") for _ in range(2)]
+    states = [control.wait_for_round(run, until_final=False, timeout=300) for run in runs]
+    assert sorted(s.name for s in states) == ["Skipped", "Suspended"]
+    waiting, skipped = (runs[0], runs[1]) if states[0].suspended else (runs[1], runs[0])
+    assert control.read_claim(root).run_id == waiting
+    message = runtime.read_state(skipped).message
+    assert message == f"skipped: round 3 is awaiting_labels in flow run {waiting} (Suspended)" or message.startswith(
+        f"skipped: round 3 is running in flow run {waiting}")
+    events = Workspace.open(root).ledger.events(type="round_skipped")
+    assert [(e.round, e.data["flow_run_id"], e.data["active_flow_run_id"]) for e in events] == [
+        (3, str(skipped), str(waiting))]
+    assert task_states(skipped) == {"start-round": ["Completed"]}
+
+    code, out = cli(capsys, "round", "start", "--workspace", str(root))
+    assert code == 2 and f"round 3 is awaiting_labels in flow run {waiting}" in out
+    submit_and_approve(capsys, root, 3, tmp_path / "labels")
+    assert control.wait_for_round(waiting, until_final=True, timeout=300).type == "COMPLETED"
+    assert event_counts(root, 3)["round_started"] == 1
+
+
+def test_worker_killed_mid_training_the_retried_run_repeats_no_finished_step(campaign: Path, capsys, tmp_path: Path):
+    root = campaign
+    set_params(root, "train.epochs=8")  # long enough to be caught training
+    run_id = control.start_round(root)
+    deadline = time.monotonic() + 300
+    while task_states(run_id).get("train") != ["Running"]:
+        assert time.monotonic() < deadline, task_states(run_id)
+        time.sleep(0.2)
+    pid = runtime.worker_pid(root)
+    for victim in [pid, *processes.descendants(pid)]:  # a crash: no chance to clean up
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while runtime.run_processes(run_id) or processes.alive(pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert runtime.read_state(run_id).type == "RUNNING"  # what the server still believes
+
+    start_worker(root)  # finds the orphaned run and retries it
+    assert control.wait_for_round(run_id, until_final=False, timeout=300).suspended
+    submit_and_approve(capsys, root, 4, tmp_path / "labels")
+    assert control.wait_for_round(run_id, until_final=True, timeout=300).type == "COMPLETED"
+
+    tasks = task_states(run_id)  # killed attempt, retried attempt, re-run after the resume
+    assert tasks["train"] == ["Running", "Completed", "Cached"]
+    for name in ("start-round", "validate", "partition"):
+        assert tasks[name] == ["Completed", "Cached", "Cached"]
+    assert tasks["query"] == ["Completed", "Cached"]
+    names = [name for name, _ in control.state_history(run_id)]
+    assert "AwaitingRetry" in names and names[-1] == "Completed"
+    counts = event_counts(root, 4)
+    assert (counts["round_started"], counts["queried"], counts["labels_committed"]) == (1, 1, 1)
+    assert "runs again" in (server.prefect_home(root) / "worker.log").read_text()
+
+
+def test_schedule_creates_a_cron_schedule_and_a_finished_campaign_skips_scheduled_rounds(campaign: Path, capsys):
+    root = campaign
+    set_params(root, 'schedule.cron="0 6 * * 1"')
+    where = ("--workspace", str(root))
+    code, out = cli(capsys, "server", "status", *where)
+    assert code == 0 and out.startswith(f"Prefect server at {server.status(root).url}, pid ")
+    old = runtime.worker_pid(root)
+    assert cli(capsys, "worker", "stop", *where) == (0, "stopped the worker\n")
+    assert not processes.alive(old) and cli(capsys, "worker", "status", *where)[0] == 2
+    code, out = cli(capsys, "worker", "--background", "--poll-seconds", "1", *where)  # reads the new params
+    assert code == 0 and out.startswith(f"worker started: pid {runtime.worker_pid(root)}, log ")
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(control.deployment_name(control.ROUND_FLOW, root))
+    assert [s.schedule.cron for s in deployment.schedules] == ["0 6 * * 1"]
+    assert [s.active for s in deployment.schedules] == [True]
+
+    run_id = control.start_round(root, trigger="schedule")  # as the schedule does: rounds=3 are done
+    state = control.wait_for_round(run_id, until_final=True, timeout=300)
+    assert (state.name, state.message) == ("Skipped", "skipped: round limit: round 3 was the last")
+    assert Workspace.open(root).ledger.last("round_skipped").data["flow_run_id"] == str(run_id)
