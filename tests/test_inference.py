@@ -11,8 +11,7 @@ def naive_scores(model, x, passes):
     mc_mode(model)
     with torch.no_grad():
         features = model.encode(x)
-        logits = model.decode([f.repeat(passes, 1, 1, 1) for f in features])  # the same draws as the code
-        probs = torch.stack([torch.softmax(t, 1) for t in logits.unflatten(0, (passes, x.shape[0]))])
+        probs = torch.stack([torch.softmax(model.decode(features), 1) for _ in range(passes)])  # (T, N, C, H, W)
     mean = probs.mean(0)
     ent = lambda p: -(p * torch.log(p + 1e-12)).sum(1)  # noqa: E731
     entropy = ent(mean).mean(dim=(1, 2))
