@@ -71,7 +71,7 @@ def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
 def ensure_worker(root: Path) -> None:
     """Start a background worker for the workspace when it uses its local server and has none (inside connect)."""
     from activeseg import server
-    from flows import control, runtime, worker
+    from flows import runtime, worker
 
     srv = server.status(root)
     if srv is None or srv.external or runtime.worker_pid(root) is not None:
@@ -89,7 +89,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
     root = _root(args)
     if args.action == "start":
-        control.prepare(root)
+        control.require_workspace(root)
         srv = server.start(root)
         where = "external server (PREFECT_API_URL)" if srv.external else f"log {srv.log}"
         console.print(f"Prefect server {'started' if srv.started else 'already running'} at {srv.url} ({where})")

@@ -80,20 +80,16 @@ def deployment_name(flow_name: str, root: Path) -> str:
     return f"{flow_name}/{campaign_name(root)}"
 
 
-def prepare(root: Path) -> None:
-    """Keep the workspace's Prefect home out of its git history (it holds the server database and logs)."""
-    exclude = Path(root) / ".git" / "info" / "exclude"
-    if not exclude.parent.is_dir():
+def require_workspace(root: Path) -> None:
+    """A campaign workspace is a git repository (its .gitignore keeps the Prefect home out of git)."""
+    if not (Path(root) / ".git").is_dir():
         raise WorkspaceError(f"{root}: not a git repository (create the workspace with activeseg init)")
-    text = exclude.read_text() if exclude.is_file() else ""
-    if f"/{server.PREFECT_DIR}/" not in text.splitlines():
-        exclude.write_text(text + ("" if text.endswith("\n") or not text else "\n") + f"/{server.PREFECT_DIR}/\n")
 
 
 @contextmanager
 def connect(root: Path, *, start: bool = True, say: Callable[[str], None] = print) -> Iterator[Server]:
-    """`runtime.connect` for a campaign workspace (its Prefect home kept out of git first)."""
-    prepare(root)
+    """`runtime.connect` for a campaign workspace."""
+    require_workspace(root)
     with runtime.connect(root, start=start, say=say) as srv:
         yield srv
 

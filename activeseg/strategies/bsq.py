@@ -31,6 +31,8 @@ Decisions the paper leaves open (and two bugs of the reference code not copied):
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -102,8 +104,8 @@ class BsqStrategy(Strategy):
         if o.sigma_floor <= 0:
             raise ConfigError("query.options.sigma_floor: must be positive")
         try:
-            self.vae_params = InfoVAEParams(o.size, o.latent_dim, o.width, o.epochs, o.batch_size, o.lr,
-                                            o.mmd_weight, o.kernel_sigma2, o.vae_seed)
+            shared = {f.name: getattr(o, f.name) for f in dataclasses.fields(InfoVAEParams) if hasattr(o, f.name)}
+            self.vae_params = InfoVAEParams(**shared, seed=o.vae_seed)
         except ValueError as exc:
             raise ConfigError(f"query.options: {exc}") from None
 

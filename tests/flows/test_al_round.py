@@ -25,6 +25,7 @@ from activeseg.partition import Region
 from activeseg.workspace import Workspace, write_params
 from flows import control, runtime, worker
 from tests.conftest import TINY
+from local_prefect import local_prefect
 
 SETTINGS = [*TINY, "query.budget_pixels=2048", "oracle.kind=human"]
 STEPS = ("validate", "partition", "train", "query", "publish-request")
@@ -34,17 +35,8 @@ STEPS = ("validate", "partition", "train", "query", "publish-request")
 def campaign(tmp_path_factory: pytest.TempPathFactory):
     """A campaign workspace with its local Prefect server (expired waits are checked every second)."""
     root = Workspace.init(tmp_path_factory.mktemp("campaign") / "lab", "synthetic", overrides=SETTINGS).root
-    with pytest.MonkeyPatch.context() as env:
-        env.delenv("PREFECT_API_URL", raising=False)
-        env.setenv("PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS", "1")
-        try:
-            with control.connect(root, say=lambda _: None):
-                try:
-                    yield root
-                finally:
-                    runtime.stop_worker(root, settle_seconds=0)
-        finally:
-            server.stop(root)
+    with local_prefect(root, control.connect):
+        yield root
 
 
 def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:

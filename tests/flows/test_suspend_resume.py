@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from activeseg import processes, server
+from activeseg import processes
 from approval_toy import executions
+from local_prefect import local_prefect
 from flows import runtime
 
 TOY_DIR = Path(__file__).resolve().parent
@@ -22,17 +23,8 @@ APPROVAL = {"approved": True, "approver": "ann", "comment": "looks right", "batc
 def workspace(tmp_path_factory: pytest.TempPathFactory):
     """A workspace with its local Prefect server (expired suspensions checked every second)."""
     ws = tmp_path_factory.mktemp("workspace")
-    with pytest.MonkeyPatch.context() as env:
-        env.delenv("PREFECT_API_URL", raising=False)
-        env.setenv("PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS", "1")
-        try:
-            with runtime.connect(ws, say=lambda _: None):
-                try:
-                    yield ws
-                finally:
-                    runtime.stop_worker(ws, settle_seconds=0)
-        finally:
-            server.stop(ws)
+    with local_prefect(ws, runtime.connect):
+        yield ws
 
 
 def start_toy_worker(workspace: Path) -> runtime.Worker:
