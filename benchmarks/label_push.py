@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from activeseg.exchange import mask_png
-from activeseg.oracle import ground_truth
-from activeseg.partition import Region
-from activeseg.workspace import Workspace, round_name
+from activeseg.workspace.exchange import mask_png
+from activeseg.loop.oracle import ground_truth
+from activeseg.core.partition import Region
+from activeseg.core.util import round_name
+from activeseg.workspace import Workspace
 
 SMALL = ["model.width=4", "model.depth=2", "train.epochs=1", "train.samples_per_epoch=8", "train.batch_size=4",
          "train.crop=32", "query.mc_passes=2", "tracking.mlflow=false"]

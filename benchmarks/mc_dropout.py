@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from activeseg.data import load_dataset
-from activeseg.inference import mc_dropout_scores, region_batches
-from activeseg.models import EDConvNet
-from activeseg.partition import partition_image
-from activeseg.synthetic import synthesize
+from activeseg.core.data import load_dataset
+from activeseg.model.inference import mc_dropout_scores, region_batches
+from activeseg.model.network import EDConvNet
+from activeseg.core.partition import partition_image
+from activeseg.core.synthetic import synthesize
 
 
 def setup(folder: Path, images: int, size: int, side: int):

@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one compute thread per process, here and in every
     os.environ.setdefault(_name, "1")                  # flow run: CPU times then do not depend on other load
 
-from activeseg.commands_orchestration import DEMO_SETTINGS  # noqa: E402
-from activeseg.config import Config  # noqa: E402
-from activeseg.workspace import Workspace  # noqa: E402
+from activeseg.cli.orchestration import DEMO_SETTINGS  # noqa: E402
+from activeseg.core.config import Config  # noqa: E402
+from activeseg.workspace.workspace import Workspace  # noqa: E402
 
 SPENT: dict[str, float] = defaultdict(float)
 
@@ -68,7 +68,9 @@ def instrument() -> None:
     """Measure DVC and git subprocesses, ledger writes, MLflow calls and GX validation in this process."""
     from mlflow.tracking import MlflowClient
 
-    from activeseg import ledger, tracking, workspace
+    from activeseg.workspace.workspace import ledger
+    from activeseg.model import tracking
+    from activeseg.workspace.workspace import workspace
 
     workspace.Workspace._run = timed("dvc + git", workspace.Workspace._run)
     for name in ("append", "export_jsonl", "import_jsonl"):
@@ -94,14 +96,14 @@ def process_cpu(pid: int) -> float:
 
 def compute_rounds(cfg: Config, root: Path, rounds: int) -> list[tuple[float, float]]:
     """(wall, CPU) seconds per round of the bare compute, on the workspace's data, split and initial labels."""
-    from activeseg.evaluation import evaluate_model
-    from activeseg.labels import LabelState
-    from activeseg.models import load_checkpoint, pick_device
-    from activeseg.oracle import reveal_from_ground_truth
-    from activeseg.partition import Region
-    from activeseg.simulate import apply_selection, select_regions
-    from activeseg.tracking import RunLog
-    from activeseg.training import train_model
+    from activeseg.model.evaluation import evaluate_model
+    from activeseg.core.labels import LabelState
+    from activeseg.model.network import load_checkpoint, pick_device
+    from activeseg.loop.oracle import reveal_from_ground_truth
+    from activeseg.core.partition import Region
+    from activeseg.loop.simulate import apply_selection, select_regions
+    from activeseg.model.tracking import RunLog
+    from activeseg.model.training import train_model
 
     ws = Workspace.open(root)
     dataset, split, regions = ws.dataset, ws.split(), ws.regions()
@@ -143,7 +145,8 @@ def workspace_rounds(root: Path, rounds: int) -> list[tuple[float, float]]:
 def prefect_rounds(root: Path, rounds: int) -> tuple[list[dict[str, float]], float]:
     """Per round under Prefect: wall time, time inside executed tasks, the rest; and the CPU seconds
     that the server, the worker with its flow-run processes and this process used during the rounds."""
-    from activeseg import processes, server
+    from activeseg.orchestration import processes
+    from activeseg.orchestration import server
     from flows import control, runtime, worker
 
     os.environ.pop("PREFECT_API_URL", None)

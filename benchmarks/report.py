@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from activeseg.benchmark import FRACTIONS
+from activeseg.loop.benchmark import FRACTIONS
 
 
 def fmt(value: float | None, pct: bool = False) -> str:

@@ -25,6 +25,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
+from activeseg.core.util import round_name
 from flows.approval import await_approval
 from flows.control import SKIPPED
 from tasks import steps
@@ -62,7 +63,7 @@ def await_labels(workspace: str, n: int, oracle: str, timeout_seconds: int) -> d
     for attempt in count():
         if oracle == "simulated":
             steps.request_simulated_labels(workspace, n, str(flow_run.get_id()), attempt)
-        approval = await_approval(key=f"round-{n:03d}-labels-{attempt}", timeout=timeout_seconds,
+        approval = await_approval(key=f"{round_name(n)}-labels-{attempt}", timeout=timeout_seconds,
                                   description=_form_text(n, request, attempt))
         labels = steps.ingest_labels(workspace, n, approval.model_dump(mode="json"))
         if labels["accepted"]:

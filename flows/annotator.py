@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow
 
-from activeseg.oracle import SIMULATED
+from activeseg.loop.oracle import SIMULATED
 from tasks import steps
 
 COMMENT = "automatic approval (oracle: simulated)"

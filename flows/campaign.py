@@ -24,8 +24,9 @@ from prefect import flow
 from prefect.deployments import run_deployment
 from prefect.states import Completed, State
 
-from activeseg.config import CampaignConfig
-from activeseg.workspace import Workspace, round_name
+from activeseg.core.config import CampaignConfig
+from activeseg.core.util import round_name
+from activeseg.workspace import Workspace
 from flows import control
 
 POLL_SECONDS = 2

@@ -29,11 +29,12 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.states import AwaitingRetry
 
-from activeseg import ledger as ledger_module
-from activeseg import server
-from activeseg.ledger import Event, utc_now
-from activeseg.server import Server
-from activeseg.workspace import Workspace, WorkspaceError, read_json, round_name, write_json
+from activeseg.workspace.workspace import ledger as ledger_module
+from activeseg.orchestration import server
+from activeseg.core.util import read_json, round_name, utc_now, write_json
+from activeseg.workspace.ledger import Event
+from activeseg.orchestration.server import Server
+from activeseg.workspace import Workspace, WorkspaceError
 from flows import runtime
 from flows.approval import ApprovalInput
 from flows.runtime import RunState

@@ -41,8 +41,9 @@ from prefect.settings import (
 from prefect.types.entrypoint import EntrypointType
 from pydantic import BaseModel
 
-from activeseg import processes, server
-from activeseg.server import Server, ServerError
+from activeseg.orchestration import processes
+from activeseg.orchestration import server
+from activeseg.orchestration.server import Server, ServerError
 
 POLL_SECONDS = 2
 """How often a worker asks the server for runs to start (Prefect's default is 10 s)."""

@@ -23,8 +23,9 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectNotFound
 
-from activeseg import processes, server
-from activeseg.config import load_config
+from activeseg.orchestration import processes
+from activeseg.orchestration import server
+from activeseg.core.config import load_config
 from flows import control, runtime
 
 FLOWS = (("flows.al_round:al_round", True), ("flows.annotator:simulated_annotator", False),

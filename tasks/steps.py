@@ -1,4 +1,4 @@
-"""The steps of a round as Prefect tasks: thin wrappers over :class:`activeseg.workspace.Workspace`.
+"""The steps of a round as Prefect tasks: thin wrappers over :class:`activeseg.workspace.workspace.Workspace`.
 
 Every task takes the workspace path and the round number (what its cache key is made of, see
 tasks/README.md) and returns a small JSON-able dict. Two layers keep a resumed or retried flow run
@@ -19,10 +19,10 @@ from typing import Any
 from prefect import task
 from prefect.client.schemas.objects import State, TaskRun
 
-from activeseg.exchange import read_manifest, round_prefix
-from activeseg.ledger import canonical_json, sha256_text
-from activeseg.storage import StoreError
-from activeseg.workspace import BatchRejected, Workspace, WorkspaceError
+from activeseg.workspace.exchange import read_manifest, round_prefix
+from activeseg.core.util import canonical_json, sha256_text
+from activeseg.workspace.storage import StoreError
+from activeseg.workspace.workspace import BatchRejected, Workspace, WorkspaceError
 from flows import control
 from tasks import STEP
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from activeseg.config import Config, load_config
-from activeseg.data import Dataset, load_dataset
-from activeseg.synthetic import synthesize
+from activeseg.core.config import Config, load_config
+from activeseg.core.data import Dataset, load_dataset
+from activeseg.core.synthetic import synthesize
 
 torch.set_num_threads(1)  # tests run two workers on two cores
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from prefect.flows import load_flow_from_entrypoint
 
-from activeseg.server import TELEMETRY_OFF
+from activeseg.orchestration.server import TELEMETRY_OFF
 from flows import control, worker
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,11 +19,11 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from activeseg.config import ConfigError
-from activeseg.data import Dataset
-from activeseg.inference import PoolScores
-from activeseg.labels import LabelState
-from activeseg.partition import Region
+from activeseg.core.config import ConfigError
+from activeseg.core.data import Dataset
+from activeseg.model.inference import PoolScores
+from activeseg.core.labels import LabelState
+from activeseg.core.partition import Region
 
 
 @dataclass

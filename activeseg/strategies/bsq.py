@@ -4,7 +4,7 @@
    T passes averaged over classes, then the mean over the region's in-image pixels). S_unc = the
    ``n_unc`` most uncertain candidates: n_unc <= 1 is a fraction of the candidates (rounded up),
    n_unc > 1 a count (the paper: n_unc = 64 slices for n_rep = 32).
-2. Representativeness (Eq. 3-8): an infoVAE (:mod:`activeseg.infovae`) trained on every region of the
+2. Representativeness (Eq. 3-8): an infoVAE (:mod:`activeseg.model.infovae`) trained on every region of the
    training pool, labeled or not, maps each region to a latent code z. A diagonal Gaussian is fitted to
    the codes of the annotated regions (mu_an, sigma_an) and to those of the whole pool (mu_pool,
    sigma_pool). Per latent dimension i, Eq. 8 gives the two-sided tail probability
@@ -22,7 +22,7 @@ Decisions the paper leaves open (and two bugs of the reference code not copied):
   sigma_an is floored per dimension at ``sigma_floor`` x sigma_pool, so a single annotated region
   (sigma = 0) gives a narrow Gaussian instead of a division by zero. Population stds (ddof = 0).
 - The infoVAE inputs are normalised the same way at training and query time (the reference code skips
-  it at query time); see :mod:`activeseg.infovae` for its architecture, loss and kernel width.
+  it at query time); see :mod:`activeseg.model.infovae` for its architecture, loss and kernel width.
 - The infoVAE has its own seed (``vae_seed``), independent of the campaign seed, and is trained once
   per pool: it is kept in ``ctx.extras["cache_dir"]`` (``simulate`` passes ``OUT/cache``) under a key
   of the pool's region ids, image pixels and the VAE parameters. Without a cache dir it is retrained
@@ -41,9 +41,9 @@ import numpy as np
 import torch
 from scipy.special import erfc
 
-from activeseg.config import ConfigError
-from activeseg.infovae import InfoVAEParams, encode, load_or_train
-from activeseg.pool import pool_regions
+from activeseg.core.config import ConfigError
+from activeseg.model.infovae import InfoVAEParams, encode, load_or_train
+from activeseg.core.pool import pool_regions
 from activeseg.strategies.base import QueryContext, Selection, Strategy, fill_budget
 from activeseg.strategies.registry import register
 

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from activeseg.config import ConfigError
-from activeseg.inference import mc_dropout_scores
-from activeseg.partition import Region
+from activeseg.core.config import ConfigError
+from activeseg.model.inference import mc_dropout_scores
+from activeseg.core.partition import Region
 from activeseg.strategies.base import QueryContext, Selection, Strategy, fill_budget, take_within
 from activeseg.strategies.pseudo import open_pixels_after
 from activeseg.strategies.registry import register

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from activeseg.inference import mc_dropout_scores
-from activeseg.partition import Region
-from activeseg.pool import pool_regions
+from activeseg.model.inference import mc_dropout_scores
+from activeseg.core.partition import Region
+from activeseg.core.pool import pool_regions
 from activeseg.strategies.base import QueryContext, Selection, Strategy, fill_budget
 from activeseg.strategies.registry import register
 

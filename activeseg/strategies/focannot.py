@@ -44,7 +44,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 from sklearn.cluster import MiniBatchKMeans
 
-from activeseg.config import ConfigError
+from activeseg.core.config import ConfigError
 from activeseg.strategies.base import QueryContext, Selection, Strategy, affordable_count, fill_budget
 from activeseg.strategies.registry import register
 

@@ -40,10 +40,10 @@ from typing import Any, Literal
 import numpy as np
 from scipy.special import entr
 
-from activeseg.config import ConfigError
-from activeseg.inference import mc_dropout_scores, predict_probs
-from activeseg.partition import Region
-from activeseg.pool import pool_regions
+from activeseg.core.config import ConfigError
+from activeseg.model.inference import mc_dropout_scores, predict_probs
+from activeseg.core.partition import Region
+from activeseg.core.pool import pool_regions
 from activeseg.strategies.base import QueryContext, Selection, Strategy, fill_budget
 from activeseg.strategies.pseudo import open_pixels_after
 from activeseg.strategies.registry import register

@@ -1,6 +1,6 @@
 """Shared by the strategies that pseudo-label (``ceal``, ``label_propagation``); registers no strategy.
 
-Provenance (see :class:`activeseg.labels.LabelState`): pseudo-labels live in their own layer, never count
+Provenance (see :class:`activeseg.core.labels.LabelState`): pseudo-labels live in their own layer, never count
 as annotation cost, give way to a human label of the same pixels, and carry the id of the model that
 made them (``ctx.model_id``, the checkpoint path in a simulation). Both strategies refresh them every
 round: their selection sets ``replace_pseudo``, so the earlier round's pseudo-labels (made by an older
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from activeseg.partition import Region
+from activeseg.core.partition import Region
 from activeseg.strategies.base import QueryContext
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from activeseg.config import ConfigError
+from activeseg.core.config import ConfigError
 from activeseg.strategies.base import Strategy
 
 STRATEGIES: dict[str, type[Strategy]] = {}

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from activeseg.config import ConfigError
+from activeseg.core.config import ConfigError
 from activeseg.strategies.base import QueryContext, Selection, Strategy, affordable_count, fill_budget
 from activeseg.strategies.registry import get_strategy, register
 

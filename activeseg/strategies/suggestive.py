@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from activeseg.config import ConfigError
+from activeseg.core.config import ConfigError
 from activeseg.strategies.base import QueryContext, Selection, Strategy, affordable_count, fill_budget
 from activeseg.strategies.registry import register
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from activeseg import server
+from activeseg.orchestration import server
 from flows import runtime
 
 

@@ -17,12 +17,13 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from activeseg import processes, server
-from activeseg.cli import main
-from activeseg.exchange import mask_png, round_prefix
-from activeseg.oracle import ground_truth
-from activeseg.partition import Region
-from activeseg.workspace import Workspace, write_params
+from activeseg.orchestration import processes
+from activeseg.orchestration import server
+from activeseg.cli.main import main
+from activeseg.workspace.exchange import mask_png, round_prefix
+from activeseg.loop.oracle import ground_truth
+from activeseg.core.partition import Region
+from activeseg.workspace.workspace import Workspace, write_params
 from flows import control, runtime, worker
 from tests.conftest import TINY
 from local_prefect import local_prefect

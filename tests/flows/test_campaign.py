@@ -10,11 +10,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from prefect.states import Failed
 
-from activeseg import processes, server
-from activeseg.cli import main
-from activeseg.config import CampaignConfig
-from activeseg.storage import StoreError
-from activeseg.workspace import Workspace, WorkspaceError
+from activeseg.orchestration import processes
+from activeseg.orchestration import server
+from activeseg.cli.main import main
+from activeseg.core.config import CampaignConfig
+from activeseg.workspace.storage import StoreError
+from activeseg.workspace.workspace import Workspace, WorkspaceError
 from flows.campaign import learning_curve, stop_rule
 from tasks.steps import transient
 from tests.conftest import TINY

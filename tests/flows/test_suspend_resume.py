@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from activeseg import processes
+from activeseg.orchestration import processes
 from approval_toy import executions
 from local_prefect import local_prefect
 from flows import runtime

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 
-from activeseg.inference import PoolScores
-from activeseg.labels import LabelState
-from activeseg.partition import Region
-from activeseg.simulate import simulate
+from activeseg.model.inference import PoolScores
+from activeseg.core.labels import LabelState
+from activeseg.core.partition import Region
+from activeseg.loop.simulate import simulate
 from activeseg.strategies import QueryContext, get_strategy
 
 

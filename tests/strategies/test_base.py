@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from activeseg.config import ConfigError
-from activeseg.labels import LabelState
-from activeseg.partition import Region
+from activeseg.core.config import ConfigError
+from activeseg.core.labels import LabelState
+from activeseg.core.partition import Region
 from activeseg.strategies import QueryContext, check_options, fill_budget, get_strategy, names
 
 
@@ -53,7 +53,7 @@ def test_unknown_option_is_named():
 
 
 def test_score_strategies_rank_by_their_pool_score():
-    from activeseg.inference import PoolScores
+    from activeseg.model.inference import PoolScores
 
     regions = [Region("a", 0, 0, 4, 4), Region("a", 4, 0, 8, 4), Region("a", 0, 4, 4, 8)]
     ctx = context(regions, 16)

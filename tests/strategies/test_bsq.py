@@ -4,13 +4,13 @@ import math
 import numpy as np
 import pytest
 
-from activeseg.config import ConfigError, load_config
-from activeseg.data import make_split
-from activeseg.inference import PoolScores
-from activeseg.labels import LabelState
-from activeseg.oracle import reveal_from_ground_truth
-from activeseg.pool import initial_regions, pool_regions, unlabeled
-from activeseg.simulate import simulate
+from activeseg.core.config import ConfigError, load_config
+from activeseg.core.data import make_split
+from activeseg.model.inference import PoolScores
+from activeseg.core.labels import LabelState
+from activeseg.loop.oracle import reveal_from_ground_truth
+from activeseg.core.pool import initial_regions, pool_regions, unlabeled
+from activeseg.loop.simulate import simulate
 from activeseg.strategies import QueryContext, get_strategy
 from activeseg.strategies.bsq import bsq_order, likelihood_ratio_scores, tail_probability, uncertain_count
 

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from activeseg.config import ConfigError, load_config
-from activeseg.data import make_split
-from activeseg.inference import PoolScores
-from activeseg.labels import LabelState
-from activeseg.models import build_model
-from activeseg.oracle import reveal_from_ground_truth
-from activeseg.partition import Region
-from activeseg.pool import initial_regions, pool_regions, unlabeled
-from activeseg.simulate import apply_selection, simulate
+from activeseg.core.config import ConfigError, load_config
+from activeseg.core.data import make_split
+from activeseg.model.inference import PoolScores
+from activeseg.core.labels import LabelState
+from activeseg.model.network import build_model
+from activeseg.loop.oracle import reveal_from_ground_truth
+from activeseg.core.partition import Region
+from activeseg.core.pool import initial_regions, pool_regions, unlabeled
+from activeseg.loop.simulate import apply_selection, simulate
 from activeseg.strategies import QueryContext, Selection, get_strategy
 from activeseg.strategies.ceal import (fill_groups, group_budgets, group_orders, histogram_bins, modal_bin,
                                        pseudo_candidates)

@@ -9,12 +9,12 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from activeseg.inference import mc_dropout_scores
-from activeseg.labels import LabelState
-from activeseg.models import build_model
-from activeseg.oracle import reveal_from_ground_truth
-from activeseg.pool import pool_regions, round_budget, unlabeled
-from activeseg.simulate import simulate
+from activeseg.model.inference import mc_dropout_scores
+from activeseg.core.labels import LabelState
+from activeseg.model.network import build_model
+from activeseg.loop.oracle import reveal_from_ground_truth
+from activeseg.core.pool import pool_regions, round_budget, unlabeled
+from activeseg.loop.simulate import simulate
 from activeseg.strategies import QueryContext, get_strategy
 from activeseg.strategies.coreset import k_center_greedy, labeled_regions, nearest_distance
 

@@ -9,11 +9,11 @@ import numpy as np
 import ot
 import pytest
 
-from activeseg.config import ConfigError
-from activeseg.inference import PoolScores
-from activeseg.labels import LabelState
-from activeseg.partition import Region
-from activeseg.simulate import simulate
+from activeseg.core.config import ConfigError
+from activeseg.model.inference import PoolScores
+from activeseg.core.labels import LabelState
+from activeseg.core.partition import Region
+from activeseg.loop.simulate import simulate
 from activeseg.strategies import QueryContext, get_strategy
 from activeseg.strategies.focannot import (allocate, cluster, cluster_importance, double_ranking,
                                            mean_wasserstein2, pairwise_wasserstein2)

@@ -6,13 +6,13 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from activeseg.config import ConfigError, load_config
-from activeseg.data import make_split
-from activeseg.labels import LabelState
-from activeseg.models import build_model
-from activeseg.oracle import reveal_from_ground_truth
-from activeseg.pool import initial_regions, pool_regions, unlabeled
-from activeseg.simulate import apply_selection, simulate
+from activeseg.core.config import ConfigError, load_config
+from activeseg.core.data import make_split
+from activeseg.core.labels import LabelState
+from activeseg.model.network import build_model
+from activeseg.loop.oracle import reveal_from_ground_truth
+from activeseg.core.pool import initial_regions, pool_regions, unlabeled
+from activeseg.loop.simulate import apply_selection, simulate
 from activeseg.strategies import QueryContext, get_strategy
 from activeseg.strategies.label_propagation import (best_threshold, colour_histograms, euclidean,
                                                     js_divergence, knn_pseudo_labeled, mean_iou,

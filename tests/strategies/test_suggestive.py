@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from activeseg.config import ConfigError
-from activeseg.inference import PoolScores
-from activeseg.labels import LabelState
-from activeseg.partition import Region
-from activeseg.simulate import simulate
+from activeseg.core.config import ConfigError
+from activeseg.model.inference import PoolScores
+from activeseg.core.labels import LabelState
+from activeseg.core.partition import Region
+from activeseg.loop.simulate import simulate
 from activeseg.strategies import QueryContext, get_strategy
 from activeseg.strategies.suggestive import greedy_cover, suggestive_order, unit_rows
 

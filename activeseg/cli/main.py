@@ -1,0 +1,208 @@
+"""The ``activeseg`` command line. Every command takes ``--params FILE`` and repeated ``--set k.p=v``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from activeseg.cli.main import orchestration as commands_orchestration
+from activeseg.cli.main import workspace as commands_workspace
+from activeseg.core.config import Config, ConfigError, load_config
+from activeseg.core.data import DatasetError
+
+console = Console(soft_wrap=True)
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", type=Path, help="parameter file (default: ./params.yaml if present)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override one parameter, e.g. --set train.epochs=3 (repeatable)")
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    path = args.params if args.params is not None else (DEFAULT_PARAMS if DEFAULT_PARAMS.is_file() else None)
+    return load_config(path, args.overrides)
+
+
+def resolve_dataset(cfg: Config, dataset: str | None, out: Path) -> Path:
+    """``--dataset`` or ``data.dataset``; ``synthetic`` generates the embedded default under OUT/data."""
+    name = dataset or cfg.data.dataset
+    if name != "synthetic":
+        return Path(name)
+    from activeseg.core.synthetic import synthesize
+
+    target = out / "data"
+    if not (target / "images").is_dir():
+        s = cfg.data.synthetic
+        console.print(f"generating the synthetic dataset ({s.n} images of {s.size} px) in {target}")
+        synthesize(target, n=s.n, size=s.size, seed=s.seed, classes=cfg.data.classes)
+    return target
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from activeseg.core.synthetic import synthesize
+
+    cfg = config_from(args)
+    s = cfg.data.synthetic
+    out = synthesize(args.out, n=args.n or s.n, size=args.size or s.size,
+                     seed=s.seed if args.seed is None else args.seed, classes=cfg.data.classes)
+    console.print(f"wrote {out}/images and {out}/masks")
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from activeseg.strategies import STRATEGIES
+
+    table = Table("strategy", "needs model", "description", "options (query.options.<strategy>.<option>)")
+    for name, cls in sorted(STRATEGIES.items()):
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n")[0]
+        options = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Options))
+        table.add_row(name, "yes" if cls.needs_model else "no", doc, options or "-")
+    console.print(table)
+    return 0
+
+
+def summary_table(results: dict) -> Table:
+    table = Table("strategy", "seeds", "rounds", "AUC Dice (mean +- std)", "final Dice", title="simulation")
+    for name, s in results["summary"].items():
+        table.add_row(name, str(s["seeds"]), str(s["rounds"]), f"{s['auc_dice_mean']:.4f} +- {s['auc_dice_std']:.4f}",
+                      f"{s['final_dice_mean']:.4f}")
+    return table
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from activeseg.loop.simulate import simulate
+
+    cfg = config_from(args)
+    out = Path(args.out)
+    dataset = resolve_dataset(cfg, args.dataset, out)
+    strategies = args.strategy or [cfg.query.strategy]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [cfg.train.seed]
+    results = simulate(cfg, dataset, strategies, seeds, out, rounds=args.rounds, progress=not args.quiet)
+    console.print(summary_table(results))
+    console.print(f"results: {out / 'results.json'}\nplot:    {out / 'learning_curves.png'}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from activeseg.loop.benchmark import FRACTIONS, run_benchmark
+
+    cfg = config_from(args)
+    out = Path(args.out)
+    dataset = resolve_dataset(cfg, args.dataset, out)
+    strategies = [s for item in args.strategies for s in item.split(",")] if args.strategies else [cfg.query.strategy]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [cfg.train.seed]
+    report = run_benchmark(cfg, dataset, strategies, seeds, out, rounds=args.rounds, progress=not args.quiet)
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    table = Table("strategy", "AUC Dice", *(f"Dice@{int(f * 100)}%" for f in FRACTIONS), "pixels to 95% full",
+                  title=f"benchmark ({report['granularity']}, seeds {report['seeds']})")
+    for name, row in sorted(report["comparison"].items(), key=lambda kv: -kv[1]["auc_dice_mean"]):
+        table.add_row(name, f"{row['auc_dice_mean']:.3f} +- {row['auc_dice_std']:.3f}",
+                      *(fmt(row[f"dice_at_{int(f * 100)}pct"]) for f in FRACTIONS),
+                      fmt(row["fraction_to_95pct_full"]))
+    console.print(table)
+    console.print(f"wall time {report['wall_seconds']:.0f} s; report {out / 'benchmark.json'}; "
+                  f"plot {out / 'learning_curves.png'}")
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from activeseg.metrics import METRICS, evaluate_folders
+
+    result = evaluate_folders(args.pred, args.gt, classes=args.classes)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    table = Table("image", *METRICS)
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for stem, m in result["per_image"].items():
+        table.add_row(stem, *(fmt(m[k]) for k in METRICS))
+    table.add_row("mean", *(fmt(result["mean"][k]) for k in METRICS), style="bold")
+    console.print(table)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """A campaign on the synthetic data through the real path: workspace, local Prefect server, worker,
+    rounds that suspend for the simulated annotator's labels and resume (``activeseg simulate`` runs
+    the plain simulation)."""
+    return commands_orchestration.run_demo(args.out, args.rounds or 3, args.overrides, args.params)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="activeseg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="dataset utilities").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("synthesize", help="write the synthetic intensive-cell dataset")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--n", type=int)
+    p.add_argument("--size", type=int)
+    p.add_argument("--seed", type=int)
+    common(p)
+    p.set_defaults(func=cmd_synthesize)
+
+    p = sub.add_parser("strategies", help="list the query strategies")
+    common(p)
+    p.set_defaults(func=cmd_strategies)
+
+    for name, func, helptext in (("simulate", cmd_simulate, "simulated campaign: oracle answers from ground truth"),
+                                 ("demo", cmd_demo, "a short campaign on the synthetic data under Prefect")):
+        p = sub.add_parser(name, help=helptext)
+        if name == "simulate":
+            p.add_argument("--dataset", help="dataset folder, or 'synthetic' (default: data.dataset)")
+            p.add_argument("--strategy", action="append", help="strategy name (repeatable)")
+            p.add_argument("--out", type=Path, required=True)
+        else:
+            p.add_argument("--out", type=Path, default=Path("demo-output"))
+        p.add_argument("--rounds", type=int)
+        if name == "simulate":
+            p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
+            p.add_argument("--quiet", action="store_true", help="no progress bars")
+        common(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("benchmark", help="compare strategies (with random and full as references)")
+    p.add_argument("--dataset", help="dataset folder, or 'synthetic' (default: data.dataset)")
+    p.add_argument("--strategies", action="append", help="comma-separated strategy names (repeatable)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    common(p)
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("metrics", help="Dice, VOE, MSD and HD95 of predicted masks against ground truth")
+    p.add_argument("--pred", type=Path, required=True)
+    p.add_argument("--gt", type=Path, required=True)
+    p.add_argument("--classes", type=int)
+    p.add_argument("--json", action="store_true")
+    common(p)
+    p.set_defaults(func=cmd_metrics)
+
+    commands_workspace.add_commands(sub, common)
+    commands_orchestration.add_commands(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted: rerun the same command to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

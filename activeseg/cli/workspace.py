@@ -1,0 +1,181 @@
+"""Campaign-workspace commands: ``init``, ``step``, ``labels`` and ``audit``.
+
+Every command but ``init`` runs in the workspace containing the current folder, or in ``--workspace DIR``.
+Exit status: 0 done, 1 data rejected (a label batch, the dataset, a broken ledger), 2 usage or state error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console(soft_wrap=True)
+STEPS = ("validate", "partition", "train", "query", "evaluate")
+
+
+def _workspace(args: argparse.Namespace):
+    from activeseg.workspace.workspace import Workspace
+
+    root = args.workspace or Workspace.find(Path.cwd())
+    return Workspace.open(root, in_dvc=getattr(args, "in_dvc", False))
+
+
+def _print(result: Any) -> None:
+    console.print_json(json.dumps(result, default=str))
+
+
+def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Print a rejected batch or a failed validation with every reason (exit 1), or a store or ledger
+    error (exit 2)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from activeseg.workspace.ledger import LedgerError
+        from activeseg.workspace.storage import StoreError
+        from activeseg.workspace.validation import ValidationFailed
+        from activeseg.workspace.workspace import BatchRejected
+
+        try:
+            return func(args)
+        except (BatchRejected, ValidationFailed) as exc:
+            console.print(f"[bold red]rejected:[/] {escape(str(exc))}", highlight=False)
+            return 1
+        except (StoreError, LedgerError) as exc:
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            return 2
+
+    return run
+
+
+@_guard
+def cmd_init(args: argparse.Namespace) -> int:
+    from activeseg.workspace.workspace import Workspace
+
+    ws = Workspace.init(args.dir, args.dataset, classes=args.classes, remote=args.remote, endpoint=args.endpoint,
+                        overrides=args.overrides, params=args.params)
+    console.print(f"workspace {ws.root}: {len(ws.dataset.stems)} images, remote {ws.store.url}, tagged round-000")
+    console.print(f"next: cd {args.dir} && activeseg step train && activeseg step query")
+    return 0
+
+
+@_guard
+def cmd_step(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    if args.step_command == "validate":
+        result = ws.validate()
+    elif args.step_command == "partition":
+        result = {"regions": str(ws.partition().relative_to(ws.root))}
+    else:
+        result = getattr(ws, args.step_command)(args.round)
+    if args.step_command == "query":
+        shown = {k: v for k, v in result.items() if k not in ("regions", "pseudo")}
+        result = {**shown, "regions": len(result["regions"])}
+    _print(result)
+    if args.step_command == "evaluate" and ws.in_dvc:
+        console.print("metrics computed; after the labels, run activeseg step evaluate to close the round")
+    return 0
+
+
+@_guard
+def cmd_labels(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    if args.labels_command == "pending":
+        table = Table("round", "regions", "request", "uploaded files", "rejected batches", title="open label requests")
+        for item in ws.pending():
+            keys = ("round", "regions", "request", "uploaded", "rejected_batches")
+            table.add_row(*(escape(str(item[k])) for k in keys))
+        console.print(table)
+        return 0
+    if args.labels_command == "submit":
+        result = ws.submit(args.round, args.dir, args.annotator)
+    elif args.labels_command == "ingest":
+        result = ws.ingest(args.round, args.annotator)
+    else:
+        result = ws.simulate_labels(args.round)
+    _print(result)
+    return 0
+
+
+@_guard
+def cmd_audit(args: argparse.Namespace) -> int:
+    from activeseg.workspace.ledger import summary, to_csv
+
+    ws = _workspace(args)
+    if args.action == "verify":
+        result = ws.verify()
+        console.print(("[green]ok:[/] " if result.ok else "[bold red]ledger verification failed:[/] ")
+                      + escape(result.message), highlight=False)
+        return 0 if result.ok else 1
+    events = ws.ledger.events(round=args.round, sample=args.sample, annotator=args.annotator, since=args.since)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in events], indent=1))
+    elif args.csv:
+        sys.stdout.write(to_csv(events))
+    else:
+        title = f"history of {args.sample}" if args.sample else "audit ledger"
+        table = Table("seq", "time (UTC)", "round", "event", "actor", "details", title=title)
+        for e in events:
+            details = escape(summary(e, args.sample))
+            table.add_row(str(e.seq), e.time[:19], str(e.round), e.type, escape(e.actor), details)
+        console.print(table)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register ``init``, ``step``, ``labels`` and ``audit`` on the main parser's subcommands."""
+    p = sub.add_parser("init", help="create a campaign workspace (git + DVC, dataset imported and pushed)")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--dataset", default="synthetic", help="dataset folder (images/ + masks/) or 'synthetic'")
+    p.add_argument("--classes", type=int, help="classes including background (default: data.classes)")
+    p.add_argument("--remote", help="folder (default: DIR-remote beside the workspace) or s3://bucket/prefix")
+    p.add_argument("--endpoint", help="S3 endpoint URL for MinIO or any S3 service, e.g. http://127.0.0.1:9000")
+    common(p)
+    p.set_defaults(func=cmd_init)
+
+    def where(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--workspace", type=Path, help="workspace folder (default: the one containing .)")
+
+    step = sub.add_parser("step", help="run one step of the round in progress").add_subparsers(
+        dest="step_command", required=True)
+    for name in STEPS:
+        p = step.add_parser(name, help=f"the {name} step")
+        where(p)
+        if name in ("train", "query", "evaluate"):
+            p.add_argument("--round", type=int, help="round (default: the round in progress)")
+        p.add_argument("--in-dvc", action="store_true", help="run as a dvc.yaml stage (dvc repro records the outputs)")
+        p.set_defaults(func=cmd_step)
+
+    labels = sub.add_parser("labels", help="label requests and batches").add_subparsers(
+        dest="labels_command", required=True)
+    p = labels.add_parser("pending", help="open label requests")
+    where(p)
+    p = labels.add_parser("submit", help="upload and ingest a folder of masks (<region id>.png)")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--annotator", required=True)
+    p = labels.add_parser("ingest", help="ingest the batch uploaded to labels/round-NNN/ in the object store")
+    p.add_argument("--annotator", help="who made the batch (default: unknown)")
+    p = labels.add_parser("simulate", help="answer the request from ground truth as simulated-oracle")
+    for name in ("submit", "ingest", "simulate"):
+        p = labels.choices[name]
+        p.add_argument("--round", type=int, help="round (default: the round in progress)")
+        where(p)
+    for p in labels.choices.values():
+        p.set_defaults(func=cmd_labels)
+
+    p = sub.add_parser("audit", help="the audit ledger: history of a sample, round or annotator; verify")
+    p.add_argument("action", nargs="?", choices=["verify"], help="verify: check the hash chain and label files")
+    p.add_argument("--sample", help="a region id or image stem")
+    p.add_argument("--round", type=int)
+    p.add_argument("--annotator")
+    p.add_argument("--since", help="date or date-time (UTC), e.g. 2025-01-31")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    where(p)
+    p.set_defaults(func=cmd_audit)

@@ -1,0 +1,185 @@
+"""A simulated active-learning campaign: the oracle answers from the ground truth.
+
+Per strategy and seed, round k trains on what is revealed, evaluates on the test split, then (except
+in the last round) queries the budget and reveals it. Every finished round is written to
+``OUT/runs/<strategy>/seed-<s>/round-<k>/`` (labels after the query, selection, metrics, checkpoint,
+then ``done.json`` last), so rerunning with the same ``OUT`` resumes after the last finished round.
+``full`` reveals the whole pool and trains once: the upper bound.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from activeseg.core.config import Config, dump_config
+from activeseg.core.data import Dataset, load_dataset, load_or_create_split
+from activeseg.model.evaluation import evaluate_model
+from activeseg.model.inference import mc_dropout_scores
+from activeseg.core.labels import LabelState
+from activeseg.core.util import round_name
+from activeseg.metrics import METRICS, auc_dice
+from activeseg.model.network import load_checkpoint, pick_device
+from activeseg.loop.oracle import reveal_from_ground_truth
+from activeseg.core.partition import Region
+from activeseg.loop.curves import plot_learning_curves
+from activeseg.core.pool import initial_regions, pool_regions, round_budget, unlabeled
+from activeseg.strategies import QueryContext, Selection, check_options, get_strategy
+from activeseg.model.tracking import Tracker
+from activeseg.model.training import train_model
+
+
+
+@dataclass
+class Campaign:
+    """One strategy and seed over a dataset's frozen split."""
+
+    cfg: Config
+    dataset: Dataset
+    split: dict[str, list[str]]
+    strategy: str
+    seed: int
+    folder: Path
+
+    def initial_state(self, regions: list[Region]) -> LabelState:
+        shapes = {s: (self.dataset.samples[s].height, self.dataset.samples[s].width) for s in self.split["train"]}
+        state = LabelState.empty(shapes)
+        first = regions if self.strategy == "full" else initial_regions(regions, self.cfg.partition.initial_labeled, self.seed)
+        reveal_from_ground_truth(state, self.dataset, first, 0)
+        return state
+
+    def last_done(self) -> int:
+        done = [int(p.parent.name.split("-")[1]) for p in self.folder.glob("round-*/done.json")]
+        return max(done, default=-1)
+
+
+def query(cfg: Config, campaign: Campaign, state: LabelState, regions: list[Region], checkpoint: Path,
+          round_index: int, progress: bool) -> tuple[Selection, QueryContext]:
+    """Run the campaign's strategy over the unlabeled regions: its selection and the context it saw."""
+    return select_regions(cfg, campaign.strategy, campaign.dataset, campaign.split, state, regions, checkpoint,
+                          round_index, campaign.seed, campaign.folder.parents[2] / "cache", progress)
+
+
+def select_regions(cfg: Config, strategy_name: str, dataset: Dataset, split: dict[str, list[str]],
+                   state: LabelState, regions: list[Region], checkpoint: Path, round_index: int, seed: int,
+                   cache_dir: Path, progress: bool = False, model_id: str | None = None
+                   ) -> tuple[Selection, QueryContext]:
+    """One query with the model at ``checkpoint`` over the unlabeled ``regions`` (shared by the simulation
+    and the campaign workspace): the strategy's selection and the context it saw. ``model_id`` (default:
+    the checkpoint path) names the model in the context, e.g. as the origin of pseudo-labels."""
+    device = pick_device(cfg.train.device)
+    model, _ = load_checkpoint(checkpoint, device)
+    strategy = get_strategy(strategy_name, cfg.query.options.get(strategy_name))
+    ctx = QueryContext(
+        candidates=unlabeled(regions, state),
+        budget=round_budget(cfg, state),
+        state=state,
+        dataset=dataset,
+        rng=np.random.default_rng([seed, round_index]),
+        score_pool=lambda regs: mc_dropout_scores(model, dataset, regs, cfg.query.mc_passes,
+                                                  cfg.query.batch_size, device, progress=progress),
+        round_index=round_index,
+        model_id=model_id or str(checkpoint),
+        extras={"model": model, "device": device, "cfg": cfg, "split": split, "cache_dir": cache_dir},
+    )
+    return strategy.select(ctx), ctx
+
+
+def apply_selection(state: LabelState, dataset: Dataset, selection: Selection, candidates: list[Region],
+                    round_index: int) -> int:
+    picked = [candidates[i] for i in selection.indices]
+    cost = reveal_from_ground_truth(state, dataset, picked, round_index)
+    apply_pseudo(state, selection.pseudo, selection.pseudo_origin or round_name(round_index),
+                 selection.replace_pseudo)
+    return cost
+
+
+def apply_pseudo(state: LabelState, pseudo: list[tuple[Region, np.ndarray]], origin: str, replace: bool) -> None:
+    """Pseudo-label the regions' unrevealed pixels, after dropping every earlier pseudo-label if ``replace``."""
+    if replace:
+        state.clear_pseudo()
+    for region, mask in pseudo:
+        state.set_pseudo(region, mask, origin=origin)
+
+
+def run_campaign(campaign: Campaign, rounds: int, tracker: Tracker, progress: bool = True) -> list[dict]:
+    """Run (or resume) one campaign; returns one record per round."""
+    cfg, dataset = campaign.cfg, campaign.dataset
+    regions = pool_regions(dataset, campaign.split["train"], cfg)
+    rounds = 1 if campaign.strategy == "full" else rounds
+    start = campaign.last_done() + 1
+    if start == 0:
+        state = campaign.initial_state(regions)
+    else:
+        state = LabelState.load(campaign.folder / round_name(start - 1))
+    device = pick_device(cfg.train.device)
+    for k in range(start, rounds):
+        folder = campaign.folder / round_name(k)
+        fraction = state.revealed_fraction()
+        params = {**cfg.flat(), "strategy": campaign.strategy, "seed": campaign.seed, "round": k}
+        with tracker.run(f"{campaign.strategy}-seed{campaign.seed}-round{k}", params) as run:
+            prev = campaign.folder / round_name(k - 1) / "model.pt"
+            init = torch.load(prev, weights_only=True)["state_dict"] if k > 0 and prev.exists() else None
+            result = train_model(cfg, dataset, state, campaign.split["val"], folder, run,
+                                 init=init, seed=campaign.seed * 1000 + k, progress=progress)
+            model, _ = load_checkpoint(result.checkpoint, device)
+            metrics = evaluate_model(model, dataset, campaign.split["test"], device)
+            run.log_metrics({f"test_{m}": metrics["mean"][m] for m in METRICS})
+            run.log_metrics({"labeled_pixel_fraction": fraction})
+        record = {"strategy": campaign.strategy, "seed": campaign.seed, "round": k,
+                  "labeled_pixel_fraction": fraction, **{m: metrics["mean"][m] for m in METRICS},
+                  "val_dice": result.val_dice, "mlflow_run_id": result.run_id}
+        selection_log = []
+        if k < rounds - 1:
+            selection, ctx = query(cfg, campaign, state, regions, result.checkpoint, k, progress)
+            apply_selection(state, dataset, selection, ctx.candidates, k + 1)
+            selection_log = [{"id": ctx.candidates[i].id, "score": s, "cost": c}
+                             for i, s, c in zip(selection.indices, selection.scores, selection.costs)]
+        state.save(folder)
+        (folder / "selection.json").write_text(json.dumps(selection_log, indent=1))
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        (folder / "done.json").write_text(json.dumps(record, indent=1))
+    return [json.loads((campaign.folder / round_name(k) / "done.json").read_text()) for k in range(rounds)]
+
+
+def summarize(runs: list[dict]) -> dict[str, dict]:
+    """Per strategy: AUC of Dice over rounds, mean and population std (ddof=0) over seeds."""
+    summary = {}
+    for strategy in sorted({r["strategy"] for r in runs}):
+        per_seed = {}
+        for r in sorted((r for r in runs if r["strategy"] == strategy), key=lambda r: r["round"]):
+            per_seed.setdefault(r["seed"], []).append(r["dice"])
+        aucs = [auc_dice(d) for d in per_seed.values()]
+        finals = [d[-1] for d in per_seed.values()]
+        summary[strategy] = {"auc_dice_mean": float(np.mean(aucs)), "auc_dice_std": float(np.std(aucs)),
+                             "final_dice_mean": float(np.mean(finals)), "seeds": len(per_seed),
+                             "rounds": max(len(d) for d in per_seed.values())}
+    return summary
+
+
+def simulate(cfg: Config, dataset_dir: Path, strategies: list[str], seeds: list[int], out: Path,
+             rounds: int | None = None, progress: bool = True) -> dict:
+    """Run every (strategy, seed) campaign; writes ``results.json`` and ``learning_curves.png``."""
+    check_options(cfg.query.options)
+    for name in strategies:
+        get_strategy(name, cfg.query.options.get(name))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(dataset_dir, cfg.data.classes)
+    split = load_or_create_split(out / "split.json", dataset.stems, cfg.data.split.train, cfg.data.split.val,
+                                 cfg.data.seed)
+    dump_config(cfg, out / "params.yaml")
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, out, enabled=cfg.tracking.mlflow)
+    runs = []
+    for name in strategies:
+        for seed in seeds:
+            campaign = Campaign(cfg, dataset, split, name, seed, out / "runs" / name / f"seed-{seed}")
+            runs += run_campaign(campaign, rounds or cfg.rounds, tracker, progress)
+    results = {"runs": runs, "summary": summarize(runs)}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    plot_learning_curves(runs, out / "learning_curves.png", title=f"{dataset_dir.name}: test Dice")
+    return results

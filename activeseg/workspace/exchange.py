@@ -1,0 +1,231 @@
+"""The label exchange through an object store: requests out, label batches in, bad batches quarantined.
+
+Layout (see :mod:`activeseg.workspace.storage`)::
+
+    requests/round-NNN/manifest.json          the request (written last: its presence means published)
+    requests/round-NNN/<id>.png               the image around the region, with a context margin
+    requests/round-NNN/<id>.preview.png       the same crop with the region outlined
+    labels/round-NNN/<id>.png                 the annotator's mask for each requested region
+    quarantine/round-NNN/<timestamp>/report.json, files/...   a rejected batch
+
+The manifest lists each region: ``id`` (filesystem-safe), ``stem``, ``box`` [y0, x0, y1, x1] (it may
+reach past the image, which is mirror-padded there), ``label_size`` [h, w] (the in-image part of the
+box: the size of the mask to upload), ``cost`` (newly revealed pixels), ``score``, and where its crop
+(``crop_box`` in image coordinates, ``region_in_crop`` in crop coordinates), preview and label go.
+The context margin is half the region's longer side on every side, clipped to the image.
+
+A batch is read whole, as :class:`BatchEntry` items, from a local folder or from the store: links are
+reported and never followed, and files over the size cap are not read. It is then validated whole
+(:func:`activeseg.workspace.validation.validate_label_batch`); a rejected batch is copied to the quarantine
+with its report and removed from ``labels/round-NNN/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from activeseg.core.data import Dataset
+from activeseg.core.partition import Region
+from activeseg.core.util import round_name
+from activeseg.workspace.storage import ObjectStore, StoreError
+
+MANIFEST = "manifest.json"
+REPORT = "report.json"
+OUTLINE = (255, 255, 0)
+
+
+def round_prefix(area: str, round_index: int) -> str:
+    """``requests``, ``labels`` or ``quarantine`` of one round: ``labels/round-007/``."""
+    return f"{area}/{round_name(round_index)}/"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """PNG of an (H, W) or (H, W, 3) uint8 array."""
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="PNG")
+    return out.getvalue()
+
+
+def mask_png(mask: np.ndarray, classes: int) -> bytes:
+    """PNG of an (h, w) class-id mask in the dataset convention: {0, 255} when binary, else class ids."""
+    return png_bytes((mask * 255 if classes == 2 else mask).astype(np.uint8))
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """(H, W, C) float in [0, 1] -> (H, W) or (H, W, 3) uint8."""
+    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    return pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
+
+
+# -- requests ------------------------------------------------------------------------------------------
+
+def context_box(region: Region, height: int, width: int) -> tuple[int, int, int, int]:
+    """The in-image part of the region grown by half its longer side, clipped: (y0, x0, y1, x1)."""
+    ys, xs = region.clipped(height, width)
+    margin = max(region.y1 - region.y0, region.x1 - region.x0) // 2
+    return (max(0, ys.start - margin), max(0, xs.start - margin),
+            min(height, ys.stop + margin), min(width, xs.stop + margin))
+
+
+def outlined(crop: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """An RGB copy of a uint8 crop with the box (y0, x0, y1, x1; end exclusive) outlined in yellow."""
+    img = Image.fromarray(crop).convert("RGB")
+    y0, x0, y1, x1 = box
+    ImageDraw.Draw(img).rectangle([x0, y0, x1 - 1, y1 - 1], outline=OUTLINE, width=1)
+    return np.asarray(img)
+
+
+def publish_request(store: ObjectStore, round_index: int, regions: list[dict[str, Any]], dataset: Dataset,
+                    meta: dict[str, Any]) -> dict[str, Any]:
+    """Write every region's crop and preview, then the manifest; returns the manifest.
+
+    ``regions``: dicts with ``id``, ``stem``, ``box``, ``cost``, ``score``. ``meta`` goes into the
+    manifest as it is (round, strategy, ...). Publishing again overwrites the same objects with the
+    same bytes.
+    """
+    prefix = round_prefix("requests", round_index)
+    listed = []
+    for item in regions:
+        region = Region.from_dict(item)
+        sample = dataset.samples[region.stem]
+        ys, xs = region.clipped(sample.height, sample.width)
+        cy0, cx0, cy1, cx1 = context_box(region, sample.height, sample.width)
+        crop = to_uint8(dataset.image(region.stem)[cy0:cy1, cx0:cx1])
+        inner = (ys.start - cy0, xs.start - cx0, ys.stop - cy0, xs.stop - cx0)
+        store.put_bytes(f"{prefix}{region.id}.png", png_bytes(crop))
+        store.put_bytes(f"{prefix}{region.id}.preview.png", png_bytes(outlined(crop, inner)))
+        listed.append({"id": region.id, "stem": region.stem, "box": list(item["box"]),
+                       "label_size": [ys.stop - ys.start, xs.stop - xs.start], "cost": item["cost"],
+                       "score": item["score"], "crop": f"{prefix}{region.id}.png", "crop_box": [cy0, cx0, cy1, cx1],
+                       "region_in_crop": list(inner), "preview": f"{prefix}{region.id}.preview.png",
+                       "label": f"{round_prefix('labels', round_index)}{region.id}.png"})
+    manifest = {**meta, "round": round_index, "regions": listed}
+    store.put_bytes(prefix + MANIFEST, json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+def read_manifest(store: ObjectStore, round_index: int) -> dict[str, Any] | None:
+    key = round_prefix("requests", round_index) + MANIFEST
+    return json.loads(store.get_bytes(key)) if store.exists(key) else None
+
+
+# -- label batches -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BatchEntry:
+    """One thing found in a batch: ``name`` relative to the batch folder (``/``-separated, as found),
+    ``kind`` (``file``, ``symlink`` or ``other``), ``size`` in bytes, and ``data`` when it is a plain file
+    within the size cap (else None)."""
+
+    name: str
+    kind: str
+    size: int
+    data: bytes | None = None
+
+    @property
+    def sha256(self) -> str | None:
+        return sha256_bytes(self.data) if self.data is not None else None
+
+
+def read_folder_batch(folder: str | Path, max_bytes: int) -> list[BatchEntry]:
+    """Every entry below ``folder``, recursively, without following links."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: label folder not found")
+    entries = []
+    for parent, dirs, files in os.walk(folder, followlinks=False):
+        links = [d for d in dirs if os.path.islink(os.path.join(parent, d))]
+        for name in sorted(files) + sorted(links):
+            path = Path(parent) / name
+            stat = path.lstat()
+            kind = "symlink" if path.is_symlink() else "file" if path.is_file() else "other"
+            data = path.read_bytes() if kind == "file" and stat.st_size <= max_bytes else None
+            entries.append(BatchEntry(path.relative_to(folder).as_posix(), kind, stat.st_size, data))
+    return sorted(entries, key=lambda e: e.name)
+
+
+def read_store_batch(store: ObjectStore, round_index: int, max_bytes: int) -> list[BatchEntry]:
+    """Everything under ``labels/round-NNN/`` in the store."""
+    prefix = round_prefix("labels", round_index)
+    entries = []
+    for info in store.list(prefix):
+        data = None
+        if not info.symlink and info.size <= max_bytes:
+            try:
+                data = store.get_bytes(info.key)
+            except StoreError:  # e.g. a name the S3 client refuses; the name checks report it
+                data = None
+        entries.append(BatchEntry(info.key[len(prefix):], "symlink" if info.symlink else "file", info.size, data))
+    return entries
+
+
+def batch_sha256(entries: list[BatchEntry]) -> str:
+    """Content hash of a batch: SHA-256 over its sorted (name, kind, size, SHA-256 of the bytes)."""
+    listing = [[e.name, e.kind, e.size, e.sha256] for e in sorted(entries, key=lambda e: e.name)]
+    return sha256_bytes(json.dumps(listing, separators=(",", ":")).encode())
+
+
+def upload_batch(store: ObjectStore, round_index: int, entries: list[BatchEntry]) -> list[str]:
+    """Put every entry (all plain files, already validated) under ``labels/round-NNN/``."""
+    prefix = round_prefix("labels", round_index)
+    keys = []
+    for entry in entries:
+        store.put_bytes(prefix + entry.name, entry.data)
+        keys.append(prefix + entry.name)
+    return keys
+
+
+def timestamp() -> str:
+    """A UTC time usable in a key: ``20250131T120000.123456Z``."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def quarantine_name(name: str, index: int) -> str:
+    """A plain key segment for any entry name, unique through the index."""
+    return f"{index:04d}-" + (re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "entry")
+
+
+def quarantine(store: ObjectStore, round_index: int, entries: list[BatchEntry], report: dict[str, Any],
+               from_store: bool) -> str:
+    """Keep a rejected batch under ``quarantine/round-NNN/<timestamp>/`` with ``report.json``; returns that prefix.
+
+    Files are kept under ``files/`` with plain names (the report maps the original names). A batch
+    that came from ``labels/round-NNN/`` is then removed from there, so the request is open again. An
+    entry that cannot be kept (a link, which is never followed; a file over the size cap of a local
+    folder, which stays in that folder; an object the S3 client cannot read) is listed as not kept.
+    """
+    prefix = round_prefix("quarantine", round_index) + timestamp() + "/"
+    source = round_prefix("labels", round_index)
+    kept: dict[str, str | None] = {}
+    for index, entry in enumerate(entries):
+        key = f"{prefix}files/{quarantine_name(entry.name, index)}"
+        data = entry.data
+        if data is None and from_store and entry.kind == "file":
+            try:
+                data = store.get_bytes(source + entry.name)
+            except StoreError:
+                data = None
+        if data is not None:
+            store.put_bytes(key, data)
+        kept[entry.name] = key if data is not None else None
+    full = {**report, "round": round_index, "files": kept}
+    store.put_bytes(prefix + REPORT, json.dumps(full, indent=1, default=str).encode())
+    if from_store:
+        for entry in entries:
+            store.delete(source + entry.name)
+    return prefix

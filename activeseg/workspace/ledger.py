@@ -1,0 +1,312 @@
+"""The audit ledger: an append-only, hash-chained event log in SQLite, exported as JSON Lines.
+
+Every event has a sequence number, a UTC time, an actor, a round, a type, a ``once_key`` (see
+:meth:`Ledger.append`), its data, the hash of the previous event (64 zeros for the first) and its own
+hash: SHA-256 of the canonical JSON (sorted keys, no spaces, UTF-8) of all the other fields. Editing,
+inserting or deleting any event breaks the chain from there on, which :meth:`Ledger.verify` finds.
+SQLite triggers refuse UPDATE and DELETE, so only a deliberate edit of the file can change history.
+
+Event types (``data`` fields):
+
+- ``dataset_registered``: images, classes, source, content_sha256, dvc (md5 of data/)
+- ``split_frozen``: split ({train, val, test: stems}), split_sha256
+- ``round_started``: strategy, params_sha256
+- ``queried``: regions (ids), scores, costs, strategy, options, budget, checkpoint_sha256, mlflow_run_id
+- ``request_published``: regions, store, manifest, manifest_sha256
+- ``labels_received``: annotator, batch_sha256, files
+- ``batch_rejected``: annotator, batch_sha256, reasons, quarantine, by
+- ``labels_committed``: annotator, regions, files ({path: sha256}), dvc ({path: md5}), commit, batch_sha256
+- ``pseudo_labeled``: regions, model (checkpoint sha256), mlflow_run_id
+- ``round_evaluated``: metrics, split, checkpoint_sha256
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from activeseg.core.util import canonical_json, sha256_text, utc_now
+
+GENESIS = "0" * 64
+EVENT_TYPES = (
+    "dataset_registered",
+    "split_frozen",
+    "round_started",
+    "queried",
+    "request_published",
+    "labels_received",
+    "batch_rejected",
+    "labels_committed",
+    "pseudo_labeled",
+    "round_evaluated",
+    "round_skipped",  # orchestration: trigger, flow_run_id, reason, active_flow_run_id
+    "labels_approved",  # orchestration: approver, comment, batch_sha256, annotator, regions, flow_run_id
+)
+REGION_ID = re.compile(r"^(?P<stem>.+)_y\d+_x\d+_\d+x\d+$")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    once_key TEXT,
+    data TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events (type, round, once_key) WHERE once_key IS NOT NULL;
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+"""
+
+
+class LedgerError(RuntimeError):
+    """The ledger is broken or cannot be written; the message names the event."""
+
+
+
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO date or date-time; naive values are taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise LedgerError(f"{text!r}: expected a date such as 2025-01-31 or 2025-01-31T12:00:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def region_stem(region_id: str) -> str | None:
+    """The image stem of a region id ``<stem>_y<y0>_x<x0>_<h>x<w>`` (see :class:`Region`)."""
+    match = REGION_ID.match(region_id)
+    return match["stem"] if match else None
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    time: str
+    actor: str
+    round: int
+    type: str
+    once_key: str | None
+    data: dict[str, Any]
+    prev: str
+    hash: str
+
+    def body(self) -> dict[str, Any]:
+        """Everything the hash covers."""
+        return {"seq": self.seq, "time": self.time, "actor": self.actor, "round": self.round, "type": self.type,
+                "once_key": self.once_key, "data": self.data, "prev": self.prev}
+
+    def expected_hash(self) -> str:
+        return sha256_text(canonical_json(self.body()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.body(), "hash": self.hash}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "Event":
+        return Event(d["seq"], d["time"], d["actor"], d["round"], d["type"], d.get("once_key"), d["data"], d["prev"],
+                     d["hash"])
+
+    def mentions(self, sample: str) -> bool:
+        """True when the event names the region id ``sample``, or a region or split entry of image ``sample``."""
+        regions = self.data.get("regions") or []
+        if sample in regions or any(region_stem(r) == sample for r in regions):
+            return True
+        split = self.data.get("split")
+        return isinstance(split, dict) and any(sample in stems for stems in split.values())
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    events: int
+    message: str
+    bad_seq: int | None = None
+
+
+class Ledger:
+    """The SQLite ledger of one workspace."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @staticmethod
+    def _row(row: tuple) -> Event:
+        seq, time, actor, round_, type_, once_key, data, prev, hash_ = row
+        return Event(seq, time, actor, round_, type_, once_key, json.loads(data), prev, hash_)
+
+    def append(self, type: str, round: int, actor: str, data: dict[str, Any], once_key: str | None = None) -> Event:
+        """Append an event and return it.
+
+        With ``once_key``, the event is recorded at most once per (type, round, once_key): a repeat
+        (a retried or resumed step) returns the recorded event unchanged and appends nothing.
+        """
+        if type not in EVENT_TYPES:
+            raise LedgerError(f"unknown event type {type!r} (valid: {', '.join(EVENT_TYPES)})")
+        data = json.loads(canonical_json(data))  # plain JSON types only, as they will be read back
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if once_key is not None:
+                    row = db.execute("SELECT * FROM events WHERE type=? AND round=? AND once_key=?",
+                                     (type, round, once_key)).fetchone()
+                    if row is not None:
+                        db.execute("COMMIT")
+                        return self._row(row)
+                last = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+                event = Event(seq, utc_now(), actor, round, type, once_key, data, prev, "")
+                event = dataclasses.replace(event, hash=event.expected_hash())
+                db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (seq, event.time, actor, round, type, once_key, canonical_json(data), prev, event.hash))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return event
+
+    def events(self, type: str | None = None, round: int | None = None, sample: str | None = None,
+               annotator: str | None = None, since: str | None = None) -> list[Event]:
+        """Events in order, filtered: by type, round, a region id or image stem, an annotator (the
+        event's ``annotator`` or its actor) and a start date."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM events ORDER BY seq").fetchall()
+        found = [self._row(r) for r in rows]
+        if type is not None:
+            found = [e for e in found if e.type == type]
+        if round is not None:
+            found = [e for e in found if e.round == round]
+        if sample is not None:
+            found = [e for e in found if e.mentions(sample)]
+        if annotator is not None:
+            found = [e for e in found if annotator in (e.data.get("annotator"), e.actor)]
+        if since is not None:
+            start = parse_time(since)
+            found = [e for e in found if parse_time(e.time) >= start]
+        return found
+
+    def last(self, type: str, round: int | None = None) -> Event | None:
+        found = self.events(type=type, round=round)
+        return found[-1] if found else None
+
+    def verify(self) -> VerifyResult:
+        """Check every hash and every link of the chain; the result names the first bad event."""
+        events = self.events()
+        prev = GENESIS
+        for expected_seq, event in enumerate(events, start=1):
+            where = f"event {event.seq} ({event.type}, round {event.round}, {event.time})"
+            if event.seq != expected_seq:
+                return VerifyResult(False, len(events), f"event {expected_seq} is missing (next is {event.seq})",
+                                    expected_seq)
+            if event.prev != prev:
+                return VerifyResult(False, len(events), f"{where}: previous-event hash does not match event "
+                                    f"{event.seq - 1}", event.seq)
+            if event.hash != event.expected_hash():
+                return VerifyResult(False, len(events), f"{where}: content does not match its hash (edited)", event.seq)
+            prev = event.hash
+        return VerifyResult(True, len(events), f"{len(events)} events, chain intact")
+
+    def export_jsonl(self, path: str | Path) -> Path:
+        """Write every event, one canonical JSON object per line (the copy tracked in git)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_text("".join(canonical_json(e.to_dict()) + "\n" for e in self.events()), encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    def check_export(self, path: str | Path) -> VerifyResult:
+        """Check that a JSON Lines export is an unedited prefix of this ledger."""
+        path = Path(path)
+        stored = {e.seq: e for e in self.events()}
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, start=1):
+            event = Event.from_dict(json.loads(line))
+            if event.hash != event.expected_hash() or stored.get(event.seq) != event:
+                return VerifyResult(False, len(lines), f"{path.name} line {number} (event {event.seq}, {event.type}): "
+                                    "differs from the ledger database", event.seq)
+        return VerifyResult(True, len(lines), f"{path.name}: {len(lines)} events match")
+
+    def import_jsonl(self, jsonl: str | Path) -> int:
+        """Append the events of an export that this database lacks (those after its last event), as
+        they are: a fresh clone has only the JSON Lines in git. :meth:`verify` checks them. Returns
+        how many were added."""
+        events = [Event.from_dict(json.loads(line)) for line in Path(jsonl).read_text(encoding="utf-8").splitlines()]
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            new = [e for e in events if e.seq > last]
+            rows = [(e.seq, e.time, e.actor, e.round, e.type, e.once_key, canonical_json(e.data), e.prev, e.hash)
+                    for e in new]
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.execute("COMMIT")
+        return len(new)
+
+
+def to_csv(events: list[Event]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["seq", "time", "round", "type", "actor", "data", "hash"])
+    for e in events:
+        writer.writerow([e.seq, e.time, e.round, e.type, e.actor, canonical_json(e.data), e.hash])
+    return out.getvalue()
+
+
+def summary(event: Event, sample: str | None = None) -> str:
+    """One human line for the audit table; with ``sample``, that region's score and cost where known."""
+    d = event.data
+    short = lambda h: (h or "-")[:12]  # noqa: E731
+    if event.type == "queried":
+        text = (f"strategy {d['strategy']}, {len(d['regions'])} regions, model {short(d['checkpoint_sha256'])}, "
+                f"mlflow run {d.get('mlflow_run_id') or '-'}")
+        if sample in d["regions"]:
+            i = d["regions"].index(sample)
+            text += f"; score {d['scores'][i]:.6g}, cost {d['costs'][i]} px"
+        return text
+    if event.type == "labels_received":
+        return f"annotator {d['annotator']}, batch {short(d['batch_sha256'])}, {d['files']} files"
+    if event.type == "batch_rejected":
+        return f"by {d['by']}: " + "; ".join(d["reasons"][:3]) + (" ..." if len(d["reasons"]) > 3 else "")
+    if event.type == "labels_committed":
+        return f"annotator {d['annotator']}, {len(d['regions'])} regions, commit {short(d['commit'])}"
+    if event.type == "pseudo_labeled":
+        return f"{len(d['regions'])} regions pseudo-labeled by model {short(d['model'])}"
+    if event.type == "round_evaluated":
+        return ", ".join(f"{k} {v:.4f}" for k, v in d["metrics"].items() if isinstance(v, float))
+    if event.type == "request_published":
+        return f"{len(d['regions'])} regions at {d['store']}/{d['manifest']}"
+    if event.type == "split_frozen":
+        return ", ".join(f"{k} {len(v)}" for k, v in d["split"].items())
+    if event.type == "dataset_registered":
+        return f"{d['images']} images, {d['classes']} classes, from {d['source']}"
+    if event.type == "round_started":
+        return f"strategy {d['strategy']}"
+    return canonical_json(d)

@@ -1,0 +1,71 @@
+import numpy as np
+import torch
+
+from activeseg.model.inference import mc_dropout_scores, pad_to_multiple, predict_mask
+from activeseg.model.network import EDConvNet, mc_mode
+from activeseg.core.partition import partition_image
+
+
+def naive_scores(model, x, passes):
+    """All T passes kept in memory: the textbook definitions, for comparison."""
+    mc_mode(model)
+    with torch.no_grad():
+        features = model.encode(x)
+        probs = torch.stack([torch.softmax(model.decode(features), 1) for _ in range(passes)])  # (T, N, C, H, W)
+    mean = probs.mean(0)
+    ent = lambda p: -(p * torch.log(p + 1e-12)).sum(1)  # noqa: E731
+    entropy = ent(mean).mean(dim=(1, 2))
+    mean_sq = torch.stack([(p - mean) ** 2 for p in probs]).mean(0)
+    variance = mean_sq.mean(1).mean(dim=(1, 2))
+    bald = (ent(mean) - torch.stack([ent(p) for p in probs]).mean(0)).mean(dim=(1, 2))
+    return entropy.numpy(), variance.numpy(), bald.numpy(), features[-1].mean(dim=(2, 3)).numpy()
+
+
+def test_streaming_reductions_match_the_definitions(tiny_dataset):
+    torch.manual_seed(0)
+    model = EDConvNet(3, 2, width=4, depth=2, dropout=0.3)
+    stem = tiny_dataset.stems[0]
+    regions = partition_image(stem, 64, 64, 32, 0.5)[:4]
+    torch.manual_seed(1)
+    scores = mc_dropout_scores(model, tiny_dataset, regions, passes=5, batch_size=4, device=torch.device("cpu"))
+    image = torch.from_numpy(tiny_dataset.image(stem).transpose(2, 0, 1))
+    x = torch.stack([image[:, r.y0:r.y1, r.x0:r.x1] for r in regions])
+    torch.manual_seed(1)
+    entropy, variance, bald, desc = naive_scores(model, x, 5)
+    np.testing.assert_allclose(scores.entropy, entropy, rtol=1e-5)
+    np.testing.assert_allclose(scores.variance, variance, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(scores.bald, bald, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(scores.descriptors, desc, rtol=1e-5)
+    assert (scores.variance > 0).all() and (scores.bald >= -1e-7).all()
+
+
+def test_no_dropout_means_no_epistemic_uncertainty(tiny_dataset):
+    model = EDConvNet(3, 2, width=4, depth=2, dropout=0.0)
+    regions = partition_image(tiny_dataset.stems[0], 64, 64, 32, 0.0)
+    scores = mc_dropout_scores(model, tiny_dataset, regions, passes=4, batch_size=2, device=torch.device("cpu"),
+                               keep_maps={regions[0].id})
+    assert np.allclose(scores.variance, 0, atol=1e-12) and np.allclose(scores.bald, 0, atol=1e-6)
+    assert 0 < scores.entropy.min() <= scores.entropy.max() <= np.log(2) + 1e-6
+    maps = scores.maps[regions[0].id]
+    assert maps["mean_prob"].shape == (2, 32, 32) and maps["entropy"].shape == (32, 32)
+    assert list(scores.maps) == [regions[0].id]
+
+
+def test_padded_regions_are_scored_on_in_image_pixels(tiny_dataset):
+    """A patch that reaches past the border is reduced over its in-image part only."""
+    model = EDConvNet(3, 2, width=4, depth=2, dropout=0.0)
+    # 64 px, l = 40: a full patch at 0, then one at 40 missing 16 < 20 px -> mirror-padded
+    regions = partition_image(tiny_dataset.stems[0], 64, 64, 40, 0.0)
+    assert [(r.y0, r.x0, r.y1, r.x1) for r in regions][-1] == (40, 40, 80, 80)
+    scores = mc_dropout_scores(model, tiny_dataset, regions, passes=1, batch_size=8, device=torch.device("cpu"),
+                               keep_maps={r.id for r in regions})
+    shapes = [scores.maps[r.id]["entropy"].shape for r in regions]
+    assert shapes == [(40, 40), (40, 24), (24, 40), (24, 24)]
+    assert np.allclose([scores.maps[r.id]["entropy"].mean() for r in regions], scores.entropy)
+
+
+def test_predict_mask_handles_sizes_not_multiple_of_the_depth():
+    model = EDConvNet(1, 2, width=4, depth=2)
+    mask = predict_mask(model, np.random.default_rng(0).random((30, 37, 1), dtype=np.float32), torch.device("cpu"))
+    assert mask.shape == (30, 37) and mask.dtype == np.uint8
+    assert pad_to_multiple(torch.zeros(1, 1, 30, 37), 4).shape == (1, 1, 32, 40)

@@ -1,0 +1,56 @@
+"""Detached processes: pid files, their environment, and stopping a whole tree."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from activeseg.orchestration import processes
+
+# Ignores SIGTERM; starts a child in its process group and one in a session of its own.
+STUBBORN_PARENT = """
+import signal, subprocess, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+subprocess.Popen(["sleep", "60"])
+subprocess.Popen(["sleep", "60"], start_new_session=True)
+time.sleep(60)
+"""
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_stop_ends_a_process_that_ignores_sigterm_and_all_it_started(tmp_path: Path):
+    pid_file = tmp_path / "p.pid"
+    process = processes.spawn(
+        [sys.executable, "-c", STUBBORN_PARENT], pid_file=pid_file, log_file=tmp_path / "p.log", env=os.environ
+    )
+    assert processes.read_pid(pid_file) == process.pid
+    wait_until(lambda: len(processes.descendants(process.pid)) == 2)
+    children = processes.descendants(process.pid)
+
+    processes.stop(process.pid, timeout=0.5)
+
+    assert not processes.alive(process.pid)
+    assert not any(processes.alive(child) for child in children)
+    assert processes.read_pid(pid_file) is None
+    assert not pid_file.exists()  # a stale pid file is removed
+
+
+def test_environment_marks_find_a_process(tmp_path: Path):
+    mark = f"mark-{os.getpid()}-{time.monotonic_ns()}"
+    process = processes.spawn(
+        ["sleep", "30"], pid_file=tmp_path / "s.pid", log_file=tmp_path / "s.log", env={**os.environ, "MARK": mark}
+    )
+    try:
+        assert processes.environ(process.pid)["MARK"] == mark
+        assert processes.with_env("MARK", mark) == [process.pid]
+    finally:
+        processes.stop(process.pid, timeout=2)
+    assert processes.with_env("MARK", mark) == []

@@ -1,0 +1,61 @@
+"""The workspace's local Prefect server as a real process, and the external-server switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from activeseg.orchestration import processes
+from activeseg.orchestration import server
+
+
+@pytest.fixture
+def no_external(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+
+
+def test_start_status_stop_restart(tmp_path: Path, no_external: None):
+    try:
+        first = server.start(tmp_path)
+        assert first.started and not first.external
+        assert first.url.startswith("http://127.0.0.1:") and first.url.endswith("/api")
+        home = tmp_path / ".prefect"
+        assert {"server.pid", "server.port", "server.log", "prefect.db"} <= {p.name for p in home.iterdir()}
+        assert server.healthy(first.url)
+
+        again = server.start(tmp_path)
+        assert (again.started, again.pid, again.url) == (False, first.pid, first.url)
+        assert server.status(tmp_path) == again
+
+        assert server.stop(tmp_path)
+        assert not processes.alive(first.pid)
+        assert server.status(tmp_path) is None and not server.healthy(first.url)
+        assert not server.stop(tmp_path)
+
+        restarted = server.start(tmp_path)
+        assert restarted.started and restarted.pid != first.pid
+        assert restarted.url == first.url  # the last port is reused when it is free
+    finally:
+        server.stop(tmp_path)
+
+
+def test_prefect_api_url_selects_an_external_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # discard port: nothing answers
+
+    with pytest.raises(server.ServerError, match=r"PREFECT_API_URL=http://127.0.0.1:9/api is set but no"):
+        server.start(tmp_path)
+    assert server.status(tmp_path) is None
+    assert not server.stop(tmp_path)
+    assert not (tmp_path / ".prefect").exists()  # nothing local was started
+
+
+def test_client_env_points_every_process_at_the_workspace(tmp_path: Path):
+    srv = server.Server("http://127.0.0.1:4200/api", None, external=True)
+    env = server.client_env(tmp_path, srv)
+    home = tmp_path.resolve() / ".prefect"
+    assert env["PREFECT_API_URL"] == "http://127.0.0.1:4200/api"
+    assert env["PREFECT_HOME"] == str(home)
+    assert env["PREFECT_LOCAL_STORAGE_PATH"] == str(home / "storage")
+    assert env["PREFECT_RESULTS_PERSIST_BY_DEFAULT"] == "true"
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "true"
