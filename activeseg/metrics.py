@@ -31,6 +31,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from activeseg.core.data import first_unpaired
+
 METRICS: tuple[str, ...] = ("dice", "voe", "msd", "hd95")
 """Keys of :func:`binary_metrics`, in order."""
 
@@ -257,10 +259,11 @@ def _read_mask(path: Path) -> np.ndarray:
 def _matched_pairs(pred_dir: Path, gt_dir: Path) -> dict[str, tuple[Path, Path]]:
     """Pair ``<stem>.png`` files of both folders; a stem on one side only raises ``ValueError``."""
     preds, gts = _png_stems(pred_dir), _png_stems(gt_dir)
-    for stem in sorted(set(gts) - set(preds)):
-        raise ValueError(f"no prediction for {stem}.png: {gts[stem]} has no match in {pred_dir}")
-    for stem in sorted(set(preds) - set(gts)):
-        raise ValueError(f"no ground truth for {stem}.png: {preds[stem]} has no match in {gt_dir}")
+    orphan = first_unpaired(gts, preds)
+    if orphan:
+        stem, path, is_gt = orphan
+        raise ValueError(f"no prediction for {stem}.png: {path} has no match in {pred_dir}" if is_gt
+                         else f"no ground truth for {stem}.png: {path} has no match in {gt_dir}")
     if not gts:
         raise ValueError(f"no .png masks found in {gt_dir} and {pred_dir}")
     return {stem: (preds[stem], gts[stem]) for stem in sorted(gts)}

@@ -33,13 +33,14 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one compute thread per process, here and in every
     os.environ.setdefault(_name, "1")                  # flow run: CPU times then do not depend on other load
 
-from activeseg.cli.orchestration import DEMO_SETTINGS  # noqa: E402
+from activeseg.cli.demo import DEMO_SETTINGS  # noqa: E402
 from activeseg.core.config import Config  # noqa: E402
 from activeseg.workspace.workspace import Workspace  # noqa: E402
 
@@ -68,18 +69,17 @@ def instrument() -> None:
     """Measure DVC and git subprocesses, ledger writes, MLflow calls and GX validation in this process."""
     from mlflow.tracking import MlflowClient
 
-    from activeseg.workspace.workspace import ledger
     from activeseg.model import tracking
-    from activeseg.workspace.workspace import workspace
+    from activeseg.workspace import creation, intake, ledger, steps, vcs
 
-    workspace.Workspace._run = timed("dvc + git", workspace.Workspace._run)
+    vcs.Vcs.run = timed("dvc + git", vcs.Vcs.run)
     for name in ("append", "export_jsonl", "import_jsonl"):
         setattr(ledger.Ledger, name, timed("ledger", getattr(ledger.Ledger, name)))
     tracking.Tracker._setup = timed("mlflow", tracking.Tracker._setup)
     for name in ("create_run", "log_batch", "set_terminated", "log_artifact", "set_tag"):
         setattr(MlflowClient, name, timed("mlflow", getattr(MlflowClient, name)))
-    for name in ("validate_dataset", "validate_label_batch"):
-        setattr(workspace, name, timed("validation (GX)", getattr(workspace, name)))
+    for module, name in ((steps, "validate_dataset"), (creation, "validate_dataset"), (intake, "validate_label_batch")):
+        setattr(module, name, timed("validation (GX)", getattr(module, name)))
 
 
 def cpu_now() -> float:
@@ -100,15 +100,15 @@ def compute_rounds(cfg: Config, root: Path, rounds: int) -> list[tuple[float, fl
     from activeseg.core.labels import LabelState
     from activeseg.model.network import load_checkpoint, pick_device
     from activeseg.loop.oracle import reveal_from_ground_truth
-    from activeseg.core.partition import Region
-    from activeseg.loop.simulate import apply_selection, select_regions
+    from activeseg.loop.selection import select_regions
+    from activeseg.loop.simulate import apply_selection
     from activeseg.model.tracking import RunLog
     from activeseg.model.training import train_model
 
     ws = Workspace.open(root)
     dataset, split, regions = ws.dataset, ws.split(), ws.regions()
     state = LabelState.empty({s: (dataset.samples[s].height, dataset.samples[s].width) for s in split["train"]})
-    reveal_from_ground_truth(state, dataset, [Region.from_dict(r) for r in ws.record(0)["initial"]["regions"]], 0)
+    reveal_from_ground_truth(state, dataset, [r.region() for r in ws.record(0).initial.regions], 0)
     device = pick_device(cfg.train.device)
     seconds = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,41 +145,41 @@ def workspace_rounds(root: Path, rounds: int) -> list[tuple[float, float]]:
 def prefect_rounds(root: Path, rounds: int) -> tuple[list[dict[str, float]], float]:
     """Per round under Prefect: wall time, time inside executed tasks, the rest; and the CPU seconds
     that the server, the worker with its flow-run processes and this process used during the rounds."""
-    from activeseg.orchestration import processes
-    from activeseg.orchestration import server
-    from flows import control, runtime, worker
+    from activeseg.orchestration import processes, server, workers
+    from activeseg.orchestration.engine import wait_for
+    from activeseg.orchestration.names import CAMPAIGN_FLOW, deployment_name
+    from flows import worker
+    from flows.engine import PrefectEngine, connect
 
     os.environ.pop("PREFECT_API_URL", None)
-    with control.connect(root, say=lambda _: None) as srv:
+    engine = PrefectEngine()
+    with connect(root, say=lambda _: None) as srv:
         try:
-            started = worker.start_and_wait(root, poll_seconds=1)
+            started = worker.start(root, poll_seconds=1)
             pids = [started.pid, srv.pid]
             cpu = sum(process_cpu(pid) for pid in pids) + time.process_time()
-            run_id = runtime.start_run(control.deployment_name(control.CAMPAIGN_FLOW, root),
-                                       parameters={"workspace": str(root), "rounds": rounds})
-            state = runtime.wait_for_state(run_id, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, timeout=3600)
+            run_id = engine.start(deployment_name(CAMPAIGN_FLOW, root), {"workspace": str(root), "rounds": rounds})
+            state = wait_for(engine, run_id, lambda s: s.final, timeout=3600)
             if state.type != "COMPLETED":
                 raise RuntimeError(f"the campaign ended {state.name}: {state.message}")
             deadline = time.monotonic() + 30
             while processes.descendants(started.pid) and time.monotonic() < deadline:
                 time.sleep(0.2)  # let the last flow-run process exit and be reaped
             cpu = sum(process_cpu(pid) for pid in pids) + time.process_time() - cpu
-            times = [_round_times(event.data["flow_run_id"])
+            times = [_round_times(engine, event.data["flow_run_id"])
                      for event in Workspace.open(root).ledger.events(type="labels_approved")]
             return times, cpu
         finally:
-            runtime.stop_worker(root)
+            workers.stop(engine, root)
             if srv.started:
                 server.stop(root)
 
 
-def _round_times(round_run_id: str) -> dict[str, float]:
+def _round_times(engine: Any, round_run_id: str) -> dict[str, float]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentTaskRunId
 
-    from flows import control
-
-    history = control.state_history(UUID(round_run_id))
+    history = engine.history(UUID(round_run_id))
     wall = _seconds(history[0][1], history[-1][1])
     with get_client(sync_client=True) as client:
         own = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(round_run_id)])))

@@ -26,8 +26,10 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from activeseg.core.util import round_name
+from activeseg.orchestration.engine import RunEngine
+from activeseg.orchestration.names import SKIPPED
 from flows.approval import await_approval
-from flows.control import SKIPPED
+from flows.engine import PrefectEngine
 from tasks import steps
 
 
@@ -38,7 +40,8 @@ def al_round(workspace: str, round: int | None = None, trigger: str = "schedule"
     `trigger`: "schedule" (the deployment's cron; the campaign's stop rule is checked), "manual" or
     "campaign" (a caller that checked it).
     """
-    start = steps.start_round(workspace, round, str(flow_run.get_id()), trigger)
+    engine = PrefectEngine()
+    start = steps.start_round(workspace, round, str(flow_run.get_id()), trigger, engine)
     if start["skipped"]:
         return Completed(name=SKIPPED, message=start["reason"])
     n = start["round"]
@@ -46,14 +49,14 @@ def al_round(workspace: str, round: int | None = None, trigger: str = "schedule"
     steps.partition(workspace, n)
     model = steps.train(workspace, n)
     selection = steps.query(workspace, n)
-    labels = await_labels(workspace, n, start["oracle"], start["timeout_seconds"])
+    labels = await_labels(engine, workspace, n, start["oracle"], start["timeout_seconds"])
     metrics = steps.evaluate(workspace, n)
     return {"round": n, "model": model["checkpoint_sha256"], "val_dice": model["val_dice"],
             "regions": selection["regions"], "labels": labels, "metrics": metrics["metrics"],
             "commit": metrics["commit"]}
 
 
-def await_labels(workspace: str, n: int, oracle: str, timeout_seconds: int) -> dict[str, Any]:
+def await_labels(engine: RunEngine, workspace: str, n: int, oracle: str, timeout_seconds: int) -> dict[str, Any]:
     """Publish the request, then wait, suspended, for an approved valid batch; its ingest record.
 
     Each wait has its own key (`round-NNN-labels-K`), so on a re-run from the top an answered wait
@@ -62,7 +65,7 @@ def await_labels(workspace: str, n: int, oracle: str, timeout_seconds: int) -> d
     request = steps.publish_request(workspace, n)
     for attempt in count():
         if oracle == "simulated":
-            steps.request_simulated_labels(workspace, n, str(flow_run.get_id()), attempt)
+            steps.request_simulated_labels(workspace, n, str(flow_run.get_id()), attempt, engine)
         approval = await_approval(key=f"{round_name(n)}-labels-{attempt}", timeout=timeout_seconds,
                                   description=_form_text(n, request, attempt))
         labels = steps.ingest_labels(workspace, n, approval.model_dump(mode="json"))

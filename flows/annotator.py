@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow
 
 from activeseg.loop.oracle import SIMULATED
+from flows.engine import PrefectEngine
 from tasks import steps
 
 COMMENT = "automatic approval (oracle: simulated)"
@@ -23,5 +24,5 @@ COMMENT = "automatic approval (oracle: simulated)"
 def simulated_annotator(workspace: str, round: int, round_run_id: str) -> dict[str, Any]:
     """Label round `round` from the ground truth and approve it for the flow run `round_run_id`."""
     labels = steps.simulate_labels(workspace, round)
-    approval = steps.approve(workspace, round, SIMULATED, COMMENT, round_run_id)
+    approval = steps.approve(workspace, round, SIMULATED, COMMENT, round_run_id, PrefectEngine())
     return {"round": round, "batch_sha256": labels["batch_sha256"], "approved_run": approval["flow_run_id"]}

@@ -1,96 +1,111 @@
 """The worker of a campaign workspace: serves its three deployments (the round, with the params'
 `schedule.cron`, the simulated annotator and the campaign) and executes their runs, each in a process
-of its own.
+of its own. This module is the one place that starts a worker.
 
-On start it retries the campaign's round run if a worker died under it (`control.recover`). Run it
-as `activeseg worker` (foreground), `activeseg worker --background` (`start`, pid file
-`.prefect/worker.pid`, log `.prefect/worker.log`; `activeseg worker stop`), or in a container as
-`python -m flows.worker --workspace /campaigns/NAME`.
+On start it retries the campaign's round run if a worker died under it (`rounds.recover`). Run it as
+`activeseg worker` (foreground), `activeseg worker --background` (`start`, pid file `.prefect/worker.pid`,
+log `.prefect/worker.log`; `activeseg worker stop`), or in a container as
+`python -m flows.worker --workspace /campaigns/NAME`. `--flow module:attribute --name NAME` serves other
+flows instead (deployments `<flow name>/NAME`, no schedule), e.g. a toy flow in a test.
+
+Flows are referred to as "module:attribute" (e.g. "flows.al_round:al_round") and deployed with a
+module-path entrypoint, so any process with the package installed can load them, whatever its
+working directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prefect import serve as prefect_serve
+from prefect import Flow, serve as prefect_serve
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectNotFound
+from prefect.types.entrypoint import EntrypointType
 
-from activeseg.orchestration import processes
-from activeseg.orchestration import server
 from activeseg.core.config import load_config
-from flows import control, runtime
+from activeseg.orchestration import rounds, server, workers
+from activeseg.orchestration.names import campaign_name
+from flows.engine import PrefectEngine, connect
 
 FLOWS = (("flows.al_round:al_round", True), ("flows.annotator:simulated_annotator", False),
          ("flows.campaign:campaign", False))
-"""(flow, whether the params' schedule applies to it)."""
-FLOW_NAMES = (control.ROUND_FLOW, control.ANNOTATOR_FLOW, control.CAMPAIGN_FLOW)
+"""The campaign's flows: (flow, whether the params' schedule applies to it)."""
+POLL_SECONDS = 2
+"""How often a worker asks the server for runs to start (Prefect's default is 10 s)."""
 
 
-def deployments(root: Path) -> list[RunnerDeployment]:
-    """The campaign's deployments, named after it, with the workspace as their default parameter."""
+def load_flow(ref: str) -> Flow:
+    """The flow object named by "module:attribute"."""
+    module, _, attribute = ref.partition(":")
+    flow = getattr(importlib.import_module(module), attribute, None)
+    if not isinstance(flow, Flow):
+        raise ValueError(f"{ref!r} does not name a Prefect flow (expected 'module:attribute')")
+    return flow
+
+
+def deployments(root: Path, flow_refs: Sequence[str] = (), name: str | None = None) -> list[RunnerDeployment]:
+    """The campaign's deployments, named after it, with the workspace as their default parameter; or,
+    with `flow_refs`, those flows' deployments named `name`, without a schedule or parameters."""
+    if flow_refs:
+        return [_deployment(ref, name or campaign_name(root)) for ref in flow_refs]
     root = Path(root).resolve()
     cron = load_config(root / "params.yaml").schedule.cron
-    return [runtime.deployment(ref, control.campaign_name(root), cron=cron if scheduled else None,
-                               parameters={"workspace": str(root)})
+    return [_deployment(ref, campaign_name(root), cron=cron if scheduled else None, parameters={"workspace": str(root)})
             for ref, scheduled in FLOWS]
 
 
-def serve(root: Path, *, poll_seconds: float = runtime.POLL_SECONDS) -> None:
-    """Serve the campaign's deployments in this process until SIGTERM/SIGINT."""
-    with control.connect(root) as srv:
+def serve(root: Path, flow_refs: Sequence[str] = (), name: str | None = None, *,
+          poll_seconds: float = POLL_SECONDS) -> None:
+    """Serve the deployments in this process until SIGTERM/SIGINT. The schedule is not paused when the
+    worker stops, so a restarted worker carries on."""
+    with connect(root) as srv:
         os.environ.update(server.client_env(root, srv))  # inherited by the flow-run processes
-        retried = control.recover(root)
+        retried = rounds.recover(PrefectEngine(), root)
         if retried:
             print(retried, flush=True)
-        prefect_serve(*deployments(root), pause_on_shutdown=False, print_starting_message=False,
+        prefect_serve(*deployments(root, flow_refs, name), pause_on_shutdown=False, print_starting_message=False,
                       query_seconds=poll_seconds)
 
 
-def start(root: Path, *, poll_seconds: float = runtime.POLL_SECONDS,
-          env: dict[str, str] | None = None) -> runtime.Worker:
-    """Start `serve` as a detached process; the running worker instead when there is one.
-
-    Call inside `control.connect`. `env`: extra environment variables for the worker and its runs.
-    """
+def start(root: Path, flow_refs: Sequence[str] = (), name: str | None = None, *, poll_seconds: float = POLL_SECONDS,
+          env: Mapping[str, str] | None = None, timeout: float = 120.0) -> workers.Worker:
+    """Start `serve` as a detached process (the running worker instead when there is one), then wait
+    until it has registered (or, already running, has) every deployment with its current schedule and
+    parameters. Call inside `connect`. `env`: extra environment variables for the worker and its runs."""
     root = Path(root).resolve()
-    home = server.prefect_home(root)
-    pid_file, log = home / "worker.pid", home / "worker.log"
-    pid = processes.read_pid(pid_file)
-    if pid is not None:
-        return runtime.Worker(pid, log, started=False)
     srv = server.status(root)
     if srv is None:
         raise server.ServerError(f"no Prefect server is running for {root}")
     command = [sys.executable, "-m", "flows.worker", "--workspace", str(root), "--poll-seconds", str(poll_seconds)]
-    child_env = {**os.environ, **server.client_env(root, srv), **(env or {})}
-    process = processes.spawn(command, pid_file=pid_file, log_file=log, env=child_env)
-    return runtime.Worker(process.pid, log, started=True)
-
-
-def start_and_wait(root: Path, *, poll_seconds: float = runtime.POLL_SECONDS, env: dict[str, str] | None = None,
-                   timeout: float = 120.0) -> runtime.Worker:
-    """`start`, then wait until the worker has registered (or, if it was already running, has) every
-    deployment of the campaign, with its current schedule and parameters."""
+    command += [arg for ref in flow_refs for arg in ("--flow", ref)] + (["--name", name] if name else [])
     since = datetime.now(timezone.utc)
-    started = start(root, poll_seconds=poll_seconds, env=env)
+    worker = workers.start(root, command, {**os.environ, **server.client_env(root, srv), **(env or {})})
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        for flow_name in FLOW_NAMES:
-            name = control.deployment_name(flow_name, root)
-            while not _registered(client, name, since if started.started else None):
+        for deployment in deployments(root, flow_refs, name):
+            full_name = f"{deployment.flow_name}/{deployment.name}"
+            while not _registered(client, full_name, since if worker.started else None):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"the worker did not register {name!r} within {timeout:.0f} s "
-                                       f"(see {started.log})")
+                    raise TimeoutError(f"the worker did not register {full_name!r} within {timeout:.0f} s "
+                                       f"(see {worker.log})")
                 time.sleep(0.5)
-    return started
+    return worker
+
+
+def _deployment(ref: str, name: str, *, cron: str | None = None,
+                parameters: Mapping[str, object] | None = None) -> RunnerDeployment:
+    """The deployment `name` of the flow `ref`, with a module-path entrypoint; `cron`: a schedule
+    (standard 5-field cron, UTC)."""
+    return load_flow(ref).to_deployment(name=name, cron=cron, parameters=dict(parameters or {}),
+                                        entrypoint_type=EntrypointType.MODULE_PATH)
 
 
 def _registered(client: SyncPrefectClient, name: str, since: datetime | None) -> bool:
@@ -104,9 +119,12 @@ def _registered(client: SyncPrefectClient, name: str, since: datetime | None) ->
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.worker", description="Serve a campaign's deployments.")
     parser.add_argument("--workspace", type=Path, required=True)
-    parser.add_argument("--poll-seconds", type=float, default=runtime.POLL_SECONDS)
+    parser.add_argument("--poll-seconds", type=float, default=POLL_SECONDS)
+    parser.add_argument("--flow", dest="flows", action="append", default=[],
+                        help="module:attribute of a flow to serve instead of the campaign's (repeatable)")
+    parser.add_argument("--name", help="deployment name of the --flow flows (default: the campaign's name)")
     args = parser.parse_args(argv)
-    serve(args.workspace, poll_seconds=args.poll_seconds)
+    serve(args.workspace, args.flows, args.name, poll_seconds=args.poll_seconds)
 
 
 if __name__ == "__main__":

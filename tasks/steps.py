@@ -1,9 +1,10 @@
 """The steps of a round as Prefect tasks: thin wrappers over :class:`activeseg.workspace.workspace.Workspace`.
 
 Every task takes the workspace path and the round number (what its cache key is made of, see
-tasks/README.md) and returns a small JSON-able dict. Two layers keep a resumed or retried flow run
-from doing anything twice: the persisted task results (a finished task comes back "Cached" without
-running), and the workspace itself (a finished step returns its record; ledger events carry once-keys).
+tasks/README.md) and returns a small JSON-able dict. The tasks that talk to the workflow engine are
+handed it by their flow (the orchestration services' `RunEngine`; its hash is the same in every run).
+Two layers keep a resumed or retried flow run from doing anything twice: the persisted task results (a
+finished task comes back "Cached" without running), and the workspace itself (a finished step returns its record; ledger events carry once-keys).
 
 `Workspace.query` also publishes the label request (crops, previews and manifest in the object store),
 so `publish_request` does not write anything: it checks that the manifest the annotator reads is the
@@ -18,12 +19,16 @@ from typing import Any
 
 from prefect import task
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.runtime import flow_run
 
 from activeseg.workspace.exchange import read_manifest, round_prefix
 from activeseg.core.util import canonical_json, sha256_text
 from activeseg.workspace.storage import StoreError
+from activeseg.orchestration import approval as approvals
+from activeseg.orchestration.engine import RunEngine
+from activeseg.orchestration.guard import claim_round
+from activeseg.orchestration.rounds import start_annotator
 from activeseg.workspace.workspace import BatchRejected, Workspace, WorkspaceError
-from flows import control
 from tasks import STEP
 
 TRANSIENT = (StoreError, ConnectionError, TimeoutError)
@@ -44,10 +49,12 @@ def _open(workspace: str) -> Workspace:
 
 
 @task(name="start-round", version="1", **STEP)
-def start_round(workspace: str, round_number: int | None, flow_run_id: str, trigger: str) -> dict[str, Any]:
+def start_round(workspace: str, round_number: int | None, flow_run_id: str, trigger: str,
+                engine: RunEngine) -> dict[str, Any]:
     """Claim the round for this flow run, or skip it when another round of the campaign is active (see
-    :func:`flows.control.claim_round`). Cached per flow run: the run's later re-runs get the same answer."""
-    return control.claim_round(_open(workspace), round_number, flow_run_id, trigger)
+    :func:`activeseg.orchestration.guard.claim_round`). Cached per flow run: the run's later re-runs get the
+    same answer."""
+    return claim_round(engine, _open(workspace), round_number, flow_run_id, trigger)
 
 
 @task(name="validate", version="1", **STEP)
@@ -83,21 +90,22 @@ def query(workspace: str, round_number: int) -> dict[str, Any]:
 def publish_request(workspace: str, round_number: int) -> dict[str, Any]:
     """Check that the round's label request is in the object store as recorded; where it is."""
     ws = _open(workspace)
-    queried = ws.record(round_number).get("queried")
+    queried = ws.record(round_number).queried
     if queried is None:
         raise WorkspaceError(f"round {round_number}: no label request was made (the query step has not run)")
     manifest = read_manifest(ws.store, round_number)
-    if manifest is None or sha256_text(canonical_json(manifest)) != queried["manifest_sha256"]:
-        raise WorkspaceError(f"round {round_number}: the request in {queried['request']} is missing or is not the "
+    if manifest is None or sha256_text(canonical_json(manifest)) != queried.manifest_sha256:
+        raise WorkspaceError(f"round {round_number}: the request in {queried.request} is missing or is not the "
                              "one recorded in the ledger")
-    return {"round": round_number, "request": queried["request"], "regions": len(manifest["regions"]),
+    return {"round": round_number, "request": queried.request, "regions": len(manifest["regions"]),
             "labels": f"{ws.store.url}/{round_prefix('labels', round_number)}"}
 
 
 @task(name="request-simulated-labels", version="1", **STEP)
-def request_simulated_labels(workspace: str, round_number: int, round_run_id: str, attempt: int) -> dict[str, Any]:
+def request_simulated_labels(workspace: str, round_number: int, round_run_id: str, attempt: int,
+                             engine: RunEngine) -> dict[str, Any]:
     """With `oracle.kind: simulated`: start the simulated annotator's flow run for this wait."""
-    run_id = control.start_annotator(_open(workspace).root, round_number, round_run_id, attempt)
+    run_id = start_annotator(engine, _open(workspace).root, round_number, round_run_id, attempt)
     return {"round": round_number, "annotator_run": str(run_id)}
 
 
@@ -120,7 +128,8 @@ def ingest_labels(workspace: str, round_number: int, approval: dict[str, Any]) -
         except WorkspaceError as exc:
             note = str(exc)
         return {"accepted": False, "reason": f"not approved by {by}: {reason} ({note})"}
-    accepted = ws.record(n).get("labels_accepted")
+    recorded = ws.record(n).labels_accepted
+    accepted = recorded.model_dump() if recorded else None
     if accepted is None or accepted["batch_sha256"] != approval["batch_hash"]:
         try:
             accepted = ws.ingest(n)
@@ -129,7 +138,7 @@ def ingest_labels(workspace: str, round_number: int, approval: dict[str, Any]) -
     if accepted["batch_sha256"] != approval["batch_hash"]:
         return {"accepted": False, "reason": f"the approval names batch {approval['batch_hash'][:12]} but the "
                                              f"accepted batch of round {n} is {accepted['batch_sha256'][:12]}"}
-    event = control.record_approval(ws, n, approval, accepted)
+    event = approvals.record_approval(ws, n, approval, accepted, str(flow_run.get_id()))
     return {"accepted": True, "round": n, "batch_sha256": accepted["batch_sha256"], "annotator": accepted["annotator"],
             "files": accepted["files"], "commit": accepted["commit"], "approver": by,
             "comment": approval.get("comment", ""), "approved": event.time}
@@ -149,7 +158,8 @@ def simulate_labels(workspace: str, round_number: int) -> dict[str, Any]:
 
 
 @task(name="approve", version="1", **STEP)
-def approve(workspace: str, round_number: int, by: str, comment: str, round_run_id: str) -> dict[str, Any]:
+def approve(workspace: str, round_number: int, by: str, comment: str, round_run_id: str,
+            engine: RunEngine) -> dict[str, Any]:
     """Approve the round's accepted batch once its flow run waits (as `activeseg approve` does)."""
-    return control.approve(_open(workspace), round_number, by, comment, run_id=round_run_id,
-                           wait_seconds=control.ANNOTATOR_WAIT_SECONDS)
+    return approvals.approve(engine, _open(workspace), round_number, by, comment, run_id=round_run_id,
+                             wait_seconds=approvals.ANNOTATOR_WAIT_SECONDS)

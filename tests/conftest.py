@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny synthetic dataset and a tiny, fast configuration."""
+"""Shared fixtures (a tiny synthetic dataset and a tiny, fast configuration) and the test marks."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from activeseg.core.synthetic import synthesize
 
 torch.set_num_threads(1)  # tests run two workers on two cores
 
+TESTS = Path(__file__).resolve().parent
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 TINY = [
@@ -45,3 +46,34 @@ def tiny_data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_dataset(tiny_data_dir: Path) -> Dataset:
     return load_dataset(tiny_data_dir, classes=2)
+
+
+# The marks of pyproject.toml, by folder, file, or file::test below tests/. `prefect`: needs Prefect (imports
+# flows or tasks, or runs a server); `slow`: took over ~5 s on 2 cores (`pytest --durations`).
+MARKS = {
+    "prefect": {"flows", "orchestration/test_server.py", "test_infra.py"},
+    "slow": {
+        "flows/test_al_round.py",
+        "flows/test_suspend_resume.py",
+        "flows/test_campaign.py::test_demo_runs_rounds_that_suspend_and_resume_then_stops_what_it_started",
+        "workspace/test_workspace.py",
+        "orchestration/test_server.py::test_start_status_stop_restart",
+        "loop/test_simulate.py::test_mlflow_logs_every_training_run",
+        "core/test_real_data.py::test_isbi2012_loads_partitions_trains_and_scores",
+    },
+}
+
+
+def selectors(item: pytest.Item) -> set[str]:
+    """The entries of ``MARKS`` that name this test: each folder above it, its file, and file::test."""
+    path = item.path.relative_to(TESTS)
+    test = getattr(item, "originalname", item.name)
+    return {p.as_posix() for p in path.parents if p != Path(".")} | {path.as_posix(), f"{path.as_posix()}::{test}"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for mark, entries in MARKS.items():
+            if item.path.is_relative_to(TESTS) and entries & selectors(item):
+                item.add_marker(mark)

@@ -11,7 +11,8 @@ import yaml
 from prefect.flows import load_flow_from_entrypoint
 
 from activeseg.orchestration.server import TELEMETRY_OFF
-from flows import control, worker
+from activeseg.orchestration.names import FLOW_NAMES, campaign_name
+from flows import worker
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -71,12 +72,12 @@ def test_dockerfile_copies_what_exists():
 def test_prefect_yaml_deploys_the_flows_the_worker_serves_under_the_campaign_name():
     spec = yaml.safe_load((INFRA / "prefect.yaml").read_text())
     deployments = spec["deployments"]
-    campaign = control.campaign_name(Path("/campaigns/lab"))
+    campaign = campaign_name(Path("/campaigns/lab"))
     assert {d["name"] for d in deployments} == {campaign}
     assert {d["parameters"]["workspace"] for d in deployments} == {"/campaigns/lab"}
     assert {d["work_pool"]["name"] for d in deployments} == {"activeseg"}
     loaded = [load_flow_from_entrypoint(str(ROOT / d["entrypoint"])) for d in deployments]
-    assert [flow.name for flow in loaded] == list(worker.FLOW_NAMES)
+    assert [flow.name for flow in loaded] == list(FLOW_NAMES)
     served = [ref.split(":")[1] for ref, _ in worker.FLOWS]
     assert [d["entrypoint"].split(":")[1] for d in deployments] == served
     assert [len(s["cron"].split()) for d in deployments for s in d.get("schedules", [])] == [5]

@@ -102,30 +102,24 @@ def test_metrics_are_symmetric() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_contour_interior_pixels_are_removed() -> None:
-    # A 3x3 square away from the border keeps only its centre after a 3x3 erosion.
-    m = _square((5, 5), 1, 1, side=3)
-    expected = m.astype(bool).copy()
-    expected[2, 2] = False
-    np.testing.assert_array_equal(contour(m), expected)
-
-
-def test_contour_border_is_background() -> None:
-    # The whole 3x3 image is foreground. With the border treated as background only the centre
-    # survives erosion, so the 8 border pixels are contour (were the border foreground, the
-    # contour would be empty).
-    full = np.ones((3, 3), dtype=np.uint8)
-    expected = np.ones((3, 3), dtype=bool)
-    expected[1, 1] = False
-    np.testing.assert_array_equal(contour(full), expected)
-
-
-def test_contour_of_mask_touching_the_border() -> None:
-    # 3x3 block in the top-left corner of a 4x4 image: row 0 and col 0 pixels are contour.
-    m = _square((4, 4), 0, 0, side=3)
-    expected = m.astype(bool).copy()
-    expected[1, 1] = False
-    np.testing.assert_array_equal(contour(m), expected)
+@pytest.mark.parametrize(
+    "mask, centre",
+    [
+        # A 3x3 square away from the border keeps only its centre after a 3x3 erosion.
+        (_square((5, 5), 1, 1, side=3), (2, 2)),
+        # The whole 3x3 image is foreground. With the border treated as background only the centre
+        # survives erosion, so the 8 border pixels are contour (were the border foreground, the
+        # contour would be empty).
+        (np.ones((3, 3), dtype=np.uint8), (1, 1)),
+        # 3x3 block in the top-left corner of a 4x4 image: row 0 and col 0 pixels are contour.
+        (_square((4, 4), 0, 0, side=3), (1, 1)),
+    ],
+    ids=["interior", "whole-image", "touching-border"],
+)
+def test_contour_is_the_mask_less_its_eroded_centre(mask: np.ndarray, centre: tuple[int, int]) -> None:
+    expected = mask.astype(bool).copy()
+    expected[centre] = False
+    np.testing.assert_array_equal(contour(mask), expected)
 
 
 def test_msd_with_mask_covering_the_whole_image() -> None:

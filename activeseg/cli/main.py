@@ -1,22 +1,24 @@
-"""The ``activeseg`` command line. Every command takes ``--params FILE`` and repeated ``--set k.p=v``."""
+"""The ``activeseg`` command line. Every command takes ``--params FILE`` and repeated ``--set k.p=v``.
+
+The library's commands are here; the campaign workspace's (``init``, ``step``, ``labels``, ``audit``) in
+``cli/workspace.py``, the orchestration's (``server``, ``worker``, ``round``, ``status``, ``approve``,
+``reject``, ``campaign``) in ``cli/orchestration.py`` and ``demo`` in ``cli/demo.py``. `main` maps every
+error a user can act on to an exit status, in one place: 0 done, 1 data rejected or a round failed,
+2 usage, parameter or state error, 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
-from activeseg.cli.main import orchestration as commands_orchestration
-from activeseg.cli.main import workspace as commands_workspace
-from activeseg.core.config import Config, ConfigError, load_config
-from activeseg.core.data import DatasetError
+from activeseg.cli import demo, orchestration, workspace
+from activeseg.cli.output import console, print_json, print_table
+from activeseg.core.config import Config, load_config
 
-console = Console(soft_wrap=True)
 DEFAULT_PARAMS = Path("params.yaml")
 
 
@@ -60,21 +62,19 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 def cmd_strategies(args: argparse.Namespace) -> int:
     from activeseg.strategies import STRATEGIES
 
-    table = Table("strategy", "needs model", "description", "options (query.options.<strategy>.<option>)")
+    rows = []
     for name, cls in sorted(STRATEGIES.items()):
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n")[0]
-        options = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Options))
-        table.add_row(name, "yes" if cls.needs_model else "no", doc, options or "-")
-    console.print(table)
+        options = ", ".join(f"{key}={f.default!r}" for key, f in cls.Options.model_fields.items())
+        rows.append((name, "yes" if cls.needs_model else "no", doc, options or "-"))
+    print_table(("strategy", "needs model", "description", "options (query.options.<strategy>.<option>)"), rows)
     return 0
 
 
-def summary_table(results: dict) -> Table:
-    table = Table("strategy", "seeds", "rounds", "AUC Dice (mean +- std)", "final Dice", title="simulation")
-    for name, s in results["summary"].items():
-        table.add_row(name, str(s["seeds"]), str(s["rounds"]), f"{s['auc_dice_mean']:.4f} +- {s['auc_dice_std']:.4f}",
-                      f"{s['final_dice_mean']:.4f}")
-    return table
+def print_summary(results: dict) -> None:
+    rows = [(name, s["seeds"], s["rounds"], f"{s['auc_dice_mean']:.4f} +- {s['auc_dice_std']:.4f}",
+             f"{s['final_dice_mean']:.4f}") for name, s in results["summary"].items()]
+    print_table(("strategy", "seeds", "rounds", "AUC Dice (mean +- std)", "final Dice"), rows, title="simulation")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -86,7 +86,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     strategies = args.strategy or [cfg.query.strategy]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [cfg.train.seed]
     results = simulate(cfg, dataset, strategies, seeds, out, rounds=args.rounds, progress=not args.quiet)
-    console.print(summary_table(results))
+    print_summary(results)
     console.print(f"results: {out / 'results.json'}\nplot:    {out / 'learning_curves.png'}")
     return 0
 
@@ -101,13 +101,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [cfg.train.seed]
     report = run_benchmark(cfg, dataset, strategies, seeds, out, rounds=args.rounds, progress=not args.quiet)
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    table = Table("strategy", "AUC Dice", *(f"Dice@{int(f * 100)}%" for f in FRACTIONS), "pixels to 95% full",
-                  title=f"benchmark ({report['granularity']}, seeds {report['seeds']})")
-    for name, row in sorted(report["comparison"].items(), key=lambda kv: -kv[1]["auc_dice_mean"]):
-        table.add_row(name, f"{row['auc_dice_mean']:.3f} +- {row['auc_dice_std']:.3f}",
-                      *(fmt(row[f"dice_at_{int(f * 100)}pct"]) for f in FRACTIONS),
-                      fmt(row["fraction_to_95pct_full"]))
-    console.print(table)
+    rows = [(name, f"{row['auc_dice_mean']:.3f} +- {row['auc_dice_std']:.3f}",
+             *(fmt(row[f"dice_at_{int(f * 100)}pct"]) for f in FRACTIONS), fmt(row["fraction_to_95pct_full"]))
+            for name, row in sorted(report["comparison"].items(), key=lambda kv: -kv[1]["auc_dice_mean"])]
+    print_table(("strategy", "AUC Dice", *(f"Dice@{int(f * 100)}%" for f in FRACTIONS), "pixels to 95% full"), rows,
+                title=f"benchmark ({report['granularity']}, seeds {report['seeds']})")
     console.print(f"wall time {report['wall_seconds']:.0f} s; report {out / 'benchmark.json'}; "
                   f"plot {out / 'learning_curves.png'}")
     return 0
@@ -118,14 +116,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     result = evaluate_folders(args.pred, args.gt, classes=args.classes)
     if args.json:
-        print(json.dumps(result, indent=1))
+        print_json(result)
         return 0
-    table = Table("image", *METRICS)
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    for stem, m in result["per_image"].items():
-        table.add_row(stem, *(fmt(m[k]) for k in METRICS))
-    table.add_row("mean", *(fmt(result["mean"][k]) for k in METRICS), style="bold")
-    console.print(table)
+    rows = [(stem, *(fmt(m[k]) for k in METRICS)) for stem, m in result["per_image"].items()]
+    print_table(("image", *METRICS), [*rows, ("mean", *(fmt(result["mean"][k]) for k in METRICS))])
     return 0
 
 
@@ -133,7 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """A campaign on the synthetic data through the real path: workspace, local Prefect server, worker,
     rounds that suspend for the simulated annotator's labels and resume (``activeseg simulate`` runs
     the plain simulation)."""
-    return commands_orchestration.run_demo(args.out, args.rounds or 3, args.overrides, args.params)
+    return demo.run_demo(args.out, args.rounds or 3, args.overrides, args.params)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_metrics)
 
-    commands_workspace.add_commands(sub, common)
-    commands_orchestration.add_commands(sub, common)
+    workspace.add_commands(sub, common)
+    orchestration.add_commands(sub)
     return parser
 
 
@@ -196,12 +191,37 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        return 2
     except KeyboardInterrupt:
         console.print("interrupted: rerun the same command to resume")
         return 130
+    except Exception as exc:
+        known = exit_status(exc)
+        if known is None:
+            raise
+        code, label = known
+        console.print(f"[bold red]{label}:[/] {escape(str(exc))}", highlight=False)
+        return code
+
+
+def exit_status(exc: Exception) -> tuple[int, str] | None:
+    """The exit status and label of an error the user can act on (its message says what to do), or
+    None for anything else (a bug: its traceback is shown). 1: data rejected (a label batch, a dataset
+    that failed validation); 2: a wrong parameter, path or state, a refused round operation, an
+    unreachable server or object store, a broken ledger, a failed resume, a timeout."""
+    from activeseg.orchestration.engine import ResumeError
+    from activeseg.orchestration.guard import RoundError
+    from activeseg.orchestration.server import ServerError
+    from activeseg.workspace.ledger import LedgerError
+    from activeseg.workspace.storage import StoreError
+    from activeseg.workspace.validation import ValidationFailed
+    from activeseg.workspace.workspace import BatchRejected
+
+    if isinstance(exc, (BatchRejected, ValidationFailed)):
+        return 1, "rejected"
+    if isinstance(exc, (ValueError, FileNotFoundError, RoundError, ServerError, ResumeError, StoreError, LedgerError,
+                        TimeoutError)):
+        return 2, "error"
+    return None
 
 
 if __name__ == "__main__":

@@ -1,22 +1,20 @@
 """Campaign-workspace commands: ``init``, ``step``, ``labels`` and ``audit``.
 
 Every command but ``init`` runs in the workspace containing the current folder, or in ``--workspace DIR``.
-Exit status: 0 done, 1 data rejected (a label batch, the dataset, a broken ledger), 2 usage or state error.
+The read-only ones (``labels pending``, ``audit``) never start a Prefect server; they say when none runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-console = Console(soft_wrap=True)
+from activeseg.cli.output import console, print_json, print_table, say
+
 STEPS = ("validate", "partition", "train", "query", "evaluate")
 
 
@@ -27,44 +25,25 @@ def _workspace(args: argparse.Namespace):
     return Workspace.open(root, in_dvc=getattr(args, "in_dvc", False))
 
 
-def _print(result: Any) -> None:
-    console.print_json(json.dumps(result, default=str))
+def note_server(root: Path) -> None:
+    """Say (stderr) when no Prefect server runs for the workspace; a read-only command starts none."""
+    from activeseg.orchestration import server
+
+    if server.status(root) is None:
+        say("no Prefect server is running for this workspace (flow runs are not shown; `activeseg server start`)")
 
 
-def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Print a rejected batch or a failed validation with every reason (exit 1), or a store or ledger
-    error (exit 2)."""
-
-    def run(args: argparse.Namespace) -> int:
-        from activeseg.workspace.ledger import LedgerError
-        from activeseg.workspace.storage import StoreError
-        from activeseg.workspace.validation import ValidationFailed
-        from activeseg.workspace.workspace import BatchRejected
-
-        try:
-            return func(args)
-        except (BatchRejected, ValidationFailed) as exc:
-            console.print(f"[bold red]rejected:[/] {escape(str(exc))}", highlight=False)
-            return 1
-        except (StoreError, LedgerError) as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-            return 2
-
-    return run
-
-
-@_guard
 def cmd_init(args: argparse.Namespace) -> int:
     from activeseg.workspace.workspace import Workspace
 
     ws = Workspace.init(args.dir, args.dataset, classes=args.classes, remote=args.remote, endpoint=args.endpoint,
                         overrides=args.overrides, params=args.params)
     console.print(f"workspace {ws.root}: {len(ws.dataset.stems)} images, remote {ws.store.url}, tagged round-000")
-    console.print(f"next: cd {args.dir} && activeseg step train && activeseg step query")
+    console.print(f"next: cd {args.dir} && activeseg server start && activeseg worker --background "
+                  "&& activeseg round start", highlight=False)
     return 0
 
 
-@_guard
 def cmd_step(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     if args.step_command == "validate":
@@ -76,21 +55,25 @@ def cmd_step(args: argparse.Namespace) -> int:
     if args.step_command == "query":
         shown = {k: v for k, v in result.items() if k not in ("regions", "pseudo")}
         result = {**shown, "regions": len(result["regions"])}
-    _print(result)
+    print_json(result)
     if args.step_command == "evaluate" and ws.in_dvc:
         console.print("metrics computed; after the labels, run activeseg step evaluate to close the round")
     return 0
 
 
-@_guard
 def cmd_labels(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     if args.labels_command == "pending":
-        table = Table("round", "regions", "request", "uploaded files", "rejected batches", title="open label requests")
-        for item in ws.pending():
+        from activeseg.orchestration.status import pending
+
+        items = pending(ws)
+        if args.json:
+            print_json(items)
+        else:
             keys = ("round", "regions", "request", "uploaded", "rejected_batches")
-            table.add_row(*(escape(str(item[k])) for k in keys))
-        console.print(table)
+            print_table(("round", "regions", "request", "uploaded files", "rejected batches"),
+                        [[item[k] for k in keys] for item in items], title="open label requests")
+        note_server(ws.root)
         return 0
     if args.labels_command == "submit":
         result = ws.submit(args.round, args.dir, args.annotator)
@@ -98,11 +81,10 @@ def cmd_labels(args: argparse.Namespace) -> int:
         result = ws.ingest(args.round, args.annotator)
     else:
         result = ws.simulate_labels(args.round)
-    _print(result)
+    print_json(result)
     return 0
 
 
-@_guard
 def cmd_audit(args: argparse.Namespace) -> int:
     from activeseg.workspace.ledger import summary, to_csv
 
@@ -114,16 +96,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 0 if result.ok else 1
     events = ws.ledger.events(round=args.round, sample=args.sample, annotator=args.annotator, since=args.since)
     if args.json:
-        print(json.dumps([e.to_dict() for e in events], indent=1))
+        print_json([e.to_dict() for e in events])
     elif args.csv:
         sys.stdout.write(to_csv(events))
     else:
         title = f"history of {args.sample}" if args.sample else "audit ledger"
-        table = Table("seq", "time (UTC)", "round", "event", "actor", "details", title=title)
-        for e in events:
-            details = escape(summary(e, args.sample))
-            table.add_row(str(e.seq), e.time[:19], str(e.round), e.type, escape(e.actor), details)
-        console.print(table)
+        print_table(("seq", "time (UTC)", "round", "event", "actor", "details"),
+                    [(e.seq, e.time[:19], e.round, e.type, e.actor, summary(e, args.sample)) for e in events],
+                    title=title)
+    note_server(ws.root)
     return 0
 
 
@@ -154,6 +135,7 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     labels = sub.add_parser("labels", help="label requests and batches").add_subparsers(
         dest="labels_command", required=True)
     p = labels.add_parser("pending", help="open label requests")
+    p.add_argument("--json", action="store_true")
     where(p)
     p = labels.add_parser("submit", help="upload and ingest a folder of masks (<region id>.png)")
     p.add_argument("dir", type=Path)

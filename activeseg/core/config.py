@@ -1,70 +1,79 @@
-"""Typed configuration loaded from ``params.yaml``.
+"""Typed configuration loaded from ``params.yaml``, as pydantic models.
 
 Every stage of the pipeline has its own section (data, partition, model, train, query, oracle,
-evaluate, tracking, campaign, schedule). Unknown keys and values of the wrong type fail with a :class:`ConfigError`
-that names the dotted key, e.g. ``train.epochs: expected int, got 'ten'``.
+evaluate, tracking, campaign, schedule), one :class:`Settings` model each. Unknown keys, values of the
+wrong type and values out of range fail with a :class:`ConfigError` that names the dotted key, e.g.
+``train.epochs: expected int, got 'ten'`` or ``partition.overlap: must be in [0, 1)``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 
 class ConfigError(ValueError):
     """A parameter file or override is wrong; the message names the key."""
 
 
-@dataclass
-class SplitConfig:
-    train: float = 0.6
-    val: float = 0.2
-    test: float = 0.2
+class Settings(BaseModel):
+    """Base of every settings model: unknown keys fail and values are never coerced from another type
+    (strict: "ten" or 1.5 is not an int, "yes" not a bool; an int is accepted where a float is expected)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-@dataclass
-class SyntheticConfig:
-    n: int = 24
-    size: int = 128
+class SplitConfig(Settings):
+    train: float = Field(0.6, gt=0)
+    val: float = Field(0.2, gt=0)
+    test: float = Field(0.2, gt=0)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1) > 1e-6:
+            raise ValueError(f"train, val and test must be positive and sum to 1, got {total:g}")
+        return self
+
+
+class SyntheticConfig(Settings):
+    n: int = Field(24, ge=1)
+    size: int = Field(128, ge=1)
     seed: int = 0
 
 
-@dataclass
-class DataConfig:
+class DataConfig(Settings):
     dataset: str = "synthetic"
-    classes: int = 2
-    split: SplitConfig = field(default_factory=SplitConfig)
+    classes: int = Field(2, ge=2)
+    split: SplitConfig = Field(default_factory=SplitConfig)
     seed: int = 0
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
 
-@dataclass
-class PartitionConfig:
+class PartitionConfig(Settings):
     granularity: Literal["image", "patch"] = "patch"
-    side: int = 64
-    overlap: float = 0.5
+    side: int = Field(64, ge=1)
+    overlap: float = Field(0.5, ge=0, lt=1)
     initial_labeled: int = 4
 
 
-@dataclass
-class ModelConfig:
-    width: int = 16
-    depth: int = 3
-    dropout: float = 0.2
+class ModelConfig(Settings):
+    width: int = Field(16, ge=1)
+    depth: int = Field(3, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     epochs: int = 6
-    samples_per_epoch: int = 64
-    batch_size: int = 8
-    crop: int = 64
+    samples_per_epoch: int = Field(64, ge=1)
+    batch_size: int = Field(8, ge=1)
+    crop: int = Field(64, ge=1)
     lr: float = 0.003
     weight_decay: float = 0.0
     dice_weight: float = 1.0
@@ -74,70 +83,77 @@ class TrainConfig:
     seed: int = 0
 
 
-@dataclass
-class QueryConfig:
+class QueryConfig(Settings):
     strategy: str = "mc_variance"
-    budget_fraction: float = 0.05
+    budget_fraction: float = Field(0.05, gt=0, le=1)
     budget_pixels: int | None = None
-    mc_passes: int = 8
-    batch_size: int = 16
-    # per strategy name, that strategy's options: {focannot: {lam: 0.5}, ...}
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mc_passes: int = Field(8, ge=1)
+    batch_size: int = Field(16, ge=1)
+    # per strategy name, that strategy's options: {focannot: {lam: 0.5}, ...}; checked by the strategies
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
-@dataclass
-class OracleConfig:
+class OracleConfig(Settings):
     kind: Literal["simulated", "human"] = "simulated"
     allow_empty_masks: bool = True
     max_file_bytes: int = 20_000_000
-    timeout_hours: float = 168.0
+    timeout_hours: float = Field(168.0, gt=0)
 
 
-@dataclass
-class EvaluateConfig:
+class EvaluateConfig(Settings):
     split: Literal["val", "test"] = "test"
 
 
-@dataclass
-class TrackingConfig:
+class TrackingConfig(Settings):
     mlflow: bool = True
     uri: str | None = None
     experiment: str = "activeseg"
 
 
-@dataclass
-class CampaignConfig:
+class CampaignConfig(Settings):
     """Stop rules of a campaign, checked before each round (besides ``rounds``)."""
 
-    budget_pixels: int | None = None  # stop once this many pixels are labeled (initial set included)
-    budget_fraction: float | None = None  # or this fraction of the training pool
-    plateau_rounds: int = 0  # stop when test Dice gained less than plateau_delta over the last N rounds (0: off)
-    plateau_delta: float = 0.005
+    budget_pixels: int | None = Field(None, gt=0)  # stop once this many pixels are labeled (initial set included)
+    budget_fraction: float | None = Field(None, gt=0, le=1)  # or this fraction of the training pool
+    plateau_rounds: int = Field(0, ge=0)  # stop when test Dice gained less than plateau_delta over the last N rounds (0: off)
+    plateau_delta: float = Field(0.005, ge=0)
 
 
-@dataclass
-class ScheduleConfig:
+class ScheduleConfig(Settings):
     """When the worker starts rounds by itself (standard 5-field cron, UTC); None: only on demand."""
 
     cron: str | None = None
 
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, cron: str | None) -> str | None:
+        if cron is not None and len(cron.split()) != 5:
+            raise ValueError(f"expected 5 fields (minute hour day month weekday), got {cron!r}")
+        return cron
 
-@dataclass
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    partition: PartitionConfig = field(default_factory=PartitionConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    query: QueryConfig = field(default_factory=QueryConfig)
-    oracle: OracleConfig = field(default_factory=OracleConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    campaign: CampaignConfig = field(default_factory=CampaignConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    rounds: int = 5
+
+class Config(Settings):
+    data: DataConfig = Field(default_factory=DataConfig)
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    query: QueryConfig = Field(default_factory=QueryConfig)
+    oracle: OracleConfig = Field(default_factory=OracleConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    campaign: CampaignConfig = Field(default_factory=CampaignConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    rounds: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _crop_fits_the_network(self) -> Config:
+        step = 2 ** self.model.depth
+        if self.train.crop % step:
+            raise ValueError(f"train.crop: must be a multiple of 2**model.depth = {step}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     def flat(self) -> dict[str, Any]:
         """``{"train.epochs": 6, ...}``: handy for MLflow params."""
@@ -155,105 +171,79 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are expected."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _build(tp, value, key + ".")
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
+S = TypeVar("S", bound=BaseModel)
+
+# pydantic error type -> what the key expects
+_EXPECTED = {"int_type": "int", "float_type": "a number", "bool_type": "true or false", "string_type": "a string",
+             "model_type": "a mapping", "dict_type": "a mapping"}
+
+
+def build(model: type[S], data: dict[str, Any], prefix: str = "") -> S:
+    """``model`` validated from ``data``; a problem becomes a :class:`ConfigError` naming the dotted key
+    (``prefix``, e.g. ``"query.options.bsq"``, then the location inside ``data``)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_message(exc.errors()[0], model, prefix)) from None
+
+
+def _message(error: ErrorDetails, model: type[BaseModel], prefix: str = "") -> str:
+    """One pydantic error as ``dotted.key: problem``, with the allowed values or keys where known."""
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join([prefix, *loc] if prefix else loc)
+    value = error["input"]
+    kind = error["type"]
+    field = _field_at(model, loc)
+    if kind in _EXPECTED:
+        problem = f"expected {_EXPECTED[kind]}, got {value!r}"
+    elif kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        valid = ", ".join(sorted(parent.model_fields)) if parent else ""
+        problem = f"unknown key (valid keys here: {valid or 'none'})"
+    elif kind == "literal_error" and field is not None:
+        problem = f"expected one of {list(typing.get_args(field.annotation))}, got {value!r}"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and field is not None:
+        problem = f"{_bounds(field)}, got {value!r}"
+    elif kind == "value_error":
+        problem = str(error["ctx"]["error"])
+    else:
+        problem = f"{error['msg']}, got {value!r}"
+    return f"{key}: {problem}" if key else problem
+
+
+def _model_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
+    """The settings model found at ``loc`` inside ``model`` (None where the location is no model)."""
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if typing.get_origin(annotation) is not None or not (isinstance(annotation, type)
+                                                             and issubclass(annotation, BaseModel)):
             return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: unexpected {value!r}")
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{key}: expected one of {list(allowed)}, got {value!r}")
-        return value
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected int, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {tp}")
+        model = annotation
+    return model
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"{prefix}{unknown[0]}: unknown key (valid keys here: {', '.join(sorted(names))})"
-        )
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
-    return cls(**kwargs)
+def _field_at(model: type[BaseModel], loc: list[str]) -> FieldInfo | None:
+    parent = _model_at(model, loc[:-1]) if loc else None
+    return parent.model_fields.get(loc[-1]) if parent else None
 
 
-def _check(cfg: Config) -> None:
-    positive = {
-        "data.classes": cfg.data.classes - 1,
-        "partition.side": cfg.partition.side,
-        "model.width": cfg.model.width,
-        "model.depth": cfg.model.depth,
-        "train.batch_size": cfg.train.batch_size,
-        "train.crop": cfg.train.crop,
-        "train.samples_per_epoch": cfg.train.samples_per_epoch,
-        "query.mc_passes": cfg.query.mc_passes,
-        "query.batch_size": cfg.query.batch_size,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key}: must be positive (data.classes at least 2)")
-    if not 0 <= cfg.partition.overlap < 1:
-        raise ConfigError("partition.overlap: must be in [0, 1)")
-    if not 0 <= cfg.model.dropout < 1:
-        raise ConfigError("model.dropout: must be in [0, 1)")
-    if not 0 < cfg.query.budget_fraction <= 1:
-        raise ConfigError("query.budget_fraction: must be in (0, 1]")
-    split = cfg.data.split
-    if min(split.train, split.val, split.test) <= 0 or abs(split.train + split.val + split.test - 1) > 1e-6:
-        raise ConfigError("data.split: train, val and test must be positive and sum to 1")
-    if cfg.train.crop % (2 ** cfg.model.depth):
-        raise ConfigError(f"train.crop: must be a multiple of 2**model.depth = {2 ** cfg.model.depth}")
-    if cfg.rounds < 1:
-        raise ConfigError("rounds: must be at least 1")
-    if cfg.oracle.timeout_hours <= 0:
-        raise ConfigError("oracle.timeout_hours: must be positive")
-    c = cfg.campaign
-    if c.budget_fraction is not None and not 0 < c.budget_fraction <= 1:
-        raise ConfigError("campaign.budget_fraction: must be in (0, 1]")
-    if (c.budget_pixels is not None and c.budget_pixels <= 0) or c.plateau_rounds < 0 or c.plateau_delta < 0:
-        raise ConfigError("campaign: budget_pixels must be positive, plateau_rounds and plateau_delta not negative")
-    if cfg.schedule.cron is not None and len(cfg.schedule.cron.split()) != 5:
-        raise ConfigError(f"schedule.cron: expected 5 fields (minute hour day month weekday), got {cfg.schedule.cron!r}")
+def _bounds(field: FieldInfo) -> str:
+    """A field's numeric constraints in words: ``must be in [0, 1)``, ``must be at least 1``, ..."""
+    c = {name: getattr(m, name) for m in field.metadata for name in ("gt", "ge", "lt", "le") if hasattr(m, name)}
+    low = f"[{c['ge']}" if "ge" in c else f"({c['gt']}" if "gt" in c else None
+    high = f"{c['le']}]" if "le" in c else f"{c['lt']})" if "lt" in c else None
+    if low and high:
+        return f"must be in {low}, {high}"
+    if c.get("gt") == 0 and not high:
+        return "must be positive"
+    if c.get("ge") == 0 and not high:
+        return "must not be negative"
+    if "ge" in c:
+        return f"must be at least {c['ge']}"
+    if "gt" in c:
+        return f"must be greater than {c['gt']}"
+    return f"must be at most {c['le']}" if "le" in c else f"must be less than {c['lt']}"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -280,9 +270,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    cfg = _build(Config, data)
-    _check(cfg)
-    return cfg
+    return build(Config, data)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -133,6 +133,14 @@ def _index(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
     return found
 
 
+def first_unpaired(left: dict[str, Path], right: dict[str, Path]) -> tuple[str, Path, bool] | None:
+    """The first stem (in sorted order) found on one side only: ``(stem, its path, whether it is in
+    left)``; ``None`` when both sides hold the same stems."""
+    orphans = sorted([(s, left[s], True) for s in set(left) - set(right)] +
+                     [(s, right[s], False) for s in set(right) - set(left)], key=lambda o: (not o[2], o[0]))
+    return orphans[0] if orphans else None
+
+
 def load_dataset(root: str | Path, classes: int = 2) -> Dataset:
     """Index and check a dataset folder; every pair is opened once to check it.
 
@@ -146,10 +154,11 @@ def load_dataset(root: str | Path, classes: int = 2) -> Dataset:
             raise DatasetError(f"{folder}: folder not found (expected images/ and masks/)")
     images = _index(images_dir, IMAGE_EXTENSIONS)
     masks = _index(masks_dir, (".png",))
-    for stem in sorted(set(images) - set(masks)):
-        raise DatasetError(f"{images[stem]}: no mask masks/{stem}.png")
-    for stem in sorted(set(masks) - set(images)):
-        raise DatasetError(f"{masks[stem]}: mask without an image of the same stem")
+    orphan = first_unpaired(images, masks)
+    if orphan:
+        stem, path, is_image = orphan
+        raise DatasetError(f"{path}: no mask masks/{stem}.png" if is_image
+                           else f"{path}: mask without an image of the same stem")
     if not images:
         raise DatasetError(f"{images_dir}: no images")
     dataset = Dataset(root=root, classes=classes, samples={})

@@ -45,7 +45,7 @@ class LabelState:
         ys, xs = region.clipped(*self.shapes[region.stem])
         return int((~self.known[region.stem][ys, xs]).sum())
 
-    def reveal(self, region: Region, mask: np.ndarray, round_index: int, source: str) -> int:
+    def reveal(self, region: Region, mask: np.ndarray, round_number: int, source: str) -> int:
         """Write a human label for the region; ``mask`` is (h, w) for the in-image part of the box.
 
         Returns the number of newly revealed pixels (the cost). Pseudo-labels under it are dropped.
@@ -59,7 +59,7 @@ class LabelState:
         self.labels[stem][ys, xs] = np.where(known, self.labels[stem][ys, xs], mask)
         self.known[stem][ys, xs] = True
         self.pseudo_known[stem][ys, xs] = False
-        self.history.append({"region": region.to_dict(), "round": round_index, "cost": cost, "source": source})
+        self.history.append({"region": region.to_dict(), "round": round_number, "cost": cost, "source": source})
         return cost
 
     def set_pseudo(self, region: Region, mask: np.ndarray, origin: str) -> int:

@@ -18,6 +18,6 @@ def ground_truth(dataset: Dataset, region: Region) -> np.ndarray:
     return dataset.mask(region.stem)[ys, xs]
 
 
-def reveal_from_ground_truth(state: LabelState, dataset: Dataset, regions: list[Region], round_index: int) -> int:
+def reveal_from_ground_truth(state: LabelState, dataset: Dataset, regions: list[Region], round_number: int) -> int:
     """Reveal every region from the ground truth; returns the pixels newly revealed."""
-    return sum(state.reveal(r, ground_truth(dataset, r), round_index, SIMULATED) for r in regions)
+    return sum(state.reveal(r, ground_truth(dataset, r), round_number, SIMULATED) for r in regions)

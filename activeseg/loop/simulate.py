@@ -19,7 +19,6 @@ import torch
 from activeseg.core.config import Config, dump_config
 from activeseg.core.data import Dataset, load_dataset, load_or_create_split
 from activeseg.model.evaluation import evaluate_model
-from activeseg.model.inference import mc_dropout_scores
 from activeseg.core.labels import LabelState
 from activeseg.core.util import round_name
 from activeseg.metrics import METRICS, auc_dice
@@ -27,11 +26,11 @@ from activeseg.model.network import load_checkpoint, pick_device
 from activeseg.loop.oracle import reveal_from_ground_truth
 from activeseg.core.partition import Region
 from activeseg.loop.curves import plot_learning_curves
-from activeseg.core.pool import initial_regions, pool_regions, round_budget, unlabeled
+from activeseg.core.pool import initial_regions, pool_regions
+from activeseg.loop.selection import apply_pseudo, select_regions
 from activeseg.strategies import QueryContext, Selection, check_options, get_strategy
 from activeseg.model.tracking import Tracker
 from activeseg.model.training import train_model
-
 
 
 @dataclass
@@ -58,52 +57,21 @@ class Campaign:
 
 
 def query(cfg: Config, campaign: Campaign, state: LabelState, regions: list[Region], checkpoint: Path,
-          round_index: int, progress: bool) -> tuple[Selection, QueryContext]:
+          round_number: int, progress: bool) -> tuple[Selection, QueryContext]:
     """Run the campaign's strategy over the unlabeled regions: its selection and the context it saw."""
     return select_regions(cfg, campaign.strategy, campaign.dataset, campaign.split, state, regions, checkpoint,
-                          round_index, campaign.seed, campaign.folder.parents[2] / "cache", progress)
-
-
-def select_regions(cfg: Config, strategy_name: str, dataset: Dataset, split: dict[str, list[str]],
-                   state: LabelState, regions: list[Region], checkpoint: Path, round_index: int, seed: int,
-                   cache_dir: Path, progress: bool = False, model_id: str | None = None
-                   ) -> tuple[Selection, QueryContext]:
-    """One query with the model at ``checkpoint`` over the unlabeled ``regions`` (shared by the simulation
-    and the campaign workspace): the strategy's selection and the context it saw. ``model_id`` (default:
-    the checkpoint path) names the model in the context, e.g. as the origin of pseudo-labels."""
-    device = pick_device(cfg.train.device)
-    model, _ = load_checkpoint(checkpoint, device)
-    strategy = get_strategy(strategy_name, cfg.query.options.get(strategy_name))
-    ctx = QueryContext(
-        candidates=unlabeled(regions, state),
-        budget=round_budget(cfg, state),
-        state=state,
-        dataset=dataset,
-        rng=np.random.default_rng([seed, round_index]),
-        score_pool=lambda regs: mc_dropout_scores(model, dataset, regs, cfg.query.mc_passes,
-                                                  cfg.query.batch_size, device, progress=progress),
-        round_index=round_index,
-        model_id=model_id or str(checkpoint),
-        extras={"model": model, "device": device, "cfg": cfg, "split": split, "cache_dir": cache_dir},
-    )
-    return strategy.select(ctx), ctx
+                          round_number, campaign.seed, campaign.folder.parents[2] / "cache", progress)
 
 
 def apply_selection(state: LabelState, dataset: Dataset, selection: Selection, candidates: list[Region],
-                    round_index: int) -> int:
+                    round_number: int) -> int:
+    """Reveal the selected regions from the ground truth, then the selection's pseudo-labels; the
+    pixels newly revealed."""
     picked = [candidates[i] for i in selection.indices]
-    cost = reveal_from_ground_truth(state, dataset, picked, round_index)
-    apply_pseudo(state, selection.pseudo, selection.pseudo_origin or round_name(round_index),
+    cost = reveal_from_ground_truth(state, dataset, picked, round_number)
+    apply_pseudo(state, selection.pseudo, selection.pseudo_origin or round_name(round_number),
                  selection.replace_pseudo)
     return cost
-
-
-def apply_pseudo(state: LabelState, pseudo: list[tuple[Region, np.ndarray]], origin: str, replace: bool) -> None:
-    """Pseudo-label the regions' unrevealed pixels, after dropping every earlier pseudo-label if ``replace``."""
-    if replace:
-        state.clear_pseudo()
-    for region, mask in pseudo:
-        state.set_pseudo(region, mask, origin=origin)
 
 
 def run_campaign(campaign: Campaign, rounds: int, tracker: Tracker, progress: bool = True) -> list[dict]:

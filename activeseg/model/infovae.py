@@ -28,40 +28,48 @@ Decisions the paper leaves open or that we change for speed:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ConfigDict, Field, field_validator
 from torch import nn
 from torch.nn import functional as F
 
+from activeseg.core.config import Settings
 from activeseg.core.data import Dataset
 from activeseg.core.partition import Region, crop
 
 
-@dataclass(frozen=True)
-class InfoVAEParams:
+class InfoVAESettings(Settings):
+    """The infoVAE's input size, architecture and training, without the seed: ``bsq``'s options extend it."""
+
     size: int = 32
-    latent_dim: int = 16
-    width: int = 16
-    epochs: int = 10
-    batch_size: int = 64
+    latent_dim: int = Field(16, ge=1)
+    width: int = Field(16, ge=1)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
     lr: float = 1e-3
     mmd_weight: float = 1.0
     kernel_sigma2: float | None = None
-    seed: int = 0
 
-    def __post_init__(self) -> None:
-        if self.size < 8 or self.size % 8:
-            raise ValueError(f"infoVAE size must be a positive multiple of 8, got {self.size}")
-        for name in ("latent_dim", "width", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"infoVAE {name} must be at least 1, got {getattr(self, name)}")
+    @field_validator("size")
+    @classmethod
+    def _multiple_of_8(cls, size: int) -> int:
+        if size < 8 or size % 8:
+            raise ValueError(f"must be a positive multiple of 8, got {size}")
+        return size
+
+
+class InfoVAEParams(InfoVAESettings):
+    """Everything that defines a trained infoVAE (part of its cache key)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seed: int = 0
 
     @property
     def sigma2(self) -> float:
@@ -169,7 +177,7 @@ def encode(model: InfoVAE, x: np.ndarray, device: torch.device, batch_size: int 
 def pool_key(dataset: Dataset, regions: list[Region], params: InfoVAEParams) -> str:
     """sha256 of the region ids, the pixels of their images and the parameters: the model's cache key."""
     h = hashlib.sha256()
-    h.update(json.dumps({"params": dataclasses.asdict(params), "regions": [r.id for r in regions]}).encode())
+    h.update(json.dumps({"params": params.model_dump(), "regions": [r.id for r in regions]}).encode())
     for stem in sorted({r.stem for r in regions}):
         image = np.ascontiguousarray(dataset.image(stem))
         h.update(f"{stem}:{image.shape}:{image.dtype}".encode())

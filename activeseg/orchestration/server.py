@@ -8,17 +8,17 @@ environment, that external server is used instead and none is started or stopped
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+
+from filelock import FileLock
 
 from activeseg.orchestration import processes
 
@@ -101,7 +101,7 @@ def start(workspace: Path, *, port: int | None = None, timeout: float = 90.0) ->
         return Server(external, None, True)
     home = prefect_home(workspace)
     home.mkdir(parents=True, exist_ok=True)
-    with _lock(home):
+    with FileLock(home / "server.lock"):
         running = status(workspace)
         if running is not None:
             return running
@@ -208,12 +208,3 @@ def _free_port() -> int:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
 
-
-@contextmanager
-def _lock(home: Path) -> Iterator[None]:
-    with open(home / "server.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

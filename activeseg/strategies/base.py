@@ -11,15 +11,13 @@ something.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from activeseg.core.config import ConfigError
+from activeseg.core.config import Settings, build
 from activeseg.core.data import Dataset
 from activeseg.model.inference import PoolScores
 from activeseg.core.labels import LabelState
@@ -37,7 +35,7 @@ class QueryContext:
     dataset: Dataset
     rng: np.random.Generator
     score_pool: Callable[[list[Region]], PoolScores] | None = None
-    round_index: int = 0
+    round_number: int = 0
     model_id: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -121,17 +119,16 @@ def affordable_count(costs: np.ndarray, budget: int) -> int:
 
 
 class Strategy:
-    """Base class. ``Options`` is a dataclass of the strategy's ``query.options``."""
+    """Base class. ``Options`` is the settings model of the strategy's ``query.options.<name>``."""
 
     name: ClassVar[str] = ""
     needs_model: ClassVar[bool] = True
 
-    @dataclass
-    class Options:
+    class Options(Settings):
         pass
 
     def __init__(self, options: dict[str, Any] | None = None):
-        self.options = build_options(self.Options, options or {}, self.name)
+        self.options = build(self.Options, options or {}, f"query.options.{self.name}")
 
     def score(self, ctx: QueryContext) -> np.ndarray:
         """(N,) higher means query first."""
@@ -142,40 +139,3 @@ class Strategy:
         order = np.argsort(-scores, kind="stable")
         picks, costs = fill_budget(order, ctx)
         return Selection(picks, [float(scores[i]) for i in picks], costs)
-
-
-def build_options(cls: type, options: dict[str, Any], strategy: str) -> Any:
-    """Build a strategy's options dataclass; wrong keys or types name ``query.options.<key>``."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key, value in options.items():
-        if key not in names:
-            valid = ", ".join(sorted(names)) or "none"
-            raise ConfigError(f"query.options.{key}: unknown option for strategy {strategy!r} (valid: {valid})")
-        expected = hints[key]
-        ok = _matches(value, expected)
-        if not ok:
-            raise ConfigError(f"query.options.{key}: expected {_type_name(expected)}, got {value!r}")
-    values = {k: (float(v) if hints[k] is float else v) for k, v in options.items()}
-    return cls(**values)
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if origin is typing.Literal:
-        return value in typing.get_args(tp)
-    if origin is not None and type(None) in typing.get_args(tp):
-        return value is None or any(_matches(value, a) for a in typing.get_args(tp) if a is not type(None))
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is Any:
-        return True
-    return isinstance(value, origin or tp)
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is typing.Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
-    return getattr(tp, "__name__", str(tp))

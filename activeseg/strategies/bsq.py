@@ -31,18 +31,15 @@ Decisions the paper leaves open (and two bugs of the reference code not copied):
 
 from __future__ import annotations
 
-import dataclasses
-
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator
 from scipy.special import erfc
 
-from activeseg.core.config import ConfigError
-from activeseg.model.infovae import InfoVAEParams, encode, load_or_train
+from activeseg.model.infovae import InfoVAEParams, InfoVAESettings, encode, load_or_train
 from activeseg.core.pool import pool_regions
 from activeseg.strategies.base import QueryContext, Selection, Strategy, fill_budget
 from activeseg.strategies.registry import register
@@ -82,32 +79,24 @@ def bsq_order(uncertainty: np.ndarray, scores: np.ndarray, n_unc: int) -> np.nda
 class BsqStrategy(Strategy):
     name = "bsq"
 
-    @dataclass
-    class Options:
-        n_unc: float = 0.1
-        sigma_floor: float = 0.1
-        latent_dim: int = 16
-        size: int = 32
-        width: int = 16
-        epochs: int = 10
-        batch_size: int = 64
-        lr: float = 1e-3
-        mmd_weight: float = 1.0
-        kernel_sigma2: float | None = None
+    class Options(InfoVAESettings):
+        """The infoVAE's settings, its own seed and the two of the query."""
+
+        n_unc: float = Field(0.1, gt=0)
+        sigma_floor: float = Field(0.1, gt=0)
         vae_seed: int = 0
+
+        @field_validator("n_unc")
+        @classmethod
+        def _fraction_or_count(cls, n_unc: float) -> float:
+            if n_unc > 1 and n_unc != int(n_unc):
+                raise ValueError(f"a fraction in (0, 1] or a whole count, got {n_unc}")
+            return n_unc
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        o = self.options
-        if o.n_unc <= 0 or (o.n_unc > 1 and o.n_unc != int(o.n_unc)):
-            raise ConfigError(f"query.options.n_unc: a fraction in (0, 1] or a whole count, got {o.n_unc}")
-        if o.sigma_floor <= 0:
-            raise ConfigError("query.options.sigma_floor: must be positive")
-        try:
-            shared = {f.name: getattr(o, f.name) for f in dataclasses.fields(InfoVAEParams) if hasattr(o, f.name)}
-            self.vae_params = InfoVAEParams(**shared, seed=o.vae_seed)
-        except ValueError as exc:
-            raise ConfigError(f"query.options: {exc}") from None
+        vae = self.options.model_dump(include=set(InfoVAESettings.model_fields))
+        self.vae_params = InfoVAEParams(**vae, seed=self.options.vae_seed)
 
     def select(self, ctx: QueryContext) -> Selection:
         pool = pool_regions(ctx.dataset, ctx.extras["split"]["train"], ctx.extras["cfg"])

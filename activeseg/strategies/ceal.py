@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Self
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
-from activeseg.core.config import ConfigError
+from activeseg.core.config import Settings
 from activeseg.model.inference import mc_dropout_scores
 from activeseg.core.partition import Region
 from activeseg.strategies.base import QueryContext, Selection, Strategy, fill_budget, take_within
@@ -116,27 +116,19 @@ def mc_mean_masks(ctx: QueryContext, regions: list[Region]) -> list[np.ndarray]:
 class CealStrategy(Strategy):
     name = "ceal"
 
-    @dataclass
-    class Options:
-        low_weight: float = 10.0
-        middle_weight: float = 15.0
-        high_weight: float = 10.0
-        middle_width: float = 0.5
-        bins: int = 10
-        pseudo_fraction: float = 0.25
+    class Options(Settings):
+        low_weight: float = Field(10.0, ge=0)
+        middle_weight: float = Field(15.0, ge=0)
+        high_weight: float = Field(10.0, ge=0)
+        middle_width: float = Field(0.5, gt=0, le=1)
+        bins: int = Field(10, ge=1)
+        pseudo_fraction: float = Field(0.25, ge=0, le=1)
 
-    def __init__(self, options: dict[str, Any] | None = None):
-        super().__init__(options)
-        o = self.options
-        weights = (o.low_weight, o.middle_weight, o.high_weight)
-        if min(weights) < 0 or sum(weights) <= 0:
-            raise ConfigError("query.options.low_weight, middle_weight, high_weight: must be >= 0, not all 0")
-        if not 0 < o.middle_width <= 1:
-            raise ConfigError("query.options.middle_width: must be in (0, 1]")
-        if o.bins < 1:
-            raise ConfigError("query.options.bins: must be at least 1")
-        if not 0 <= o.pseudo_fraction <= 1:
-            raise ConfigError("query.options.pseudo_fraction: must be in [0, 1]")
+        @model_validator(mode="after")
+        def _some_weight(self) -> Self:
+            if self.low_weight + self.middle_weight + self.high_weight <= 0:
+                raise ValueError("low_weight, middle_weight, high_weight: must not all be 0")
+            return self
 
     def select(self, ctx: QueryContext) -> Selection:
         o = self.options

@@ -37,14 +37,14 @@ Decisions the paper leaves open:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
+from pydantic import Field, model_validator
 from scipy.spatial.distance import cdist
 from sklearn.cluster import MiniBatchKMeans
 
-from activeseg.core.config import ConfigError
+from activeseg.core.config import Settings
 from activeseg.strategies.base import QueryContext, Selection, Strategy, affordable_count, fill_budget
 from activeseg.strategies.registry import register
 
@@ -184,25 +184,20 @@ def _mean_squared_distance(F: np.ndarray, centre: np.ndarray) -> float:
 class FocAnnotStrategy(Strategy):
     name = "focannot"
 
-    @dataclass
-    class Options:
+    class Options(Settings):
         variant: Literal["iu", "iu_id", "equal", "full"] = "full"
-        n_clusters: int = 3
-        lam: float = 0.5
-        q_fraction: float = 0.05
-        t_fraction: float = 0.025
+        n_clusters: int = Field(3, ge=1)
+        lam: float = Field(0.5, ge=0, le=1)
+        q_fraction: float = Field(0.05, gt=0, le=1)
+        t_fraction: float = Field(0.025, gt=0, le=1)
         t_from_budget: bool = True
 
-    def __init__(self, options: dict | None = None):
-        super().__init__(options)
-        o = self.options
-        if o.n_clusters < 1:
-            raise ConfigError(f"query.options.n_clusters: expected at least 1, got {o.n_clusters}")
-        if not 0.0 <= o.lam <= 1.0:
-            raise ConfigError(f"query.options.lam: expected a value in [0, 1], got {o.lam}")
-        if not 0.0 < o.t_fraction <= o.q_fraction <= 1.0:
-            raise ConfigError("query.options.t_fraction, q_fraction: expected 0 < t_fraction <= q_fraction <= 1, "
-                              f"got {o.t_fraction} and {o.q_fraction}")
+        @model_validator(mode="after")
+        def _t_within_q(self) -> Self:
+            if self.t_fraction > self.q_fraction:
+                raise ValueError("t_fraction, q_fraction: expected t_fraction <= q_fraction, "
+                                 f"got {self.t_fraction} and {self.q_fraction}")
+            return self
 
     def counts(self, ctx: QueryContext) -> tuple[int, int]:
         """(Q, T) for this round (see ``t_from_budget`` in the module docstring)."""

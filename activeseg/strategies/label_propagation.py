@@ -34,13 +34,13 @@ current round, trained on the labeled regions and the previous round's pseudo-la
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 from scipy.special import entr
 
-from activeseg.core.config import ConfigError
+from activeseg.core.config import Settings
 from activeseg.model.inference import mc_dropout_scores, predict_probs
 from activeseg.core.partition import Region
 from activeseg.core.pool import pool_regions
@@ -135,18 +135,11 @@ def best_threshold(probs: list[np.ndarray], masks: list[np.ndarray], thresholds:
 class LabelPropagationStrategy(Strategy):
     name = "label_propagation"
 
-    @dataclass
-    class Options:
-        k: int = 40
+    class Options(Settings):
+        k: int = Field(40, ge=1)
         distance: Literal["histogram_js", "descriptor"] = "histogram_js"
-        bins: int = 32
-        threshold_steps: int = 19
-
-    def __init__(self, options: dict[str, Any] | None = None):
-        super().__init__(options)
-        for key in ("k", "bins", "threshold_steps"):
-            if getattr(self.options, key) < 1:
-                raise ConfigError(f"query.options.{key}: must be at least 1")
+        bins: int = Field(32, ge=1)
+        threshold_steps: int = Field(19, ge=1)
 
     def select(self, ctx: QueryContext) -> Selection:
         k = self.options.k

@@ -20,12 +20,12 @@ Decisions the paper leaves open (its budget counts slices, ours counts pixels):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from activeseg.core.config import ConfigError
+from activeseg.core.config import ConfigError, Settings
 from activeseg.strategies.base import QueryContext, Selection, Strategy, affordable_count, fill_budget
 from activeseg.strategies.registry import get_strategy, register
 
@@ -64,24 +64,19 @@ def batch_order(scores: np.ndarray, batches: np.ndarray, aggregate: str = "mean"
 class StochasticBatchesStrategy(Strategy):
     name = "stochastic_batches"
 
-    @dataclass
-    class Options:
+    class Options(Settings):
         base: str = "entropy"
         aggregate: Literal["mean", "max", "sum"] = "mean"
-        n_batches: int | None = None
-        batch_size: int | None = None
+        n_batches: int | None = Field(None, ge=1)
+        batch_size: int | None = Field(None, ge=1)
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
         if self.options.base == self.name:
-            raise ConfigError(f"query.options.base: {self.name!r} cannot wrap itself")
+            raise ConfigError(f"query.options.{self.name}.base: {self.name!r} cannot wrap itself")
         self.base = get_strategy(self.options.base)
         if type(self.base).score is Strategy.score:
-            raise ConfigError(f"query.options.base: {self.options.base!r} has no per-sample score to batch")
-        if self.options.n_batches is not None and self.options.n_batches < 1:
-            raise ConfigError(f"query.options.n_batches: expected at least 1, got {self.options.n_batches}")
-        if self.options.batch_size is not None and self.options.batch_size < 1:
-            raise ConfigError(f"query.options.batch_size: expected at least 1, got {self.options.batch_size}")
+            raise ConfigError(f"query.options.{self.name}.base: {self.options.base!r} has no per-sample score to batch")
 
     def select(self, ctx: QueryContext) -> Selection:
         scores = np.asarray(self.base.score(ctx), dtype=np.float64)

@@ -35,11 +35,11 @@ Decisions the paper leaves open, and the computation:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field
 
-from activeseg.core.config import ConfigError
+from activeseg.core.config import Settings
 from activeseg.strategies.base import QueryContext, Selection, Strategy, affordable_count, fill_budget
 from activeseg.strategies.registry import register
 
@@ -176,14 +176,8 @@ def suggestive_order(descriptors: np.ndarray, uncertainty: np.ndarray, k: int, c
 class SuggestiveStrategy(Strategy):
     name = "suggestive"
 
-    @dataclass
-    class Options:
-        k_candidates: int | None = None
-
-    def __init__(self, options: dict | None = None):
-        super().__init__(options)
-        if self.options.k_candidates is not None and self.options.k_candidates < 1:
-            raise ConfigError(f"query.options.k_candidates: expected at least 1, got {self.options.k_candidates}")
+    class Options(Settings):
+        k_candidates: int | None = Field(None, ge=1)
 
     def select(self, ctx: QueryContext) -> Selection:
         unc = np.asarray(ctx.pool.variance, dtype=np.float64)

@@ -45,9 +45,9 @@ REPORT = "report.json"
 OUTLINE = (255, 255, 0)
 
 
-def round_prefix(area: str, round_index: int) -> str:
+def round_prefix(area: str, round_number: int) -> str:
     """``requests``, ``labels`` or ``quarantine`` of one round: ``labels/round-007/``."""
-    return f"{area}/{round_name(round_index)}/"
+    return f"{area}/{round_name(round_number)}/"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -90,7 +90,7 @@ def outlined(crop: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return np.asarray(img)
 
 
-def publish_request(store: ObjectStore, round_index: int, regions: list[dict[str, Any]], dataset: Dataset,
+def publish_request(store: ObjectStore, round_number: int, regions: list[dict[str, Any]], dataset: Dataset,
                     meta: dict[str, Any]) -> dict[str, Any]:
     """Write every region's crop and preview, then the manifest; returns the manifest.
 
@@ -98,7 +98,7 @@ def publish_request(store: ObjectStore, round_index: int, regions: list[dict[str
     manifest as it is (round, strategy, ...). Publishing again overwrites the same objects with the
     same bytes.
     """
-    prefix = round_prefix("requests", round_index)
+    prefix = round_prefix("requests", round_number)
     listed = []
     for item in regions:
         region = Region.from_dict(item)
@@ -113,14 +113,14 @@ def publish_request(store: ObjectStore, round_index: int, regions: list[dict[str
                        "label_size": [ys.stop - ys.start, xs.stop - xs.start], "cost": item["cost"],
                        "score": item["score"], "crop": f"{prefix}{region.id}.png", "crop_box": [cy0, cx0, cy1, cx1],
                        "region_in_crop": list(inner), "preview": f"{prefix}{region.id}.preview.png",
-                       "label": f"{round_prefix('labels', round_index)}{region.id}.png"})
-    manifest = {**meta, "round": round_index, "regions": listed}
+                       "label": f"{round_prefix('labels', round_number)}{region.id}.png"})
+    manifest = {**meta, "round": round_number, "regions": listed}
     store.put_bytes(prefix + MANIFEST, json.dumps(manifest, indent=1).encode())
     return manifest
 
 
-def read_manifest(store: ObjectStore, round_index: int) -> dict[str, Any] | None:
-    key = round_prefix("requests", round_index) + MANIFEST
+def read_manifest(store: ObjectStore, round_number: int) -> dict[str, Any] | None:
+    key = round_prefix("requests", round_number) + MANIFEST
     return json.loads(store.get_bytes(key)) if store.exists(key) else None
 
 
@@ -159,9 +159,9 @@ def read_folder_batch(folder: str | Path, max_bytes: int) -> list[BatchEntry]:
     return sorted(entries, key=lambda e: e.name)
 
 
-def read_store_batch(store: ObjectStore, round_index: int, max_bytes: int) -> list[BatchEntry]:
+def read_store_batch(store: ObjectStore, round_number: int, max_bytes: int) -> list[BatchEntry]:
     """Everything under ``labels/round-NNN/`` in the store."""
-    prefix = round_prefix("labels", round_index)
+    prefix = round_prefix("labels", round_number)
     entries = []
     for info in store.list(prefix):
         data = None
@@ -180,9 +180,9 @@ def batch_sha256(entries: list[BatchEntry]) -> str:
     return sha256_bytes(json.dumps(listing, separators=(",", ":")).encode())
 
 
-def upload_batch(store: ObjectStore, round_index: int, entries: list[BatchEntry]) -> list[str]:
+def upload_batch(store: ObjectStore, round_number: int, entries: list[BatchEntry]) -> list[str]:
     """Put every entry (all plain files, already validated) under ``labels/round-NNN/``."""
-    prefix = round_prefix("labels", round_index)
+    prefix = round_prefix("labels", round_number)
     keys = []
     for entry in entries:
         store.put_bytes(prefix + entry.name, entry.data)
@@ -200,7 +200,7 @@ def quarantine_name(name: str, index: int) -> str:
     return f"{index:04d}-" + (re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "entry")
 
 
-def quarantine(store: ObjectStore, round_index: int, entries: list[BatchEntry], report: dict[str, Any],
+def quarantine(store: ObjectStore, round_number: int, entries: list[BatchEntry], report: dict[str, Any],
                from_store: bool) -> str:
     """Keep a rejected batch under ``quarantine/round-NNN/<timestamp>/`` with ``report.json``; returns that prefix.
 
@@ -209,8 +209,8 @@ def quarantine(store: ObjectStore, round_index: int, entries: list[BatchEntry], 
     entry that cannot be kept (a link, which is never followed; a file over the size cap of a local
     folder, which stays in that folder; an object the S3 client cannot read) is listed as not kept.
     """
-    prefix = round_prefix("quarantine", round_index) + timestamp() + "/"
-    source = round_prefix("labels", round_index)
+    prefix = round_prefix("quarantine", round_number) + timestamp() + "/"
+    source = round_prefix("labels", round_number)
     kept: dict[str, str | None] = {}
     for index, entry in enumerate(entries):
         key = f"{prefix}files/{quarantine_name(entry.name, index)}"
@@ -223,7 +223,7 @@ def quarantine(store: ObjectStore, round_index: int, entries: list[BatchEntry], 
         if data is not None:
             store.put_bytes(key, data)
         kept[entry.name] = key if data is not None else None
-    full = {**report, "round": round_index, "files": kept}
+    full = {**report, "round": round_number, "files": kept}
     store.put_bytes(prefix + REPORT, json.dumps(full, indent=1, default=str).encode())
     if from_store:
         for entry in entries:

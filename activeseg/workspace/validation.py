@@ -213,7 +213,7 @@ def label_batch_table(entries: Iterable[Entry], requested: dict[str, tuple[int, 
 
 
 def validate_label_batch(entries: Iterable[Entry], requested: dict[str, tuple[int, int]], classes: int,
-                         allow_empty: bool, max_bytes: int, round_index: int,
+                         allow_empty: bool, max_bytes: int, round_number: int,
                          already_accepted: bool) -> ValidationReport:
     """The label-batch suite (see the module docstring) over one batch for one round's request."""
     import great_expectations.expectations as gxe
@@ -245,7 +245,7 @@ def validate_label_batch(entries: Iterable[Entry], requested: dict[str, tuple[in
                             lambda r: "all-empty mask, and oracle.allow_empty_masks is false"))
     batch = pd.DataFrame([{"name": "batch", "round_open": not already_accepted}])
     batch_checks = [Check(gxe.ExpectColumnValuesToBeInSet(column="round_open", value_set=[True]),
-                          lambda r: f"round {round_index} already has an accepted batch; a second one is refused")]
+                          lambda r: f"round {round_number} already has an accepted batch; a second one is refused")]
     return run_suite("label_batch", {"files": (df, checks), "batch": (batch, batch_checks)})
 
 

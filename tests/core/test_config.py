@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from activeseg.core.config import Config, ConfigError, load_config
+from activeseg.core.config import Config, ConfigError, dump_config, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,3 +46,53 @@ def test_bad_file_is_named(tmp_path):
 def test_override_without_equals_is_an_error():
     with pytest.raises(ConfigError, match="expected key.path=value"):
         load_config(None, ["train.epochs"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=1.5", "train.epochs: expected int, got 1.5"),
+        ("train.lr=true", "train.lr: expected a number, got True"),
+        ("tracking.uri=3", "tracking.uri: expected a string, got 3"),
+        ("train=5", "train: expected a mapping, got 5"),
+        ("query.options.focannot=0.5", "query.options.focannot: expected a mapping, got 0.5"),
+        ("data.classes=1", "data.classes: must be at least 2, got 1"),
+        ("data.split.val=-0.1", "data.split.val: must be positive, got -0.1"),
+        ("data.split.train=0.7", "data.split: train, val and test must be positive and sum to 1, got 1.1"),
+        ("query.budget_fraction=0", "query.budget_fraction: must be in (0, 1], got 0"),
+        ("model.dropout=1", "model.dropout: must be in [0, 1), got 1"),
+        ("rounds=0", "rounds: must be at least 1, got 0"),
+        ("oracle.timeout_hours=0", "oracle.timeout_hours: must be positive, got 0"),
+        ("campaign.budget_pixels=0", "campaign.budget_pixels: must be positive, got 0"),
+        ("campaign.plateau_rounds=-1", "campaign.plateau_rounds: must not be negative, got -1"),
+        ("schedule.cron=0 6 *", "schedule.cron: expected 5 fields (minute hour day month weekday), got '0 6 *'"),
+        ("train.crop=30", "train.crop: must be a multiple of 2**model.depth = 8"),
+        ("model.depth=7", "train.crop: must be a multiple of 2**model.depth = 128"),
+    ],
+)
+def test_constraint_messages_are_exact(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == message
+
+
+def test_values_at_the_bounds_are_accepted():
+    cfg = load_config(None, ["data.split={train: 0.5, val: 0.25, test: 0.25}", "query.budget_fraction=1",
+                             "partition.overlap=0", "campaign.plateau_rounds=0", "schedule.cron=0 6 * * 1"])
+    assert (cfg.data.split.train, cfg.query.budget_fraction, cfg.schedule.cron) == (0.5, 1.0, "0 6 * * 1")
+
+
+def test_an_int_is_stored_as_a_float_where_a_float_is_expected():
+    cfg = load_config(None, ["oracle.timeout_hours=3", "query.budget_fraction=1"])
+    assert type(cfg.oracle.timeout_hours) is float and type(cfg.query.budget_fraction) is float
+
+
+def test_flat_and_dump_round_trip(tmp_path):
+    cfg = load_config(None, ["query.options={focannot: {lam: 0.3}}", "train.epochs=2"])
+    flat = cfg.flat()
+    assert flat["train.epochs"] == 2 and flat["data.split.test"] == 0.2
+    assert flat["query.options.focannot.lam"] == 0.3
+    assert Config().flat()["query.options"] == {}
+    dump_config(cfg, tmp_path / "params.yaml")
+    assert load_config(tmp_path / "params.yaml") == cfg
+    assert cfg.to_dict()["train"]["epochs"] == 2

@@ -17,26 +17,30 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from activeseg.orchestration import processes
-from activeseg.orchestration import server
 from activeseg.cli.main import main
+from activeseg.orchestration import processes, server, workers
+from activeseg.orchestration.guard import read_claim
+from activeseg.orchestration.names import ROUND_FLOW, deployment_name
+from activeseg.orchestration.rounds import start_round, wait_for_round
 from activeseg.workspace.exchange import mask_png, round_prefix
 from activeseg.loop.oracle import ground_truth
-from activeseg.core.partition import Region
-from activeseg.workspace.workspace import Workspace, write_params
-from flows import control, runtime, worker
-from tests.conftest import TINY
+from activeseg.workspace.creation import write_params
+from activeseg.workspace.workspace import Workspace
+from flows import worker
+from flows.engine import PrefectEngine
 from local_prefect import local_prefect
+from tests.conftest import TINY
 
 SETTINGS = [*TINY, "query.budget_pixels=2048", "oracle.kind=human"]
 STEPS = ("validate", "partition", "train", "query", "publish-request")
+ENGINE = PrefectEngine()
 
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory):
     """A campaign workspace with its local Prefect server (expired waits are checked every second)."""
     root = Workspace.init(tmp_path_factory.mktemp("campaign") / "lab", "synthetic", overrides=SETTINGS).root
-    with local_prefect(root, control.connect):
+    with local_prefect(root):
         yield root
 
 
@@ -45,8 +49,12 @@ def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
-def start_worker(root: Path) -> runtime.Worker:
-    return worker.start_and_wait(root, poll_seconds=1)
+def start_worker(root: Path) -> workers.Worker:
+    return worker.start(root, poll_seconds=1)
+
+
+def wait(run_id: UUID, *, until_final: bool, timeout: float = 300):
+    return wait_for_round(ENGINE, run_id, until_final=until_final, timeout=timeout)
 
 
 def set_params(root: Path, *overrides: str) -> None:
@@ -56,17 +64,21 @@ def set_params(root: Path, *overrides: str) -> None:
 def write_labels(ws: Workspace, n: int, folder: Path) -> Path:
     """A correct mask for every region requested in round `n`."""
     folder.mkdir(parents=True, exist_ok=True)
-    for item in ws.record(n)["queried"]["regions"]:
-        region = Region.from_dict(item)
+    for item in ws.record(n).queried.regions:
+        region = item.region()
         (folder / f"{region.id}.png").write_bytes(mask_png(ground_truth(ws.dataset, region), ws.cfg.data.classes))
     return folder
 
 
-def submit_and_approve(capsys: pytest.CaptureFixture, root: Path, n: int, folder: Path) -> None:
+def submit(capsys: pytest.CaptureFixture, root: Path, n: int, folder: Path) -> None:
     ws = Workspace.open(root)
     code, out = cli(capsys, "labels", "submit", str(write_labels(ws, n, folder)), "--annotator", "ann",
                     "--round", str(n), "--workspace", str(root))
     assert code == 0, out
+
+
+def submit_and_approve(capsys: pytest.CaptureFixture, root: Path, n: int, folder: Path) -> None:
+    submit(capsys, root, n, folder)
     code, out = cli(capsys, "approve", "--round", str(n), "--by", "pi", "--comment", "checked", "--workspace", str(root))
     assert code == 0, out
 
@@ -96,25 +108,25 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
     code, out = cli(capsys, "round", "start", "--wait", "--workspace", str(root))
     assert code == 0, out
     assert "Suspended" in out and "waiting for the labels of round 1" in out
-    run_id = control.read_claim(root).run_id
+    run_id = read_claim(root).run_id
 
     code, out = cli(capsys, "status", "--json", "--workspace", str(root))
     status = json.loads(out)
-    requested = Workspace.open(root).record(1)["queried"]["regions"]
+    requested = Workspace.open(root).record(1).queried.regions
     assert (status["state"], status["current_round"], status["flow_run"]["id"]) == ("awaiting_labels", 1, str(run_id))
     assert status["flow_run"]["state"] == "Suspended"
     assert [(p["round"], p["regions"], p["uploaded"]) for p in status["pending"]] == [(1, len(requested), 0)]
-    assert status["pending"][0]["region_ids"] == [r["id"] for r in requested]
+    assert status["pending"][0]["region_ids"] == [r.id for r in requested]
 
-    assert runtime.stop_worker(root)
+    assert workers.stop(ENGINE, root)
     assert not processes.alive(first.pid)
-    assert runtime.run_processes(run_id) == []
-    assert runtime.read_state(run_id).suspended
+    assert workers.run_processes(run_id) == []
+    assert ENGINE.state(run_id).suspended
 
     code, out = cli(capsys, "approve", "--round", "1", "--by", "pi", "--workspace", str(root))
     assert code == 2
     assert "no valid label batch has been ingested" in out and "stays suspended" in out
-    assert runtime.read_state(run_id).suspended
+    assert ENGINE.state(run_id).suspended
 
     ws = Workspace.open(root)
     for path in write_labels(ws, 1, tmp_path / "uploaded").iterdir():  # uploaded straight to the store
@@ -122,16 +134,16 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
     code, out = cli(capsys, "reject", "--round", "1", "--by", "pi", "--reason", "sloppy edges", "--workspace", str(root))
     assert code == 0, out
     assert "waits for another batch" in out
-    assert runtime.read_state(run_id).suspended
+    assert ENGINE.state(run_id).suspended
     assert ws.store.list(round_prefix("labels", 1)) == []
     assert [e.data["reasons"] for e in ws.ledger.events(type="batch_rejected", round=1)] == [
         ["rejected by pi: sloppy edges"]]
 
     submit_and_approve(capsys, root, 1, tmp_path / "good")
-    assert runtime.read_state(run_id).name == "Resuming"
+    assert ENGINE.state(run_id).name == "Resuming"
     second = start_worker(root)
     assert second.started and second.pid != first.pid
-    state = control.wait_for_round(run_id, until_final=True, timeout=300)
+    state = wait(run_id, until_final=True, timeout=300)
     assert (state.type, state.name) == ("COMPLETED", "Completed")
 
     assert event_counts(root, 1) == {"round_started": 1, "queried": 1, "request_published": 1, "batch_rejected": 1,
@@ -147,7 +159,7 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
     tasks = task_states(run_id)  # the flow ran twice: up to the wait, then from the top after the resume
     assert {name: tasks[name] for name in STEPS} == {name: ["Completed", "Cached"] for name in STEPS}
     assert (tasks["ingest-labels"], tasks["evaluate"]) == (["Completed"], ["Completed"])
-    names = [name for name, _ in control.state_history(run_id)]
+    names = [name for name, _ in ENGINE.history(run_id)]
     assert names.index("Suspended") < names.index("Resuming") < names.index("Completed") == len(names) - 1
 
 
@@ -156,8 +168,8 @@ def test_expired_wait_fails_with_a_clear_message_and_the_round_can_wait_anew(cam
     set_params(root, "oracle.timeout_hours=0.002")  # 7 s
     code, out = cli(capsys, "round", "start", "--wait", "--workspace", str(root))
     assert code == 0, out
-    expired = control.read_claim(root).run_id
-    state = control.wait_for_round(expired, until_final=True, timeout=120)
+    expired = read_claim(root).run_id
+    state = wait(expired, until_final=True, timeout=120)
     assert (state.type, state.message) == ("FAILED", "The flow was paused and never resumed.")
 
     code, out = cli(capsys, "status", "--json", "--workspace", str(root))
@@ -172,22 +184,22 @@ def test_expired_wait_fails_with_a_clear_message_and_the_round_can_wait_anew(cam
     set_params(root, "oracle.timeout_hours=168")
     code, out = cli(capsys, "round", "start", "--wait", "--workspace", str(root))
     assert code == 0, out
-    retry = control.read_claim(root).run_id
-    assert retry != expired and runtime.read_state(retry).suspended
+    retry = read_claim(root).run_id
+    assert retry != expired and ENGINE.state(retry).suspended
     assert {name: task_states(retry)[name] for name in STEPS} == {name: ["Cached"] for name in STEPS}
     submit_and_approve(capsys, root, 2, tmp_path / "labels")
-    assert control.wait_for_round(retry, until_final=True, timeout=300).type == "COMPLETED"
+    assert wait(retry, until_final=True, timeout=300).type == "COMPLETED"
     assert event_counts(root, 2)["round_started"] == 1 and event_counts(root, 2)["labels_approved"] == 1
 
 
 def test_two_triggers_at_once_run_one_round(campaign: Path, capsys, tmp_path: Path):
     root = campaign
-    runs = [control.start_round(root, trigger="schedule") for _ in range(2)]
-    states = [control.wait_for_round(run, until_final=False, timeout=300) for run in runs]
+    runs = [start_round(ENGINE, root, trigger="schedule") for _ in range(2)]
+    states = [wait(run, until_final=False, timeout=300) for run in runs]
     assert sorted(s.name for s in states) == ["Skipped", "Suspended"]
     waiting, skipped = (runs[0], runs[1]) if states[0].suspended else (runs[1], runs[0])
-    assert control.read_claim(root).run_id == waiting
-    message = runtime.read_state(skipped).message
+    assert read_claim(root).run_id == waiting
+    message = ENGINE.state(skipped).message
     assert message == f"skipped: round 3 is awaiting_labels in flow run {waiting} (Suspended)" or message.startswith(
         f"skipped: round 3 is running in flow run {waiting}")
     events = Workspace.open(root).ledger.events(type="round_skipped")
@@ -197,40 +209,46 @@ def test_two_triggers_at_once_run_one_round(campaign: Path, capsys, tmp_path: Pa
 
     code, out = cli(capsys, "round", "start", "--workspace", str(root))
     assert code == 2 and f"round 3 is awaiting_labels in flow run {waiting}" in out
-    submit_and_approve(capsys, root, 3, tmp_path / "labels")
-    assert control.wait_for_round(waiting, until_final=True, timeout=300).type == "COMPLETED"
+    submit(capsys, root, 3, tmp_path / "labels")
+    batch = Workspace.open(root).record(3).labels_accepted.batch_sha256
+    code, out = cli(capsys, "status", "--workspace", str(root))  # the hash the approval form needs
+    assert code == 0 and "round 3: awaiting_labels" in out and f"batch to approve: {batch} (round 3" in out
+    assert json.loads(cli(capsys, "status", "--json", "--workspace", str(root))[1])["batch"]["sha256"] == batch
+    code, out = cli(capsys, "approve", "--round", "3", "--by", "pi", "--workspace", str(root))
+    assert code == 0, out
+    assert wait(waiting, until_final=True, timeout=300).type == "COMPLETED"
     assert event_counts(root, 3)["round_started"] == 1
 
 
 def test_worker_killed_mid_training_the_retried_run_repeats_no_finished_step(campaign: Path, capsys, tmp_path: Path):
     root = campaign
     set_params(root, "train.epochs=8")  # long enough to be caught training
-    run_id = control.start_round(root)
+    run_id = start_round(ENGINE, root)
     deadline = time.monotonic() + 300
     while task_states(run_id).get("train") != ["Running"]:
         assert time.monotonic() < deadline, task_states(run_id)
         time.sleep(0.2)
-    pid = runtime.worker_pid(root)
+    pid = workers.worker_pid(root)
     for victim in [pid, *processes.descendants(pid)]:  # a crash: no chance to clean up
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while runtime.run_processes(run_id) or processes.alive(pid):
+    while workers.run_processes(run_id) or processes.alive(pid):
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert runtime.read_state(run_id).type == "RUNNING"  # what the server still believes
+    assert ENGINE.state(run_id).type == "RUNNING"  # what the server still believes
 
     start_worker(root)  # finds the orphaned run and retries it
-    assert control.wait_for_round(run_id, until_final=False, timeout=300).suspended
+    assert wait(run_id, until_final=False, timeout=300).suspended
     submit_and_approve(capsys, root, 4, tmp_path / "labels")
-    assert control.wait_for_round(run_id, until_final=True, timeout=300).type == "COMPLETED"
+    assert wait(run_id, until_final=True, timeout=300).type == "COMPLETED"
 
     tasks = task_states(run_id)  # killed attempt, retried attempt, re-run after the resume
     assert tasks["train"] == ["Running", "Completed", "Cached"]
     for name in ("start-round", "validate", "partition"):
         assert tasks[name] == ["Completed", "Cached", "Cached"]
     assert tasks["query"] == ["Completed", "Cached"]
-    names = [name for name, _ in control.state_history(run_id)]
+    names = [name for name, _ in ENGINE.history(run_id)]
     assert "AwaitingRetry" in names and names[-1] == "Completed"
     counts = event_counts(root, 4)
     assert (counts["round_started"], counts["queried"], counts["labels_committed"]) == (1, 1, 1)
@@ -243,17 +261,19 @@ def test_schedule_creates_a_cron_schedule_and_a_finished_campaign_skips_schedule
     where = ("--workspace", str(root))
     code, out = cli(capsys, "server", "status", *where)
     assert code == 0 and out.startswith(f"Prefect server at {server.status(root).url}, pid ")
-    old = runtime.worker_pid(root)
+    old = workers.worker_pid(root)
     assert cli(capsys, "worker", "stop", *where) == (0, "stopped the worker\n")
     assert not processes.alive(old) and cli(capsys, "worker", "status", *where)[0] == 2
     code, out = cli(capsys, "worker", "--background", "--poll-seconds", "1", *where)  # reads the new params
-    assert code == 0 and out.startswith(f"worker started: pid {runtime.worker_pid(root)}, log ")
+    assert code == 0 and out.startswith(f"worker started: pid {workers.worker_pid(root)}, log ")
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(control.deployment_name(control.ROUND_FLOW, root))
+        deployment = client.read_deployment_by_name(deployment_name(ROUND_FLOW, root))
     assert [s.schedule.cron for s in deployment.schedules] == ["0 6 * * 1"]
     assert [s.active for s in deployment.schedules] == [True]
 
-    run_id = control.start_round(root, trigger="schedule")  # as the schedule does: rounds=3 are done
-    state = control.wait_for_round(run_id, until_final=True, timeout=300)
+    run_id = start_round(ENGINE, root, trigger="schedule")  # as the schedule does: rounds=3 are done
+    state = wait(run_id, until_final=True, timeout=300)
     assert (state.name, state.message) == ("Skipped", "skipped: round limit: round 3 was the last")
     assert Workspace.open(root).ledger.last("round_skipped").data["flow_run_id"] == str(run_id)
+    code, out = cli(capsys, "status", *where)
+    assert code == 0 and "round 4 finished, round 5 not started" in out and "current round" not in out

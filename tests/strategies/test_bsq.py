@@ -61,7 +61,7 @@ def test_n_unc_is_a_fraction_or_a_count():
     assert uncertain_count(2, 10) == 2
     assert uncertain_count(64, 10) == 10
     for bad in (0, 2.5, -1):
-        with pytest.raises(ConfigError, match="query.options.n_unc"):
+        with pytest.raises(ConfigError, match=r"query\.options\.bsq\.n_unc: "):
             get_strategy("bsq", {"n_unc": bad})
     with pytest.raises(ConfigError, match="multiple of 8"):
         get_strategy("bsq", {"size": 20})

@@ -97,9 +97,9 @@ def test_best_threshold_maximises_validation_iou():
 
 
 def test_options_are_checked():
-    with pytest.raises(ConfigError, match="query.options.k"):
+    with pytest.raises(ConfigError, match=r"query\.options\.label_propagation\.k: must be at least 1"):
         get_strategy("label_propagation", {"k": 0})
-    with pytest.raises(ConfigError, match="query.options.distance"):
+    with pytest.raises(ConfigError, match=r"query\.options\.label_propagation\.distance: expected one of"):
         get_strategy("label_propagation", {"distance": "cosine"})
 
 

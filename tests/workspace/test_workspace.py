@@ -57,7 +57,7 @@ def workspace_files(ws: Workspace) -> dict[str, str]:
 
 
 def requested(ws: Workspace, n: int = 1) -> list[Region]:
-    return [Region.from_dict(r) for r in ws.record(n)["queried"]["regions"]]
+    return [r.region() for r in ws.record(n).queried.regions]
 
 
 def write_good_batch(ws: Workspace, folder: Path, n: int = 1) -> Path:
@@ -83,12 +83,12 @@ def test_init_makes_a_tagged_versioned_workspace(ws: Workspace) -> None:
     assert ws.cfg.query.budget_pixels == 2048 and ws.cfg.data.synthetic.n == 10
     split = json.loads((root / "split.json").read_text())
     assert sorted(sum(split.values(), [])) == ws.dataset.stems
-    initial = ws.record(0)["initial"]["regions"]
+    initial = ws.record(0).initial.regions
     assert len(initial) == ws.cfg.partition.initial_labeled
-    assert {r["stem"] for r in initial} <= set(split["train"])
-    assert sorted(p.stem for p in (root / "labels/round-000").iterdir()) == sorted(r["id"] for r in initial)
+    assert {r.stem for r in initial} <= set(split["train"])
+    assert sorted(p.stem for p in (root / "labels/round-000").iterdir()) == sorted(r.id for r in initial)
     state = ws.label_state()
-    assert state.revealed_pixels() == ws.record(0)["labels_accepted"]["revealed_pixels"] > 0
+    assert state.revealed_pixels() == ws.record(0).labels_accepted.revealed_pixels > 0
     types = [e.type for e in ws.ledger.events()]
     assert types == ["dataset_registered", "split_frozen", "labels_committed", "round_started", "queried",
                      "request_published"]
@@ -114,8 +114,8 @@ def test_a_round_end_to_end_is_idempotent_and_clones_bit_identically(ws: Workspa
     # every step again: the recorded result, no new event, commit, tag or upload
     events, commit, remote = len(ws.ledger.events()), head(ws), tree(ws.root.parent / "ws-remote")
     again = Workspace.open(ws.root)
-    assert again.train(1) == ws.record(1)["trained"]
-    assert again.query(1) == ws.record(1)["queried"]
+    assert again.train(1) == ws.record(1).trained.model_dump()
+    assert again.query(1) == ws.record(1).queried.model_dump()
     assert again.simulate_labels(1) == labels and again.ingest(1) == labels
     assert again.submit(1, write_good_batch(ws, ws.root.parent / "same"), "simulated-oracle") == labels
     assert again.evaluate(1) == evaluated
@@ -226,7 +226,7 @@ def test_a_bad_batch_is_quarantined_and_a_good_one_then_accepted(ws: Workspace, 
     folder = write_good_batch(ws, tmp_path / "batch")
     reason = damage(kind, ws, folder)
     before, commit = workspace_files(ws), head(ws)
-    accepted_before = ws.record(1).get("labels_accepted")
+    accepted_before = ws.record(1).labels_accepted
     with pytest.raises(BatchRejected) as rejected:
         ws.submit(1, folder, "alice")
     assert any(r.startswith(reason) for r in rejected.value.reasons), rejected.value.reasons
@@ -238,7 +238,7 @@ def test_a_bad_batch_is_quarantined_and_a_good_one_then_accepted(ws: Workspace, 
     assert report["success"] is False and set(report["gx_result"]) == {"files", "batch"}
     # nothing applied: workspace, commit, labels in the store and the record are as they were
     assert workspace_files(ws) == before and head(ws) == commit
-    assert ws.record(1).get("labels_accepted") == accepted_before
+    assert ws.record(1).labels_accepted == accepted_before
     expected_uploads = len(requested(ws)) if accepted_before else 0
     assert len(ws.store.list(round_prefix("labels", 1))) == expected_uploads
     event = ws.ledger.events(type="batch_rejected", round=1)[-1]
@@ -248,7 +248,7 @@ def test_a_bad_batch_is_quarantined_and_a_good_one_then_accepted(ws: Workspace, 
     ws.cfg.oracle.allow_empty_masks = True
     result = ws.simulate_labels(1)
     assert ws.round_status(1)["labels_accepted"] and ws.round_status(1)["rejected_batches"] == 1
-    assert result == (accepted_before or ws.record(1)["labels_accepted"])
+    assert result == (accepted_before or ws.record(1).labels_accepted).model_dump()
     assert sorted(p.stem for p in (ws.root / "labels/round-001").iterdir()) == sorted(r.id for r in requested(ws))
 
 

@@ -1,0 +1,119 @@
+"""Approving and rejecting a round's label batch, and how the orchestration's ledger events read."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from uuid import UUID
+
+from activeseg.core.util import round_name
+from activeseg.orchestration import workers
+from activeseg.orchestration.engine import RunEngine, RunState
+from activeseg.orchestration.guard import Claim, RoundError, read_claim
+from activeseg.workspace import Workspace
+from activeseg.workspace import ledger as ledger_module
+from activeseg.workspace.ledger import Event
+
+ANNOTATOR_WAIT_SECONDS = 600.0
+"""How long the simulated annotator waits for the round's run to suspend before giving up."""
+
+
+def waiting_run(engine: RunEngine, ws: Workspace, round_number: int,
+                run_id: str | None = None) -> tuple[Claim, RunState]:
+    """The flow run that waits for the labels of `round_number`; RoundError when there is none."""
+    claim = read_claim(ws.root)
+    if claim is None or claim.round_number != round_number or (run_id and claim.flow_run_id != run_id):
+        last = (f"the campaign's last round run is for round {claim.round_number}" if claim
+                else "no round has started")
+        raise RoundError(f"round {round_number}: no flow run waits for its labels ({last})")
+    state = engine.state(claim.run_id)
+    if state is None or not state.suspended:
+        now = f"{state.name}" + (f" ({state.message})" if state and state.message else "") if state else "unknown"
+        raise RoundError(f"round {round_number}: flow run {claim.flow_run_id} is not waiting for labels: it is {now}")
+    return claim, state
+
+
+def approve(engine: RunEngine, ws: Workspace, round_number: int, by: str, comment: str = "", *,
+            run_id: str | None = None, wait_seconds: float = 0.0) -> dict[str, Any]:
+    """Resume the round's suspended run with an approval of its accepted batch.
+
+    Fails with RoundError, leaving the run suspended, when no valid batch of the round has been
+    ingested (the workspace accepts a batch only after validating all of it) or when no run waits.
+    `wait_seconds`: first wait that long for the run to suspend (the simulated annotator).
+    """
+    if not by:
+        raise RoundError("an approver name is required (--by NAME)")
+    claim, _ = _wait_for_suspension(engine, ws, round_number, run_id, wait_seconds)
+    accepted = ws.record(round_number).labels_accepted
+    if accepted is None:
+        raise RoundError(_no_batch_message(ws, round_number))
+    _settle(claim.run_id)
+    engine.resume(claim.run_id, {"approved": True, "approver": by, "comment": comment,
+                                 "batch_hash": accepted.batch_sha256})
+    return {"round": round_number, "flow_run_id": claim.flow_run_id, "approver": by, "comment": comment,
+            "batch_sha256": accepted.batch_sha256, "annotator": accepted.annotator}
+
+
+def reject(engine: RunEngine, ws: Workspace, round_number: int, by: str, reason: str) -> dict[str, Any]:
+    """Send the batch uploaded for the round (not yet accepted) to quarantine; the request stays open
+    and a round run that waits for it keeps waiting. Adds the round run's id and state when there is one."""
+    if not by or not reason:
+        raise RoundError("a name (--by) and a reason (--reason) are required to reject a batch")
+    result = ws.reject(round_number, by, reason)
+    claim = read_claim(ws.root)
+    state = engine.state(claim.run_id) if claim and claim.round_number == round_number else None
+    return {**result, "flow_run_id": claim.flow_run_id if state else None, "state": state.name if state else None}
+
+
+def record_approval(ws: Workspace, round_number: int, approval: dict[str, Any], accepted: dict[str, Any],
+                    flow_run_id: str) -> Event:
+    """Ledger `labels_approved` for an accepted batch (once per batch), by the round run `flow_run_id`."""
+    regions = [r.id for r in ws.record(round_number).queried.regions]
+    return ws.ledger.append("labels_approved", round_number, approval["approver"], {
+        "approver": approval["approver"], "comment": approval.get("comment", ""),
+        "batch_sha256": accepted["batch_sha256"], "annotator": accepted["annotator"], "regions": regions,
+        "flow_run_id": flow_run_id}, once_key=accepted["batch_sha256"])
+
+
+def describe(event: Event, sample: str | None = None) -> str:
+    """One human line for an audit event (the orchestration's own types; the rest as the ledger says)."""
+    d = event.data
+    if event.type == "labels_approved":
+        return (f"batch {d['batch_sha256'][:12]} from {d['annotator']} approved by {d['approver']}"
+                + (f" ({d['comment']})" if d["comment"] else "") + f", flow run {d['flow_run_id']}")
+    if event.type == "round_skipped":
+        return f"{d['trigger']} trigger, flow run {d['flow_run_id']}: {d['reason']}"
+    return ledger_module.summary(event, sample)
+
+
+def _wait_for_suspension(engine: RunEngine, ws: Workspace, round_number: int, run_id: str | None,
+                         wait_seconds: float) -> tuple[Claim, RunState]:
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return waiting_run(engine, ws, round_number, run_id)
+        except RoundError:
+            state = engine.state(UUID(run_id)) if run_id else None
+            if time.monotonic() > deadline or (state is not None and state.final):
+                raise
+            time.sleep(0.5)
+
+
+def _settle(run_id: UUID, timeout: float = 30.0) -> None:
+    """Wait for the suspended run's process on this machine to exit (about a second after suspension)."""
+    deadline = time.monotonic() + timeout
+    while workers.run_processes(run_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _no_batch_message(ws: Workspace, round_number: int) -> str:
+    pending = next((p for p in ws.pending() if p["round"] == round_number), None)
+    uploaded = pending["uploaded"] if pending else 0
+    where = f"{ws.store.url}/labels/{round_name(round_number)}/"
+    text = (f"round {round_number}: no valid label batch has been ingested, so there is nothing to approve; the "
+            f"flow run stays suspended. Hand the masks in with `activeseg labels submit DIR --annotator NAME "
+            f"--round {round_number}`")
+    if uploaded:
+        return text + f", or take in the {uploaded} files uploaded to {where} with `activeseg labels ingest " \
+                      f"--round {round_number} --annotator NAME`."
+    return text + f", or upload them to {where} and run `activeseg labels ingest --round {round_number}`."

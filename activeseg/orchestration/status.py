@@ -1,0 +1,91 @@
+"""The campaign at a glance: the round in progress, the state of its round run, the open label
+requests, what to do next, the learning curve and whether a stop rule holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from activeseg.workspace.audit import learning_curve, stop_reason
+from activeseg.orchestration import server, workers
+from activeseg.orchestration.engine import RunEngine, RunState
+from activeseg.orchestration.guard import PHASES, Claim, read_claim
+from activeseg.orchestration.names import campaign_name
+from activeseg.workspace import Workspace
+
+EXPIRED_MESSAGES = ("The flow was paused and never resumed.", "The flow was resuming and never resumed.")
+NO_SERVER = "no Prefect server is running for this workspace: start one with `activeseg server start`"
+
+
+def status(engine: RunEngine | None, ws: Workspace) -> dict[str, Any]:
+    """The campaign's state (JSON-able): current round, the phase of its round run (idle, running,
+    awaiting_labels, completed, failed; unknown while no server runs: `engine` None) with the flow run's
+    id, state and since when, the accepted batch a waiting round needs approved, the open label requests,
+    a hint, the learning curve and whether a stop rule holds."""
+    claim = read_claim(ws.root)
+    state = engine.state(claim.run_id) if claim and engine else None
+    phase = _phase(ws, claim, state, engine is not None)
+    srv = server.status(ws.root)
+    run = None
+    if claim:
+        run = {"id": claim.flow_run_id, "round": claim.round_number, "trigger": claim.trigger, "claimed": claim.since,
+               "state": state.name if state else "unknown", "type": state.type if state else None,
+               "message": state.message if state else None, "since": state.since.isoformat() if state else None}
+    accepted = ws.record(claim.round_number).labels_accepted if phase == "awaiting_labels" else None
+    batch = {"round": claim.round_number, "sha256": accepted.batch_sha256,
+             "annotator": accepted.annotator} if accepted else None
+    return {"campaign": campaign_name(ws.root), "workspace": str(ws.root), "strategy": ws.cfg.query.strategy,
+            "oracle": ws.cfg.oracle.kind, "server": srv.url if srv else None, "current_round": ws.current_round(),
+            "round": claim.round_number if claim else None, "state": phase, "flow_run": run, "batch": batch,
+            "hint": _hint(ws, phase, claim, state, batch, srv), "pending": pending(ws),
+            "schedule": ws.cfg.schedule.cron, "worker_pid": workers.worker_pid(ws.root),
+            "stop": stop_reason(ws, ws.cfg.rounds), "rounds": learning_curve(ws)}
+
+
+def headline(result: dict[str, Any]) -> str:
+    """Where the campaign is, in words: "round 2 finished, round 3 not started", "round 3: awaiting_labels"."""
+    current, phase = result["current_round"], result["state"]
+    if phase in ("idle", "completed") or (result["round"] is not None and result["round"] < current):
+        return (f"round {current - 1} finished, " if current > 1 else "") + f"round {current} not started"
+    return f"round {result['round']}: {phase}"
+
+
+def _phase(ws: Workspace, claim: Claim | None, state: RunState | None, connected: bool) -> str:
+    """The phase of the campaign's last round run; without a server, "completed" once its round is
+    closed and "unknown" while it is the round in progress."""
+    if claim is None:
+        return "idle"
+    if not connected:
+        return "completed" if claim.round_number < ws.current_round() else "unknown"
+    return PHASES[state.type] if state else "idle"
+
+
+def pending(ws: Workspace) -> list[dict[str, Any]]:
+    """The open label requests, each with the ids of its regions."""
+    return [{**item, "region_ids": [r.id for r in ws.record(item["round"]).queried.regions]}
+            for item in ws.pending()]
+
+
+def _hint(ws: Workspace, phase: str, claim: Claim | None, state: RunState | None, batch: dict[str, Any] | None,
+          srv: server.Server | None) -> str | None:
+    if phase == "unknown":
+        return f"the state of round {claim.round_number}'s flow run is unknown while no server runs: {NO_SERVER}"
+    if phase == "awaiting_labels" and claim:
+        n = claim.round_number
+        if batch:
+            return (f"batch {batch['sha256']} accepted: approve it with `activeseg approve --round {n} --by NAME` "
+                    "(or in the Prefect UI's form with this batch hash)")
+        return (f"waiting for the labels of round {n}: `activeseg labels submit DIR --annotator NAME --round {n}`, "
+                f"then `activeseg approve --round {n} --by NAME`")
+    if phase == "failed" and claim and state:
+        if state.message in EXPIRED_MESSAGES:
+            return (f"round {claim.round_number} got no approval within oracle.timeout_hours = "
+                    f"{ws.cfg.oracle.timeout_hours:g} h and stopped waiting; its label request stays open. "
+                    "`activeseg round start` runs the round again (finished steps are reused) and waits anew.")
+        return f"round {claim.round_number} failed: `activeseg round start` runs it again (finished steps are reused)"
+    no_worker = srv is None or (not srv.external and workers.worker_pid(ws.root) is None)
+    if phase == "running" and no_worker:
+        return "no worker is running: start one with `activeseg worker --background`"
+    if phase in ("idle", "completed"):
+        steps = ["`activeseg server start`"] * (srv is None) + ["`activeseg worker --background`"] * no_worker
+        return f"start round {ws.current_round()} with " + ", ".join([*steps, "`activeseg round start`"])
+    return None

@@ -1,0 +1,73 @@
+"""Read-only views of a workspace: a round's status, the open label requests, the learning curve and
+the campaign's stop rule on it, and verification of the ledger and of every committed label file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from activeseg.core.util import sha256_file
+from activeseg.loop.stop_rules import stop_rule
+from activeseg.workspace.base import WorkspaceCore
+from activeseg.workspace.exchange import round_prefix
+from activeseg.workspace.ledger import VerifyResult
+from activeseg.workspace.state import label_state
+
+
+def round_status(ws: WorkspaceCore, round_number: int | None = None) -> dict[str, Any]:
+    """Which steps of a round are done, from its record on disk (and its tag)."""
+    n = ws.current_round() if round_number is None else int(round_number)
+    record = ws.record(n)
+    return {"round": n, "trained": record.trained is not None, "queried": record.queried is not None,
+            "labels_accepted": record.labels_accepted is not None,
+            "evaluated": record.evaluated is not None and ws.vcs.tag_exists(n),
+            "rejected_batches": len(ws.ledger.events(type="batch_rejected", round=n))}
+
+
+def pending(ws: WorkspaceCore) -> list[dict[str, Any]]:
+    """Open label requests: queried rounds without an accepted batch."""
+    return [{"round": r.round, "regions": len(r.queried.regions), "request": r.queried.request,
+             "uploaded": len(ws.store.list(round_prefix("labels", r.round))),
+             "rejected_batches": len(ws.ledger.events(type="batch_rejected", round=r.round))}
+            for r in ws.records.all() if r.queried is not None and r.labels_accepted is None]
+
+
+def verify(ws: WorkspaceCore) -> VerifyResult:
+    """The ledger's hash chain, its JSON Lines export, and every committed label file against its hash."""
+    result = ws.ledger.verify()
+    export = ws.root / "ledger.jsonl"
+    if result.ok and export.is_file():
+        result = ws.ledger.check_export(export)
+    if not result.ok:
+        return result
+    checked = 0
+    for event in ws.ledger.events(type="labels_committed"):
+        where = f"event {event.seq} (labels_committed, round {event.round})"
+        for name, digest in event.data["files"].items():
+            path = ws.root / name
+            if not path.is_file():
+                return VerifyResult(False, checked, f"{where}: {name} is missing (dvc pull?)", event.seq)
+            if sha256_file(path) != digest:
+                return VerifyResult(False, checked, f"{where}: {name} no longer matches its recorded hash", event.seq)
+            checked += 1
+    events = len(ws.ledger.events())
+    return VerifyResult(True, events, f"{events} events, chain intact; {checked} committed label files match")
+
+
+def learning_curve(ws: WorkspaceCore) -> list[dict[str, Any]]:
+    """One row per evaluated round: labeled pixel fraction it trained on, its val and test Dice."""
+    rows = []
+    for event in ws.ledger.events(type="round_evaluated"):
+        trained = ws.record(event.round).trained
+        rows.append({"round": event.round, "labeled_pixel_fraction": event.data["labeled_pixel_fraction"],
+                     "val_dice": trained.val_dice if trained else None, "dice": event.data["metrics"]["dice"],
+                     "split": event.data["split"]})
+    return rows
+
+
+def stop_reason(ws: WorkspaceCore, last_round: int) -> str | None:
+    """The campaign's stop rule (:func:`activeseg.loop.stop_rules.stop_rule`) on the workspace's state:
+    why it stops before the round in progress, or None."""
+    state = label_state(ws)
+    dice = [row["dice"] for row in learning_curve(ws)]
+    return stop_rule(ws.cfg.campaign, ws.current_round(), last_round, state.revealed_pixels(), state.total_pixels(),
+                     dice)

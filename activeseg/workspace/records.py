@@ -1,0 +1,165 @@
+"""Typed round records: what each step of a round did, stored in ``rounds/round-NNN/record.json``.
+
+A record holds one entry per finished step (``initial`` for round 0, made by ``init``; ``trained``,
+``queried``, ``labels_accepted``, ``evaluated`` for the rounds). A step writes its outputs first and
+its entry last, so an entry present means the step finished. The JSON is exactly the models' fields
+(an absent entry is left out), so records written by earlier versions open unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from activeseg.core.partition import Region
+from activeseg.core.util import read_json, round_name, write_json
+
+
+class Entry(BaseModel):
+    """A record entry: exactly the fields written (an unknown key is an error naming it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegionRef(Entry):
+    """A region as stored: its id, image stem and box ``[y0, x0, y1, x1]``."""
+
+    id: str
+    stem: str
+    box: list[int]
+
+    def region(self) -> Region:
+        return Region(self.stem, *self.box)
+
+
+class RequestedRegion(RegionRef):
+    """A region whose labels were asked for: the pixels it newly reveals and its strategy score
+    (both None for the initial set)."""
+
+    cost: int | None
+    score: float | None
+
+
+class Initial(Entry):
+    """Round 0: the seeded initial labeled set."""
+
+    seed: int
+    regions: list[RequestedRegion]
+
+
+class Trained(Entry):
+    round: int
+    checkpoint: str
+    checkpoint_sha256: str
+    mlflow_run_id: str | None
+    val_dice: float
+    best_epoch: int
+    revealed_pixels: int
+    labeled_pixel_fraction: float
+
+
+class PseudoLabels(Entry):
+    """The pseudo-labels a strategy made with the query: masks in ``file`` (npz keyed by region id)."""
+
+    file: str
+    regions: list[RegionRef]
+    origin: str
+    replace: bool
+
+
+class Queried(Entry):
+    """The selection and the label request published for it."""
+
+    round: int
+    created: str
+    strategy: str
+    options: dict[str, Any]
+    budget: int
+    spent: int
+    checkpoint_sha256: str
+    mlflow_run_id: str | None
+    regions: list[RequestedRegion]
+    pseudo: PseudoLabels | None
+    request: str
+    manifest_sha256: str
+
+
+class LabelsAccepted(Entry):
+    """The accepted label batch (``batch_sha256`` None for the initial set) and its commit."""
+
+    round: int
+    annotator: str
+    batch_sha256: str | None
+    files: int
+    commit: str
+    revealed_pixels: int
+    known_pixel_fraction: float
+    time: str
+
+
+class Evaluated(Entry):
+    """Test metrics of the round's model: each metric's mean over the split's images (None when no
+    image had it) and, for distances, how many images were skipped."""
+
+    round: int
+    metrics: dict[str, float | int | None]
+    split: str
+    checkpoint_sha256: str
+    mlflow_run_id: str | None
+    labeled_pixel_fraction: float
+
+
+class RoundRecord(Entry):
+    """Everything a round's steps recorded; an entry is None until its step finished."""
+
+    round: int
+    initial: Initial | None = None
+    trained: Trained | None = None
+    queried: Queried | None = None
+    labels_accepted: LabelsAccepted | None = None
+    evaluated: Evaluated | None = None
+
+    def requested(self) -> list[RequestedRegion]:
+        """The regions asked for in this round (round 0: the initial set)."""
+        return self.initial.regions if self.initial is not None else self.queried.regions
+
+    def to_json(self) -> dict[str, Any]:
+        """The record.json content: the entries present, in step order."""
+        return {key: value for key, value in self.model_dump().items() if value is not None}
+
+
+class Records:
+    """The round records of a workspace, under ``rounds/``."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, round_number: int) -> Path:
+        return self.root / "rounds" / round_name(round_number) / "record.json"
+
+    def read(self, round_number: int) -> RoundRecord:
+        """The round's record (empty when none of its steps ran); a malformed file is named."""
+        path = self.path(round_number)
+        if not path.is_file():
+            return RoundRecord(round=round_number)
+        try:
+            return RoundRecord.model_validate(read_json(path))
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a valid round record: {exc}") from None
+
+    def save(self, record: RoundRecord) -> None:
+        write_json(self.path(record.round), record.to_json())
+
+    def numbers(self) -> list[int]:
+        """The recorded round numbers, ascending."""
+        paths = (self.root / "rounds").glob("round-*/record.json")
+        return sorted(int(p.parent.name.removeprefix("round-")) for p in paths)
+
+    def all(self) -> list[RoundRecord]:
+        return [self.read(n) for n in self.numbers()]
+
+    def accepted(self) -> list[tuple[int, str]]:
+        """(round, annotator) of every accepted label batch, in round order."""
+        return [(r.round, r.labels_accepted.annotator) for r in self.all() if r.labels_accepted is not None]

@@ -1,0 +1,230 @@
+"""The steps of a round: validate, partition, train, query (publishes the label request), evaluate
+(closes the round). Each writes its outputs first and its record entry last (:func:`round_step`), so a
+finished step returns its recorded result and an interrupted one completes when called again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from activeseg.core.pool import pool_regions
+from activeseg.core.util import canonical_json, read_json, round_name, sha256_file, sha256_text, utc_now, write_json
+from activeseg.metrics import METRICS
+from activeseg.workspace.base import WorkspaceCore, round_step
+from activeseg.workspace.errors import WorkspaceError
+from activeseg.workspace.exchange import publish_request, round_prefix
+from activeseg.workspace.ledger import region_stem
+from activeseg.workspace.records import Evaluated, Queried, RoundRecord, Trained
+from activeseg.workspace.state import label_state
+from activeseg.workspace.validation import ValidationFailed, ValidationReport, validate_dataset
+
+
+def check_dataset(ws: WorkspaceCore) -> ValidationReport:
+    """The dataset suite on data/ with the frozen split, written to validation/dataset.json; raises
+    :class:`ValidationFailed` naming every file and expectation that failed."""
+    frozen = ws.ledger.last("split_frozen")
+    queried = {region_stem(r) for e in ws.ledger.events(type="queried") for r in e.data["regions"]}
+    intact = frozen is not None and frozen.data["split_sha256"] == sha256_file(ws.root / "split.json")
+    report = validate_dataset(ws.root / "data", ws.cfg.data.classes, ws.cfg.partition.side, ws.split(),
+                              split_intact=intact, queried_stems=queried)
+    write_json(ws.root / "validation" / "dataset.json", report.to_dict())
+    if not report.success:
+        raise ValidationFailed("dataset data/", report)
+    return report
+
+
+def validate(ws: WorkspaceCore) -> dict[str, Any]:
+    """The dataset suite (:func:`check_dataset`) as the ``validate`` stage."""
+    check_dataset(ws)
+    ws.vcs.stage_done("validate")
+    return {"success": True, "images": len(ws.dataset.stems), "report": "validation/dataset.json"}
+
+
+def write_pool(ws: WorkspaceCore) -> Path:
+    """Write the training pool's candidate regions to pool/regions.json."""
+    path = ws.root / "pool" / "regions.json"
+    write_json(path, [r.to_dict() for r in pool_regions(ws.dataset, ws.split()["train"], ws.cfg)])
+    return path
+
+
+def partition(ws: WorkspaceCore) -> Path:
+    """The pool (:func:`write_pool`) as the ``partition`` stage."""
+    path = write_pool(ws)
+    ws.vcs.stage_done("partition")
+    return path
+
+
+@round_step("trained")
+def train(ws: WorkspaceCore, record: RoundRecord) -> Trained:
+    """Train the round's model on every accepted label (checkpoint hash, MLflow run, val Dice, labeled pixels)."""
+    n, current = record.round, ws.current_round()
+    if n != current:
+        raise WorkspaceError(f"round {n} cannot start: the round in progress is {current}")
+    params_sha = sha256_file(ws.root / "params.yaml")
+    ws.ledger.append("round_started", n, ws.actor, {"strategy": ws.cfg.query.strategy, "params_sha256": params_sha},
+                     once_key="start")
+    info_path, checkpoint = ws.root / "model" / "train.json", ws.root / "model" / "model.pt"
+    info = Trained.model_validate(read_json(info_path)) if info_path.is_file() else None
+    done = info is not None and info.round == n and checkpoint.is_file()
+    if not (done and sha256_file(checkpoint) == info.checkpoint_sha256):
+        info = _train(ws, n, checkpoint)
+        write_json(info_path, info.model_dump())
+    ws.vcs.stage_done("train")
+    return info
+
+
+def _train(ws: WorkspaceCore, n: int, checkpoint: Path) -> Trained:
+    import torch
+
+    from activeseg.model.training import train_model
+
+    cfg, state = ws.cfg, label_state(ws)
+    previous = ws.record(n - 1).trained
+    init = None
+    if cfg.train.mode == "finetune" and previous and checkpoint.is_file() \
+            and sha256_file(checkpoint) == previous.checkpoint_sha256:
+        init = torch.load(checkpoint, weights_only=True)["state_dict"]
+    params = {**cfg.flat(), "round": n, "workspace": str(ws.root)}
+    with ws.tracker().run(f"{round_name(n)}-train", params, {"activeseg.step": "train"}) as run:
+        result = train_model(cfg, ws.dataset, state, ws.split()["val"], checkpoint.parent, run, init=init,
+                             seed=cfg.train.seed * 1000 + n, progress=False)
+    return Trained(round=n, checkpoint="model/model.pt", checkpoint_sha256=sha256_file(result.checkpoint),
+                   mlflow_run_id=result.run_id, val_dice=result.val_dice, best_epoch=result.best_epoch,
+                   revealed_pixels=state.revealed_pixels(), labeled_pixel_fraction=state.revealed_fraction())
+
+
+def _trained(record: RoundRecord) -> Trained:
+    if record.trained is None:
+        raise WorkspaceError(f"round {record.round}: no trained model yet (run activeseg step train)")
+    return record.trained
+
+
+@round_step("queried")
+def query(ws: WorkspaceCore, record: RoundRecord) -> Queried:
+    """Select the round's regions with the trained model and publish the label request."""
+    n, trained = record.round, _trained(record)
+    model_sha = trained.checkpoint_sha256
+    checkpoint = ws.root / "model" / "model.pt"
+    if not checkpoint.is_file() or sha256_file(checkpoint) != model_sha:
+        raise WorkspaceError(f"{checkpoint}: not the model trained in round {n} (its hash differs; dvc checkout?)")
+    path = ws.root / "query" / "selection.json"
+    selection = read_json(path) if path.is_file() else None
+    if not (selection and (selection["round"], selection["checkpoint_sha256"]) == (n, model_sha)):
+        selection = _select(ws, n, trained, checkpoint)
+        write_json(path, selection)
+    classes = ws.cfg.data.classes
+    meta = {"strategy": selection["strategy"], "created": selection["created"], "classes": classes,
+            "checkpoint_sha256": model_sha,
+            "masks": "one PNG per region, named <id>.png, sized label_size, "
+                     + ("values 0/255 (or 0/1)" if classes == 2 else "values = class ids")}
+    manifest = publish_request(ws.store, n, selection["regions"], ws.dataset, meta)
+    manifest_sha = sha256_text(canonical_json(manifest))
+    _log_query(ws, n, selection, trained, manifest_sha)
+    ws.vcs.stage_done("query")
+    request = f"{ws.store.url}/{round_prefix('requests', n)}"
+    return Queried.model_validate({**selection, "request": request, "manifest_sha256": manifest_sha})
+
+
+def _log_query(ws: WorkspaceCore, n: int, selection: dict[str, Any], trained: Trained, manifest_sha: str) -> None:
+    """Ledger ``queried``, ``pseudo_labeled`` (when the strategy made pseudo-labels) and ``request_published``."""
+    model_sha, ids = trained.checkpoint_sha256, [r["id"] for r in selection["regions"]]
+    ws.ledger.append("queried", n, ws.actor, {
+        "regions": ids, "scores": [r["score"] for r in selection["regions"]],
+        "costs": [r["cost"] for r in selection["regions"]], "strategy": selection["strategy"],
+        "options": selection["options"], "budget": selection["budget"],
+        "checkpoint_sha256": model_sha, "mlflow_run_id": trained.mlflow_run_id}, once_key=model_sha)
+    pseudo = selection["pseudo"]
+    if pseudo:
+        ws.ledger.append("pseudo_labeled", n, ws.actor, {
+            "regions": [p["id"] for p in pseudo["regions"]], "model": model_sha,
+            "mlflow_run_id": trained.mlflow_run_id, "origin": pseudo["origin"], "replace": pseudo["replace"]},
+            once_key=model_sha)
+    request = round_prefix("requests", n)
+    ws.ledger.append("request_published", n, ws.actor, {
+        "regions": ids, "store": ws.store.url, "manifest": request + "manifest.json",
+        "manifest_sha256": manifest_sha}, once_key=manifest_sha)
+
+
+def _select(ws: WorkspaceCore, n: int, trained: Trained, checkpoint: Path) -> dict[str, Any]:
+    """The query (query/selection.json): the picked regions, the pseudo-labels saved to pseudo/."""
+    from activeseg.loop.selection import select_regions
+    from activeseg.strategies import get_strategy
+
+    cfg, name = ws.cfg, ws.cfg.query.strategy
+    selection, ctx = select_regions(cfg, name, ws.dataset, ws.split(), label_state(ws), ws.regions(), checkpoint,
+                                    n, cfg.train.seed, ws.root / "cache", model_id=trained.checkpoint_sha256)
+    if not selection.indices:
+        raise WorkspaceError(f"round {n}: nothing left to query (every region of the pool is labeled)")
+    picked = [{**ctx.candidates[i].to_dict(), "cost": c, "score": s}
+              for i, s, c in zip(selection.indices, selection.scores, selection.costs)]
+    pseudo = None
+    if selection.pseudo:
+        file = f"pseudo/{round_name(n)}.npz"
+        (ws.root / "pseudo").mkdir(exist_ok=True)
+        np.savez_compressed(ws.root / file, **{region.id: mask for region, mask in selection.pseudo})
+        pseudo = {"file": file, "regions": [region.to_dict() for region, _ in selection.pseudo],
+                  "origin": selection.pseudo_origin or round_name(n), "replace": selection.replace_pseudo}
+    options = get_strategy(name, cfg.query.options.get(name)).options.model_dump()
+    return {"round": n, "created": utc_now(), "strategy": name, "options": options, "budget": ctx.budget,
+            "spent": selection.spent, "checkpoint_sha256": trained.checkpoint_sha256,
+            "mlflow_run_id": trained.mlflow_run_id, "regions": picked, "pseudo": pseudo}
+
+
+def evaluate(ws: WorkspaceCore, round_number: int | None = None) -> dict[str, Any]:
+    """Test metrics of the round's model; ledger round_evaluated; then the round is closed: DVC push,
+    git commit of dvc.lock, params, records and the ledger export, tag ``round-NNN``. Under ``dvc
+    repro`` (``in_dvc``) only the metrics: nothing is recorded or committed."""
+    n = ws.resolve(round_number)
+    if ws.vcs.tag_exists(n):
+        return {**ws.record(n).evaluated.model_dump(), "commit": ws.vcs.tag_commit(n)}
+    if ws.in_dvc:
+        return _evaluation(ws, ws.record(n)).model_dump()
+    result = _record_evaluation(ws, n)
+    message = f"round {n}: evaluated, {result.split} dice {result.metrics['dice']:.4f}"
+    return {**result.model_dump(), "commit": ws.close(n, message)}
+
+
+@round_step("evaluated")
+def _record_evaluation(ws: WorkspaceCore, record: RoundRecord) -> Evaluated:
+    result = _evaluation(ws, record)
+    ws.vcs.stage_done("evaluate")
+    ws.dvc("push", "-q", "partition", "train", "query")
+    return result
+
+
+def _evaluation(ws: WorkspaceCore, record: RoundRecord) -> Evaluated:
+    """The round's test metrics (metrics/evaluation.json, reused when it is of this round's model) and
+    the ledger event round_evaluated."""
+    n, trained = record.round, _trained(record)
+    if record.labels_accepted is None and not ws.in_dvc:
+        raise WorkspaceError(f"round {n}: no accepted label batch yet (activeseg labels submit|ingest|simulate)")
+    path = ws.root / "metrics" / "evaluation.json"
+    metrics = read_json(path) if path.is_file() else None
+    if not (metrics and metrics["round"] == n and metrics["checkpoint_sha256"] == trained.checkpoint_sha256):
+        metrics = _test_metrics(ws, n, trained)
+        write_json(path, metrics)
+    ws.ledger.append("round_evaluated", n, ws.actor, {
+        "metrics": metrics["mean"], "split": metrics["split"], "checkpoint_sha256": metrics["checkpoint_sha256"],
+        "labeled_pixel_fraction": trained.labeled_pixel_fraction}, once_key=metrics["checkpoint_sha256"])
+    return Evaluated(round=n, metrics=metrics["mean"], split=metrics["split"],
+                     checkpoint_sha256=metrics["checkpoint_sha256"], mlflow_run_id=metrics["mlflow_run_id"],
+                     labeled_pixel_fraction=trained.labeled_pixel_fraction)
+
+
+def _test_metrics(ws: WorkspaceCore, n: int, trained: Trained) -> dict[str, Any]:
+    from activeseg.model.evaluation import evaluate_model
+    from activeseg.model.network import load_checkpoint, pick_device
+
+    part = ws.cfg.evaluate.split
+    device = pick_device(ws.cfg.train.device)
+    model, _ = load_checkpoint(ws.root / "model" / "model.pt", device)
+    params = {"round": n, "checkpoint_sha256": trained.checkpoint_sha256, "split": part,
+              "train_run_id": trained.mlflow_run_id}
+    with ws.tracker().run(f"{round_name(n)}-evaluate", params, {"activeseg.step": "evaluate"}) as run:
+        result = evaluate_model(model, ws.dataset, ws.split()[part], device)
+        run.log_metrics({f"{part}_{m}": result["mean"][m] for m in METRICS})
+        run.log_metrics({"labeled_pixel_fraction": trained.labeled_pixel_fraction})
+    return {"round": n, "split": part, "checkpoint_sha256": trained.checkpoint_sha256,
+            "mlflow_run_id": run.run_id, **result}

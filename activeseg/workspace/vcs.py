@@ -1,0 +1,118 @@
+"""git and DVC for a workspace: the subprocesses, their environment, commits and round tags, and where
+the remote is (:class:`Remote`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from activeseg.core.util import round_name
+from activeseg.workspace.errors import WorkspaceError
+from activeseg.workspace.storage import ObjectStore, open_store, s3_credentials, split_s3_url
+
+GIT = ["git", "-c", "user.name=activeseg", "-c", "user.email=activeseg@localhost", "-c", "commit.gpgsign=false",
+       "-c", "tag.gpgsign=false", "-c", "core.hooksPath=/dev/null"]
+
+
+def dvc_executable() -> str:
+    """The ``dvc`` next to this Python (the project's virtual environment), else the one on PATH."""
+    local = Path(sys.executable).parent / "dvc"
+    return str(local) if local.exists() else (shutil.which("dvc") or "dvc")
+
+
+def subprocess_env() -> dict[str, str]:
+    """This process's environment for ``dvc`` and ``git``: telemetry off, the venv's bin first on PATH
+    (``dvc repro`` runs ``activeseg``), and S3 credentials under the names DVC reads."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_TERMINAL_PROMPT="0")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    access, secret = s3_credentials()
+    if access and not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
+        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = access, secret
+    return env
+
+
+@dataclasses.dataclass
+class Remote:
+    """Where the exchange and DVC's storage live: ``url`` is a folder (relative to the workspace) or
+    ``s3://bucket/prefix``."""
+
+    url: str
+    endpoint: str | None = None
+    region: str | None = None
+
+    @staticmethod
+    def choose(root: Path, remote: str | None, endpoint: str | None) -> "Remote":
+        """The remote for a new workspace at ``root``: ``s3://...`` (region from the environment), a
+        folder, or by default ``<root>-remote`` beside it."""
+        if remote and remote.startswith("s3://"):
+            split_s3_url(remote)
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            return Remote(remote.rstrip("/"), endpoint, region)
+        if endpoint:
+            raise WorkspaceError("--endpoint is only for an s3:// remote")
+        folder = Path(remote).resolve() if remote else root.parent / f"{root.name}-remote"
+        return Remote(os.path.relpath(folder, root))
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith("s3://")
+
+    def store(self, root: Path) -> ObjectStore:
+        return open_store(self.url if self.is_s3 else (root / self.url).resolve(), self.endpoint, self.region)
+
+    def dvc_url(self) -> str:
+        """DVC's storage: ``<remote>/dvc`` (``dvc remote add`` stores a folder relative to ``.dvc/``)."""
+        return self.url.rstrip("/") + "/dvc" if self.is_s3 else os.path.join(self.url, "dvc")
+
+
+class Vcs:
+    """git and ``dvc`` run in the workspace ``root``. ``in_dvc``: the steps run under ``dvc repro``,
+    which records the stages itself."""
+
+    def __init__(self, root: Path, in_dvc: bool = False):
+        self.root, self.in_dvc = root, in_dvc
+
+    def run(self, args: list[str]) -> str:
+        """Run a command in the workspace; its stdout, or :class:`WorkspaceError` with its output."""
+        done = subprocess.run(args, cwd=self.root, env=subprocess_env(), capture_output=True, text=True)
+        if done.returncode != 0:
+            name = Path(args[0]).name if args[0] != "git" else "git"
+            shown = [a for a in args[1:] if not a.startswith("-c") and "=" not in a][:6]
+            output = (done.stderr or done.stdout)[-2000:]
+            raise WorkspaceError(f"{name} {' '.join(shown)} failed in {self.root}:\n{output}")
+        return done.stdout
+
+    def dvc(self, *args: str) -> str:
+        """Run the ``dvc`` command line in the workspace (credentials through the environment only)."""
+        return self.run([dvc_executable(), *args])
+
+    def git(self, *args: str) -> str:
+        """Run git in the workspace with the fixed activeseg identity."""
+        return self.run([*GIT, *args])
+
+    def commit(self, message: str) -> str:
+        """Commit everything that changed (if anything did); returns HEAD."""
+        self.git("add", "-A")
+        if self.git("status", "--porcelain").strip():
+            self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD").strip()
+
+    def tag_exists(self, round_number: int) -> bool:
+        return bool(self.git("tag", "-l", round_name(round_number)).strip())
+
+    def tag_commit(self, round_number: int) -> str:
+        return self.git("rev-list", "-n", "1", round_name(round_number)).strip()
+
+    def tag(self, round_number: int, message: str) -> None:
+        """Tag HEAD ``round-NNN`` unless the round is tagged already."""
+        if not self.tag_exists(round_number):
+            self.git("tag", "-a", round_name(round_number), "-m", message)
+
+    def stage_done(self, *stages: str) -> None:
+        """Record the stages' current deps and outs in dvc.lock (``dvc repro`` does it itself)."""
+        if not self.in_dvc:
+            self.dvc("commit", "-f", "-q", *stages)

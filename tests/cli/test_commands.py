@@ -1,0 +1,146 @@
+"""The command line as a whole: one error-to-exit-status mapping, every command in the README, tables that
+are not cut when piped, and a campaign workspace's commands with no Prefect server running (read-only
+ones start none and say so; hints name the path a campaign under Prefect takes)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import re
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from activeseg.cli.main import build_parser, exit_status, main
+from activeseg.cli.output import print_table
+from activeseg.orchestration import server
+from activeseg.orchestration.engine import ResumeError
+from activeseg.orchestration.guard import RoundError
+from activeseg.orchestration.server import ServerError
+from activeseg.workspace import BatchRejected, Workspace, WorkspaceError
+from tests.conftest import TINY
+
+cli = importlib.import_module("activeseg.cli.main")  # the package's `main` attribute is the function
+README = Path(__file__).resolve().parents[2] / "README.md"
+PREFECT_PATH = ("`activeseg server start`", "`activeseg worker --background`", "`activeseg round start`")
+
+
+def test_one_mapping_gives_every_known_error_its_exit_status_and_lets_bugs_through(monkeypatch, capsys):
+    assert exit_status(BatchRejected(2, ["a.png: wrong size"], "quarantine/x")) == (1, "rejected")
+    for error in (RoundError("r"), ServerError("s"), ResumeError("x"), WorkspaceError("w"), TimeoutError("t"),
+                  FileNotFoundError("f")):
+        assert exit_status(error) == (2, "error"), error
+    assert exit_status(KeyError("a bug")) is None
+
+    def refused(args):
+        raise RoundError("round 3: no flow run waits for its labels [really]")
+
+    monkeypatch.setattr(cli, "cmd_strategies", refused)
+    assert main(["strategies"]) == 2
+    assert "error: round 3: no flow run waits for its labels [really]" in capsys.readouterr().out
+
+    def buggy(args):
+        raise KeyError("labels_accepted")
+
+    monkeypatch.setattr(cli, "cmd_strategies", buggy)
+    with pytest.raises(KeyError):
+        main(["strategies"])
+
+
+def test_the_readme_lists_every_command():
+    text = README.read_text()
+    commands = build_parser()._subparsers._group_actions[0].choices
+    missing = [name for name in commands if not re.search(rf"\| `activeseg {name}\b", text)]
+    assert missing == []
+
+
+def test_tables_are_plain_tab_separated_lines_when_piped(capsys):
+    path = "/very/long/" + "nested/" * 40 + "request.json"
+    print_table(("round", "request"), [(1, path)], title="open label requests")
+    assert capsys.readouterr().out.splitlines() == ["open label requests", "round\trequest", f"1\t{path}"]
+    assert main(["strategies"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("strategy\tneeds model\tdescription")
+    assert any(line.startswith("mc_variance\tyes\t") for line in lines) and "━" not in "".join(lines)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A campaign workspace made with `activeseg init`, and what init printed."""
+    root = tmp_path_factory.mktemp("cli") / "lab"
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("PREFECT_API_URL", raising=False)
+        with contextlib.redirect_stdout(out):
+            code = main(["init", str(root), *[a for s in TINY for a in ("--set", s)]])
+    assert code == 0, out.getvalue()
+    return root, out.getvalue()
+
+
+def test_init_points_to_the_prefect_path(lab):
+    root, out = lab
+    hint = out.splitlines()[-1]
+    assert hint.startswith(f"next: cd {root} && activeseg server start && activeseg worker --background")
+    assert hint.endswith("activeseg round start") and "step" not in hint
+
+
+def test_read_only_commands_start_no_server_and_say_none_runs(lab, capsys, monkeypatch):
+    root, _ = lab
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    where = ["--workspace", str(root)]
+    assert main(["status", *where]) == 0
+    out = capsys.readouterr().out
+    assert "round 1 not started" in out and "no Prefect server is running for this workspace" in out
+    assert all(step in out for step in PREFECT_PATH)
+    assert main(["status", "--json", *where]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["state"], status["server"], status["flow_run"], status["batch"]) == ("idle", None, None, None)
+
+    assert main(["labels", "pending", "--json", *where]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == [] and "no Prefect server is running" in captured.err
+    assert main(["audit", "--json", *where]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)[0]["type"] == "dataset_registered"
+    assert "no Prefect server is running" in captured.err
+    assert server.status(root) is None and not (server.prefect_home(root) / "server.pid").exists()
+
+
+def test_labels_for_an_unpublished_round_name_the_prefect_path(lab, capsys, tmp_path):
+    root, _ = lab
+    code = main(["labels", "submit", str(tmp_path), "--annotator", "ann", "--round", "1", "--workspace", str(root)])
+    out = capsys.readouterr().out
+    assert code == 2 and "round 1: no label request was published yet" in out
+    assert all(step in out for step in PREFECT_PATH) and "step query" not in out
+
+
+def test_labels_pending_json_lists_each_open_request_with_its_regions(lab, capsys, monkeypatch):
+    root, _ = lab
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    ws = Workspace.open(root)
+    ws.train(1)
+    ws.query(1)
+    assert main(["labels", "pending", "--json", "--workspace", str(root)]) == 0
+    (item,) = json.loads(capsys.readouterr().out)
+    regions = Workspace.open(root).record(1).queried.regions
+    assert (item["round"], item["regions"], item["uploaded"]) == (1, len(regions), 0)
+    assert item["region_ids"] == [r.id for r in regions]
+
+
+def test_status_without_a_server_says_the_round_in_progress_is_unknown(lab, capsys, monkeypatch):
+    root, _ = lab
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    claim = server.prefect_home(root) / "round.json"
+    claim.parent.mkdir(exist_ok=True)
+    claim.write_text(json.dumps({"flow_run_id": str(uuid4()), "round": 1, "trigger": "manual", "since": "now"}))
+    try:
+        assert main(["status", "--json", "--workspace", str(root)]) == 0
+        status = json.loads(capsys.readouterr().out)
+    finally:
+        claim.unlink()
+    assert (status["state"], status["round"], status["flow_run"]["state"]) == ("unknown", 1, "unknown")
+    assert status["hint"].startswith("the state of round 1's flow run is unknown while no server runs")
+    assert not (server.prefect_home(root) / "server.pid").exists()
