@@ -33,7 +33,7 @@ from activeseg.core.partition import Region
 from activeseg.core.util import round_name
 from activeseg.workspace import Workspace
 
-SMALL = ["model.width=4", "model.depth=2", "train.epochs=1", "train.samples_per_epoch=8", "train.batch_size=4",
+SMALL = ["model.width=4", "model.depth=2", "train.min_steps=2", "train.max_steps=2", "train.batch_size=4",
          "train.crop=32", "query.mc_passes=2", "tracking.mlflow=false"]
 
 

@@ -5,9 +5,10 @@
 Await labels publishes the request, then suspends the flow run (no process is held) until it is
 resumed with an `ApprovalInput` (`activeseg approve`, or the form in the Prefect UI) or its timeout
 (`oracle.timeout_hours`) expires. After the resume the flow runs again from the top: every step is a
-task with a persisted result, so the finished ones come back cached and nothing is done twice. An
-approval is only taken when it names the batch the workspace accepted (validated whole); otherwise,
-or when it says "not approved", the round waits again.
+task with a persisted result, so the finished ones come back cached and nothing is done twice. A
+submitted batch that passed validation is only staged; an approval takes it in only when it names
+that staged batch; otherwise, or when it says "not approved" (the staged batch is quarantined), the
+round waits again.
 
 With `oracle.kind: simulated` the wait starts the simulated annotator's flow run, which submits the
 ground truth through the same path as a human and approves: the round really suspends and resumes.
@@ -57,7 +58,7 @@ def al_round(workspace: str, round: int | None = None, trigger: str = "schedule"
 
 
 def await_labels(engine: RunEngine, workspace: str, n: int, oracle: str, timeout_seconds: int) -> dict[str, Any]:
-    """Publish the request, then wait, suspended, for an approved valid batch; its ingest record.
+    """Publish the request, then wait, suspended, for an approval of the staged batch; its ingest record.
 
     Each wait has its own key (`round-NNN-labels-K`), so on a re-run from the top an answered wait
     returns its stored approval at once and only the open one suspends again.

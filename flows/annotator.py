@@ -1,9 +1,9 @@
 """The simulated annotator (`oracle.kind: simulated`): answers a round's label request from the ground
 truth through the same path as a human, then approves.
 
-It submits the masks as a folder (validated whole, uploaded, ingested: `Workspace.simulate_labels`),
-waits until the round's flow run is suspended, and resumes it with an approval of the accepted batch,
-exactly what `activeseg labels submit` and `activeseg approve` do. A round run starts this flow for
+It submits the masks as a folder (validated whole, uploaded, staged: `Workspace.simulate_labels`),
+waits until the round's flow run is suspended, and resumes it with an approval of the staged batch,
+which the round's run then takes in: exactly what `activeseg labels submit` and `activeseg approve` do. A round run starts this flow for
 each of its waits.
 """
 

@@ -9,8 +9,8 @@ from prefect.input import RunInput
 class ApprovalInput(RunInput):
     """What resumes a round that waits for labels (the Prefect UI shows these fields as a form).
 
-    approved: the batch is accepted. approver: who decided. comment: free text. batch_hash: the content
-    hash of the ingested label batch the decision is about.
+    approved: the batch is taken in (False: it goes to quarantine). approver: who decided. comment: free
+    text. batch_hash: the content hash of the staged label batch the decision is about (`activeseg status`).
     """
 
     approved: bool

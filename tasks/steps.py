@@ -28,7 +28,7 @@ from activeseg.orchestration import approval as approvals
 from activeseg.orchestration.engine import RunEngine
 from activeseg.orchestration.guard import claim_round
 from activeseg.orchestration.rounds import start_annotator
-from activeseg.workspace.workspace import BatchRejected, Workspace, WorkspaceError
+from activeseg.workspace.workspace import Workspace, WorkspaceError
 from tasks import STEP
 
 TRANSIENT = (StoreError, ConnectionError, TimeoutError)
@@ -73,8 +73,12 @@ def partition(workspace: str, round_number: int) -> dict[str, Any]:
 
 @task(name="train", version="1", **STEP)
 def train(workspace: str, round_number: int) -> dict[str, Any]:
-    """Train the round's model on every accepted label (checkpoint hash, MLflow run, val Dice)."""
-    return _open(workspace).train(round_number)
+    """Train the round's model on every accepted label (checkpoint hash, MLflow run, val Dice); a
+    collapsed model is said in the run's log."""
+    result = _open(workspace).train(round_number)
+    if result.get("collapsed"):  # absent when the model did not collapse
+        print(f"round {round_number}: model collapsed: {result['collapsed']} (val Dice {result['val_dice']:.4f})")
+    return result
 
 
 @task(name="query", version="1", **STEP, **RETRY)
@@ -111,12 +115,11 @@ def request_simulated_labels(workspace: str, round_number: int, round_run_id: st
 
 @task(name="ingest-labels", version="1", **STEP, **RETRY)
 def ingest_labels(workspace: str, round_number: int, approval: dict[str, Any]) -> dict[str, Any]:
-    """Take the approved batch in; `accepted` False (with the reason) when the round must wait on.
+    """Take the approved staged batch in; `accepted` False (with the reason) when the round must wait on.
 
-    Approved: the batch accepted by the workspace (ingested now from the store if it was only
-    uploaded) must be the one the approval names; the approval is recorded in the ledger
-    (`labels_approved`). Not approved (from the Prefect UI form): the uploaded batch goes to
-    quarantine, as with `activeseg reject`.
+    Approved: the staged batch must be the one the approval names; the workspace records the approval
+    (`labels_approved`) and takes the batch in (`labels_committed`). Not approved (from the Prefect UI
+    form): the staged batch goes to quarantine, as with `activeseg reject`.
     """
     ws, n = _open(workspace), round_number
     by = approval["approver"]
@@ -128,20 +131,14 @@ def ingest_labels(workspace: str, round_number: int, approval: dict[str, Any]) -
         except WorkspaceError as exc:
             note = str(exc)
         return {"accepted": False, "reason": f"not approved by {by}: {reason} ({note})"}
-    recorded = ws.record(n).labels_accepted
-    accepted = recorded.model_dump() if recorded else None
-    if accepted is None or accepted["batch_sha256"] != approval["batch_hash"]:
-        try:
-            accepted = ws.ingest(n)
-        except (BatchRejected, WorkspaceError) as exc:
-            return {"accepted": False, "reason": str(exc)}
-    if accepted["batch_sha256"] != approval["batch_hash"]:
-        return {"accepted": False, "reason": f"the approval names batch {approval['batch_hash'][:12]} but the "
-                                             f"accepted batch of round {n} is {accepted['batch_sha256'][:12]}"}
-    event = approvals.record_approval(ws, n, approval, accepted, str(flow_run.get_id()))
+    try:
+        accepted = ws.approve(n, by, approval.get("comment", ""), approval["batch_hash"], str(flow_run.get_id()))
+    except WorkspaceError as exc:
+        return {"accepted": False, "reason": str(exc)}
+    event = ws.ledger.last("labels_approved", round=n)
     return {"accepted": True, "round": n, "batch_sha256": accepted["batch_sha256"], "annotator": accepted["annotator"],
-            "files": accepted["files"], "commit": accepted["commit"], "approver": by,
-            "comment": approval.get("comment", ""), "approved": event.time}
+            "files": accepted["files"], "commit": accepted["commit"], "approver": event.data["approver"],
+            "comment": event.data["comment"], "approved": event.time}
 
 
 @task(name="evaluate", version="1", **STEP, **RETRY)
@@ -153,13 +150,13 @@ def evaluate(workspace: str, round_number: int) -> dict[str, Any]:
 @task(name="simulate-labels", version="1", **STEP, **RETRY)
 def simulate_labels(workspace: str, round_number: int) -> dict[str, Any]:
     """The simulated annotator's batch: masks from the ground truth, submitted (validated, uploaded,
-    ingested) exactly as a human's folder would be."""
+    staged for approval) exactly as a human's folder would be."""
     return _open(workspace).simulate_labels(round_number)
 
 
 @task(name="approve", version="1", **STEP)
 def approve(workspace: str, round_number: int, by: str, comment: str, round_run_id: str,
             engine: RunEngine) -> dict[str, Any]:
-    """Approve the round's accepted batch once its flow run waits (as `activeseg approve` does)."""
+    """Approve the round's staged batch once its flow run waits (as `activeseg approve` does)."""
     return approvals.approve(engine, _open(workspace), round_number, by, comment, run_id=round_run_id,
                              wait_seconds=approvals.ANNOTATOR_WAIT_SECONDS)

@@ -18,8 +18,8 @@ DEMO_SETTINGS = [
     "partition.initial_labeled=8",
     "model.width=8",
     "model.depth=2",
-    "train.epochs=20",
-    "train.samples_per_epoch=64",
+    "train.min_steps=120",
+    "train.max_steps=240",
     "train.crop=32",
     "query.mc_passes=4",
 ]

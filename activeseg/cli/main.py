@@ -16,8 +16,13 @@ from pathlib import Path
 from rich.markup import escape
 
 from activeseg.cli import demo, orchestration, workspace
-from activeseg.cli.output import console, print_json, print_table
+from activeseg.cli.output import console, print_json, print_table, say
 from activeseg.core.config import Config, load_config
+
+DESCRIPTION = ("Active learning for biomedical image segmentation: simulate and benchmark strategies, or run "
+               "a versioned labeling campaign under Prefect. Every command takes --params FILE and repeated "
+               "--set key.path=value. Exit status: 0 done, 1 data rejected or a round failed, 2 usage, "
+               "parameter or state error, 130 interrupted.")
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -25,7 +30,7 @@ DEFAULT_PARAMS = Path("params.yaml")
 def common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, help="parameter file (default: ./params.yaml if present)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override one parameter, e.g. --set train.epochs=3 (repeatable)")
+                        help="override one parameter, e.g. --set train.patience=3 (repeatable)")
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -44,7 +49,8 @@ def resolve_dataset(cfg: Config, dataset: str | None, out: Path) -> Path:
     if not (target / "images").is_dir():
         s = cfg.data.synthetic
         console.print(f"generating the synthetic dataset ({s.n} images of {s.size} px) in {target}")
-        synthesize(target, n=s.n, size=s.size, seed=s.seed, classes=cfg.data.classes)
+        synthesize(target, n=s.n, size=s.size, seed=s.seed, classes=cfg.data.classes,
+                   style_weights=s.style_weights, object_weights=s.object_weights)
     return target
 
 
@@ -54,7 +60,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     s = cfg.data.synthetic
     out = synthesize(args.out, n=args.n or s.n, size=args.size or s.size,
-                     seed=s.seed if args.seed is None else args.seed, classes=cfg.data.classes)
+                     seed=s.seed if args.seed is None else args.seed, classes=cfg.data.classes,
+                     style_weights=s.style_weights, object_weights=s.object_weights)
     console.print(f"wrote {out}/images and {out}/masks")
     return 0
 
@@ -92,22 +99,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from activeseg.loop.benchmark import FRACTIONS, run_benchmark
+    from activeseg.loop.benchmark import COLUMNS, run_benchmark, table_rows
 
     cfg = config_from(args)
     out = Path(args.out)
     dataset = resolve_dataset(cfg, args.dataset, out)
     strategies = [s for item in args.strategies for s in item.split(",")] if args.strategies else [cfg.query.strategy]
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [cfg.train.seed]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     report = run_benchmark(cfg, dataset, strategies, seeds, out, rounds=args.rounds, progress=not args.quiet)
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    rows = [(name, f"{row['auc_dice_mean']:.3f} +- {row['auc_dice_std']:.3f}",
-             *(fmt(row[f"dice_at_{int(f * 100)}pct"]) for f in FRACTIONS), fmt(row["fraction_to_95pct_full"]))
-            for name, row in sorted(report["comparison"].items(), key=lambda kv: -kv[1]["auc_dice_mean"])]
-    print_table(("strategy", "AUC Dice", *(f"Dice@{int(f * 100)}%" for f in FRACTIONS), "pixels to 95% full"), rows,
-                title=f"benchmark ({report['granularity']}, seeds {report['seeds']})")
-    console.print(f"wall time {report['wall_seconds']:.0f} s; report {out / 'benchmark.json'}; "
-                  f"plot {out / 'learning_curves.png'}")
+    print_table(COLUMNS, table_rows(report), title=f"benchmark ({report['granularity']}, seeds {report['seeds']})")
+    for warning in report["protocol"]["warnings"]:
+        say(f"warning: {warning}")
+    console.print(f"wall time {report['wall_seconds']:.0f} s; report {out / 'benchmark.md'} and "
+                  f"{out / 'benchmark.json'}; plot {out / 'learning_curves.png'}")
     return 0
 
 
@@ -132,7 +136,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="activeseg", description=__doc__)
+    parser = argparse.ArgumentParser(prog="activeseg", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="dataset utilities").add_subparsers(dest="data_command", required=True)
@@ -169,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", action="append", help="comma-separated strategy names (repeatable)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--rounds", type=int)
-    p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
+    p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2 (default: 6 seeds from train.seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     common(p)
     p.set_defaults(func=cmd_benchmark)

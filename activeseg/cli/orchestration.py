@@ -4,9 +4,10 @@
 They run the campaign in the workspace containing the current folder (or ``--workspace DIR``) under
 Prefect: the workspace's local server (started when needed, and said so) unless ``PREFECT_API_URL``
 names an external one, and a worker that executes the rounds. ``status`` only reads: it starts no
-server and says when none runs. The services are ``activeseg.orchestration``; this module hands them
-the Prefect engine (``flows.engine``), imported inside the commands so that the library and
-``activeseg --help`` load without Prefect.
+server and says when none runs; nor do ``approve`` and ``reject`` of a round that no round run claimed
+(a round run by hand with ``activeseg step``). The services are ``activeseg.orchestration``; this
+module hands them the Prefect engine (``flows.engine``), imported inside the commands so that the
+library and ``activeseg --help`` load without Prefect.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,11 @@ def cmd_round(args: argparse.Namespace) -> int:
 
     root = _root(args)
     ws = Workspace.open(root)
+    reason = None if args.force else _stop_rule(ws)
+    if reason:
+        console.print(f"not started: a stop rule holds ({reason}); `activeseg round start --force` starts round "
+                      f"{ws.current_round()} anyway", highlight=False)
+        return 2
     with connected(root) as engine:
         active = guard.active_run(engine, root)
         if active:
@@ -131,6 +137,13 @@ def cmd_round(args: argparse.Namespace) -> int:
         state = rounds.wait_for_round(engine, run_id, until_final=ws.cfg.oracle.kind == "simulated",
                                       timeout=float("inf"), say=lambda s: console.print(f"  {s}"))
         return _report_round(engine, Workspace.open(root), state)
+
+
+def _stop_rule(ws: Any) -> str | None:
+    """The campaign's stop rule on a round that has not started (a started one may always finish)."""
+    from activeseg.workspace.audit import stop_reason
+
+    return None if ws.current_round() in ws.records.numbers() else stop_reason(ws, ws.cfg.rounds)
 
 
 def _report_round(engine: RunEngine, ws: Any, state: RunState) -> int:
@@ -175,7 +188,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     lines += [result["hint"]] * bool(result["hint"])
     lines += [f"pending: round {item['round']}, {item['regions']} regions requested at {item['request']}; "
               f"{item['uploaded']} files uploaded, {item['rejected_batches']} batches rejected"
+              + (f"; batch {item['staged']['batch_sha256']} staged" if item["staged"] else "")
               for item in result["pending"]]
+    if result["collapsed"]:
+        model = result["collapsed"]
+        lines.append(f"model of round {model['round']} collapsed: {model['reason']} (val Dice {model['val_dice']:.4f})")
     lines += [f"campaign stop rule holds: {result['stop']}"] * bool(result["stop"])
     for line in lines:
         console.print(f"  {line}", highlight=False, markup=False)
@@ -184,15 +201,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_for(ws: Any, round_number: int) -> AbstractContextManager[RunEngine | None]:
+    """The engine (connected, a server started when none runs) when a round run claimed the round; else
+    None: a round run by hand needs no server to approve or reject its labels."""
+    from activeseg.orchestration.approval import run_owns_round
+
+    return connected(ws.root) if run_owns_round(ws, round_number) else nullcontext()
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     from activeseg.orchestration.approval import approve
     from activeseg.workspace.workspace import Workspace
 
     root = _root(args)
-    with connected(root) as engine:
-        result = approve(engine, Workspace.open(root), args.round, args.by, args.comment or "")
+    ws = Workspace.open(root)
+    with _engine_for(ws, args.round) as engine:
+        result = approve(engine, ws, args.round, args.by, args.comment or "")
+    done = (f"flow run {result['flow_run_id']} resumes and takes it in" if result["flow_run_id"]
+            else f"taken in by hand (no round run waits for it), commit {result['commit'][:12]}")
     console.print(f"round {args.round}: batch {result['batch_sha256'][:12]} from {result['annotator']} approved by "
-                  f"{args.by}; flow run {result['flow_run_id']} resumes", highlight=False)
+                  f"{result['approver']}; {done}", highlight=False)
     return 0
 
 
@@ -201,8 +229,9 @@ def cmd_reject(args: argparse.Namespace) -> int:
     from activeseg.workspace.workspace import Workspace
 
     root = _root(args)
-    with connected(root) as engine:
-        result = reject(engine, Workspace.open(root), args.round, args.by, args.reason)
+    ws = Workspace.open(root)
+    with _engine_for(ws, args.round) as engine:
+        result = reject(engine, ws, args.round, args.by, args.reason)
     waiting = (f"flow run {result['flow_run_id']} is {result['state']}" if result["flow_run_id"]
                else "no flow run is waiting for it")
     console.print(f"round {args.round}: batch {result['batch_sha256'][:12]} rejected by {args.by}, moved to "
@@ -284,19 +313,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--round", type=int, help="must be the round in progress (default: it)")
     p.add_argument("--wait", action="store_true",
                    help="wait until it completes, fails, or (human oracle) waits for labels")
+    p.add_argument("--force", action="store_true", help="start it even when a campaign stop rule holds")
     p.set_defaults(func=cmd_round)
 
     p = where(sub.add_parser("status", help="the campaign: current round, its state, flow run, pending labels"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
-    p = where(sub.add_parser("approve", help="approve the ingested batch of a round: its flow run resumes"))
+    p = where(sub.add_parser("approve", help="approve the staged batch of a round: its flow run (or this command) "
+                                                "takes it in"))
     p.add_argument("--round", type=int, required=True)
     p.add_argument("--by", required=True, help="who approves")
     p.add_argument("--comment")
     p.set_defaults(func=cmd_approve)
 
-    p = where(sub.add_parser("reject", help="quarantine the uploaded batch of a round; it keeps waiting"))
+    p = where(sub.add_parser("reject", help="quarantine the staged batch of a round; it keeps waiting"))
     p.add_argument("--round", type=int, required=True)
     p.add_argument("--by", required=True, help="who rejects")
     p.add_argument("--reason", required=True)

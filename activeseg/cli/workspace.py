@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rich.markup import escape
 
@@ -71,18 +71,24 @@ def cmd_labels(args: argparse.Namespace) -> int:
             print_json(items)
         else:
             keys = ("round", "regions", "request", "uploaded", "rejected_batches")
-            print_table(("round", "regions", "request", "uploaded files", "rejected batches"),
-                        [[item[k] for k in keys] for item in items], title="open label requests")
+            print_table(("round", "regions", "request", "uploaded files", "rejected batches", "staged batch"),
+                        [[*(item[k] for k in keys), _staged(item["staged"])] for item in items],
+                        title="open label requests")
         note_server(ws.root)
         return 0
     if args.labels_command == "submit":
-        result = ws.submit(args.round, args.dir, args.annotator)
+        result = ws.submit(args.round, args.dir, args.annotator, args.replace)
     elif args.labels_command == "ingest":
-        result = ws.ingest(args.round, args.annotator)
+        result = ws.ingest(args.round, args.annotator, replace=args.replace)
     else:
         result = ws.simulate_labels(args.round)
     print_json(result)
     return 0
+
+
+def _staged(staged: dict[str, Any] | None) -> str:
+    """A staged batch in the pending table: its hash and annotator."""
+    return f"{staged['batch_sha256']} from {staged['annotator']}" if staged else "-"
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -137,11 +143,14 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     p = labels.add_parser("pending", help="open label requests")
     p.add_argument("--json", action="store_true")
     where(p)
-    p = labels.add_parser("submit", help="upload and ingest a folder of masks (<region id>.png)")
+    p = labels.add_parser("submit", help="validate, upload and stage a folder of masks (<region id>.png) for approval")
     p.add_argument("dir", type=Path)
     p.add_argument("--annotator", required=True)
-    p = labels.add_parser("ingest", help="ingest the batch uploaded to labels/round-NNN/ in the object store")
+    p = labels.add_parser("ingest", help="validate and stage the batch uploaded to labels/round-NNN/ in the store")
     p.add_argument("--annotator", help="who made the batch (default: unknown)")
+    for name in ("submit", "ingest"):
+        labels.choices[name].add_argument("--replace", action="store_true",
+                                          help="replace a batch that is staged and waits for review (recorded)")
     p = labels.add_parser("simulate", help="answer the request from ground truth as simulated-oracle")
     for name in ("submit", "ingest", "simulate"):
         p = labels.choices[name]

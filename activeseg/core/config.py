@@ -3,7 +3,7 @@
 Every stage of the pipeline has its own section (data, partition, model, train, query, oracle,
 evaluate, tracking, campaign, schedule), one :class:`Settings` model each. Unknown keys, values of the
 wrong type and values out of range fail with a :class:`ConfigError` that names the dotted key, e.g.
-``train.epochs: expected int, got 'ten'`` or ``partition.overlap: must be in [0, 1)``.
+``train.patience: expected int, got 'ten'`` or ``partition.overlap: must be in [0, 1)``.
 """
 
 from __future__ import annotations
@@ -43,9 +43,24 @@ class SplitConfig(Settings):
 
 
 class SyntheticConfig(Settings):
+    """The synthetic data set (``activeseg.core.synthetic``). The weights are the share of images drawn in
+    each stain style / with each object type (any positive scale; the generator checks the names). The
+    defaults make one style (darkfield) and one object type (lobulated) rare: 10 % of the images each."""
+
     n: int = Field(24, ge=1)
     size: int = Field(128, ge=1)
     seed: int = 0
+    style_weights: dict[str, float] = Field(
+        default_factory=lambda: {"he": 0.4, "ihc": 0.3, "pale": 0.2, "darkfield": 0.1})
+    object_weights: dict[str, float] = Field(
+        default_factory=lambda: {"round": 0.6, "elongated": 0.3, "lobulated": 0.1})
+
+    @field_validator("style_weights", "object_weights")
+    @classmethod
+    def _some_positive(cls, weights: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError(f"weights must not be negative and at least one must be positive, got {weights}")
+        return weights
 
 
 class DataConfig(Settings):
@@ -70,17 +85,42 @@ class ModelConfig(Settings):
 
 
 class TrainConfig(Settings):
-    epochs: int = 6
-    samples_per_epoch: int = Field(64, ge=1)
+    """Label-bound training: ``ceil(passes x labeled pixels / (batch_size x crop^2))`` steps, clamped to
+    ``[min_steps, max_steps]``, in epochs of ``steps_per_epoch`` steps (see activeseg.model.training)."""
+
+    passes: float = Field(60.0, gt=0)
+    min_steps: int = Field(40, ge=1)
+    max_steps: int = Field(1200, ge=1)
+    steps_per_epoch: int = Field(20, ge=1)
+    patience: int = Field(4, ge=0)
+    schedule: Literal["cosine", "onecycle"] = "cosine"
+    foreground_oversample: float = Field(0.0, ge=0, le=1)
+    threads: int = Field(0, ge=0)
     batch_size: int = Field(8, ge=1)
     crop: int = Field(64, ge=1)
     lr: float = 0.003
     weight_decay: float = 0.0
     dice_weight: float = 1.0
     pseudo_weight: float = 0.5
-    mode: Literal["scratch", "finetune"] = "scratch"
+    mode: Literal["scratch", "finetune"] = "finetune"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_removed_keys(cls, data: Any) -> Any:
+        removed = sorted({"epochs", "samples_per_epoch"} & set(data)) if isinstance(data, dict) else []
+        if removed:
+            raise ValueError(f"{' and '.join(removed)}: no longer parameters: training length now follows the "
+                             "labeled pixels (passes, min_steps, max_steps, steps_per_epoch, patience; see "
+                             "params.yaml); delete them")
+        return data
+
+    @model_validator(mode="after")
+    def _steps_in_order(self) -> TrainConfig:
+        if self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps ({self.min_steps}) must not exceed max_steps ({self.max_steps})")
+        return self
 
 
 class QueryConfig(Settings):
@@ -89,6 +129,11 @@ class QueryConfig(Settings):
     budget_pixels: int | None = None
     mc_passes: int = Field(8, ge=1)
     batch_size: int = Field(16, ge=1)
+    # per-pixel uncertainty -> region score: mean over its pixels, or mean of its top top_fraction pixels
+    reduction: Literal["mean", "top"] = "mean"
+    top_fraction: float = Field(0.1, gt=0, le=1)
+    # query with a model that collapsed (one class everywhere on validation, or val Dice 0); default: the round stops
+    allow_collapsed_model: bool = False
     # per strategy name, that strategy's options: {focannot: {lam: 0.5}, ...}; checked by the strategies
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -156,7 +201,7 @@ class Config(Settings):
         return self.model_dump()
 
     def flat(self) -> dict[str, Any]:
-        """``{"train.epochs": 6, ...}``: handy for MLflow params."""
+        """``{"train.patience": 4, ...}``: handy for MLflow params."""
         return _flatten(self.to_dict())
 
 
@@ -247,7 +292,7 @@ def _bounds(field: FieldInfo) -> str:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.epochs=3"`` -> ``(["train", "epochs"], 3)``; the value is parsed as YAML."""
+    """``"train.patience=3"`` -> ``(["train", "patience"], 3)``; the value is parsed as YAML."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected key.path=value")
     key, raw = text.split("=", 1)

@@ -5,13 +5,26 @@
     out/images/syn-000.png   RGB uint8, (H, W, 3)
     out/masks/syn-000.png    uint8, (H, W)
     out/styles.json          {stem: style name}
+    out/objects.json         {stem: object type name}
 
-Every image is crowded with roundish objects (cells / nuclei / glands): ellipses with noisy,
-irregular boundaries and random size and orientation, many of them touching or overlapping, on a
-textured background (smooth noise, fibres, speckle), then blurred and corrupted by noise. Each
-image is drawn in one of several stain styles (:data:`STYLES`), which differ in colour model,
-object density, size, texture and contrast, so that diversity-aware active-learning strategies
-have clusters to find (the styles are deliberately imbalanced: one is rare).
+Every image is crowded with objects (cells / nuclei / glands): ellipses with noisy, irregular
+boundaries and random size and orientation, many of them touching or overlapping, on a textured
+background (smooth noise, fibres, speckle), then blurred and corrupted by noise.
+
+What each image draws:
+- a stain style (:data:`STYLES`: ``he``, ``ihc``, ``pale``, ``darkfield``), which sets the colour model
+  (bright-field absorption or dark-field emission), stain colours, object density, size, texture,
+  contrast, blur and noise;
+- an object type (:data:`OBJECT_TYPES`: ``round``, ``elongated`` spindle-like, ``lobulated`` large
+  gland-like objects with strongly irregular boundaries), which reshapes the style's objects;
+- its layout: the foreground share (in the style's range), then objects placed one by one, many
+  against an earlier one, each with its own size, aspect, orientation, boundary harmonics and shade.
+
+Styles and object types are assigned independently, in proportion to ``style_weights`` and
+``object_weights`` (``data.synthetic`` in ``params.yaml``): counts are the weights' shares of ``n``
+(largest remainders, every type with a positive weight at least once when ``n`` allows it), then
+shuffled. The defaults make the ``darkfield`` style and the ``lobulated`` type rare (10 % of the
+images each), so that a random selection often misses them and a strategy that finds them can gain.
 
 Masks are exact: they are computed from the same label map that is used to render the image.
 With ``classes == 2`` a mask is binary {0, 255}. With ``classes >= 3`` it holds class ids
@@ -26,12 +39,15 @@ Everything is determined by ``seed``: the same arguments give bit-identical file
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
+
+from activeseg.core.config import ConfigError, SyntheticConfig
 
 # Optical-density vectors of the common stains (Ruifrok & Johnston).
 HEMATOXYLIN = (0.65, 0.70, 0.29)
@@ -53,7 +69,6 @@ class Style:
     """
 
     name: str
-    weight: float  # share of the data set
     mode: str  # "absorb" or "emit"
     background: tuple[float, float, float]
     cell: tuple[float, float, float]
@@ -74,14 +89,38 @@ class Style:
 
 
 STYLES: tuple[Style, ...] = (
-    Style("he", 0.35, "absorb", EOSIN, HEMATOXYLIN, 0.22, 0.85, 0.25, 0.002,
+    Style("he", "absorb", EOSIN, HEMATOXYLIN, 0.22, 0.85, 0.25, 0.002,
           (0.35, 0.5), (6.0, 10.0), (0.6, 1.0), 0.14, 0.6, 0.25, 0.3, 0.12, 0.7, 0.02),
-    Style("darkfield", 0.3, "emit", (0.35, 0.35, 0.5), (0.45, 0.95, 0.7), 0.12, 0.75, 0.0, 0.004,
+    Style("darkfield", "emit", (0.35, 0.35, 0.5), (0.45, 0.95, 0.7), 0.12, 0.75, 0.0, 0.004,
           (0.25, 0.38), (5.0, 9.0), (0.55, 1.0), 0.1, 0.45, 0.3, 0.25, -0.15, 0.8, 0.03),
-    Style("ihc", 0.2, "absorb", HEMATOXYLIN, DAB, 0.1, 0.7, 0.1, 0.001,
+    Style("ihc", "absorb", HEMATOXYLIN, DAB, 0.1, 0.7, 0.1, 0.001,
           (0.3, 0.45), (8.0, 13.0), (0.5, 0.95), 0.2, 0.5, 0.35, -0.2, 0.2, 0.9, 0.025),
-    Style("pale", 0.15, "absorb", EOSIN, HEMATOXYLIN, 0.12, 0.3, 0.15, 0.001,
+    Style("pale", "absorb", EOSIN, HEMATOXYLIN, 0.12, 0.3, 0.15, 0.001,
           (0.3, 0.45), (7.0, 12.0), (0.6, 1.0), 0.16, 0.6, 0.4, 0.2, 0.06, 1.2, 0.035),
+)
+
+
+@dataclass(frozen=True)
+class ObjectType:
+    """How an image's objects are shaped, on top of its style: radii scaled by ``radius_scale``,
+    boundary harmonics by ``irregularity_scale``, and the minor / major axis range ``aspect`` (None:
+    the style's)."""
+
+    name: str
+    radius_scale: float
+    irregularity_scale: float
+    aspect: tuple[float, float] | None
+
+    def shape(self, style: Style) -> Style:
+        """``style`` with its objects reshaped to this type."""
+        return replace(style, radius=(style.radius[0] * self.radius_scale, style.radius[1] * self.radius_scale),
+                       irregularity=style.irregularity * self.irregularity_scale, aspect=self.aspect or style.aspect)
+
+
+OBJECT_TYPES: tuple[ObjectType, ...] = (
+    ObjectType("round", 1.0, 1.0, None),
+    ObjectType("elongated", 1.2, 1.0, (0.25, 0.45)),
+    ObjectType("lobulated", 1.6, 3.5, (0.7, 1.0)),
 )
 
 
@@ -101,44 +140,66 @@ class Layout:
     shade: np.ndarray
 
 
-def synthesize(out: str | Path, n: int = 24, size: int = 128, seed: int = 0, classes: int = 2) -> Path:
+def synthesize(out: str | Path, n: int = 24, size: int = 128, seed: int = 0, classes: int = 2,
+               style_weights: Mapping[str, float] | None = None,
+               object_weights: Mapping[str, float] | None = None) -> Path:
     """Write ``n`` synthetic ``size`` x ``size`` images and masks under ``out``; return ``out``.
 
     Image ``i`` is ``out/images/syn-<i>.png`` (RGB uint8, (size, size, 3)) with its mask at
-    ``out/masks/syn-<i>.png`` (uint8, (size, size)); ``out/styles.json`` maps stems to style names.
+    ``out/masks/syn-<i>.png`` (uint8, (size, size)); ``out/styles.json`` and ``out/objects.json`` map
+    stems to style and object type names. The weights (default: ``data.synthetic``'s defaults) give
+    the share of images per style / object type name.
     """
     if n < 1 or size < 16 or classes < 2:
         raise ValueError(f"need n >= 1, size >= 16, classes >= 2; got {n=}, {size=}, {classes=}")
+    defaults = SyntheticConfig()
+    style_shares = shares(style_weights or defaults.style_weights, [s.name for s in STYLES], "style_weights")
+    object_shares = shares(object_weights or defaults.object_weights, [t.name for t in OBJECT_TYPES],
+                           "object_weights")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     root = np.random.SeedSequence(seed)
-    styles = assign_styles(np.random.default_rng(root.spawn(1)[0]), n)
+    assignment_rng = np.random.default_rng(root.spawn(1)[0])
+    styles = [STYLES[k] for k in assign(assignment_rng, n, style_shares)]
+    objects = [OBJECT_TYPES[k] for k in assign(assignment_rng, n, object_shares)]
     width = max(3, len(str(n - 1)))
-    record = {}
-    for i, (style, child) in enumerate(zip(styles, root.spawn(n))):
-        image, mask = render(np.random.default_rng(child), style, size, classes)
+    style_record, object_record = {}, {}
+    for i, (style, kind, child) in enumerate(zip(styles, objects, root.spawn(n))):
+        image, mask = render(np.random.default_rng(child), kind.shape(style), size, classes)
         stem = f"syn-{i:0{width}d}"
         Image.fromarray(image).save(out / "images" / f"{stem}.png")
         Image.fromarray(mask).save(out / "masks" / f"{stem}.png")
-        record[stem] = style.name
-    (out / "styles.json").write_text(json.dumps(record, indent=1) + "\n")
+        style_record[stem], object_record[stem] = style.name, kind.name
+    (out / "styles.json").write_text(json.dumps(style_record, indent=1) + "\n")
+    (out / "objects.json").write_text(json.dumps(object_record, indent=1) + "\n")
     return out
 
 
-def assign_styles(rng: np.random.Generator, n: int) -> list[Style]:
-    """Shuffled styles in proportion to their weights; every style appears once ``n >= len(STYLES)``."""
-    weights = np.array([s.weight for s in STYLES])
+def shares(weights: Mapping[str, float], names: list[str], key: str) -> np.ndarray:
+    """(len(names),) the weights in the order of ``names`` (a name left out weighs 0); an unknown name
+    or no positive weight fails naming ``data.synthetic.<key>``."""
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ConfigError(f"data.synthetic.{key}: unknown name {unknown[0]!r} (valid: {', '.join(names)})")
+    values = np.array([float(weights.get(name, 0.0)) for name in names])
+    if (values < 0).any() or not (values > 0).any():
+        raise ConfigError(f"data.synthetic.{key}: weights must not be negative and one must be positive")
+    return values
+
+
+def assign(rng: np.random.Generator, n: int, weights: np.ndarray) -> np.ndarray:
+    """(n,) shuffled indices into ``weights``, each index about ``n x its share`` times (largest
+    remainders); every positive weight appears at least once when ``n`` is at least their number."""
     share = n * weights / weights.sum()
     counts = np.floor(share).astype(int)
-    if n >= len(STYLES):
-        counts = np.maximum(counts, 1)
+    if n >= (weights > 0).sum():
+        counts = np.where(weights > 0, np.maximum(counts, 1), 0)
     while counts.sum() > n:
         counts[np.argmax(counts)] -= 1
     while counts.sum() < n:
         counts[np.argmax(share - counts)] += 1
-    order = rng.permutation(np.repeat(np.arange(len(STYLES)), counts))
-    return [STYLES[k] for k in order]
+    return rng.permutation(np.repeat(np.arange(len(weights)), counts))
 
 
 def render(rng: np.random.Generator, style: Style, size: int, classes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,9 @@
-"""Learning-curve plot: Dice against the revealed-pixel fraction, mean and spread over seeds."""
+"""Learning curves: Dice against the revealed-pixel fraction, the mean over seeds with a confidence band.
+
+The band is the mean +- the 95 % t interval over seeds at each round (``protocol.mean_ci``); with a
+single seed it has no width (the interval is undefined) and only the mean is drawn. The plot clips
+the band to [0, 1], the range of Dice (a t interval over few seeds can leave it).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,24 @@ from pathlib import Path
 
 import numpy as np
 
+from activeseg.loop.protocol import mean_ci
+
 
 def curves(runs: list[dict]) -> dict[str, dict[str, np.ndarray]]:
-    """Per strategy, per round: mean fraction, mean Dice, min and max Dice over seeds."""
+    """Per strategy, arrays of shape (R,) over its R rounds: mean fraction, mean Dice, and the band
+    ``low`` / ``high`` (mean -+ the 95 % t half-width of the Dice over seeds; the mean with one seed)."""
     grouped: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
         grouped[r["strategy"]][r["round"]].append(r)
     out = {}
     for strategy, rounds in grouped.items():
         keys = sorted(rounds)
-        dices = [[x["dice"] for x in rounds[k]] for k in keys]
+        cis = [mean_ci(np.array([x["dice"] for x in rounds[k]])) for k in keys]
+        half = np.array([ci["half_width"] or 0.0 for ci in cis])
+        dice = np.array([ci["mean"] for ci in cis])
         out[strategy] = {
             "fraction": np.array([np.mean([x["labeled_pixel_fraction"] for x in rounds[k]]) for k in keys]),
-            "dice": np.array([np.mean(d) for d in dices]),
-            "low": np.array([np.min(d) for d in dices]),
-            "high": np.array([np.max(d) for d in dices]),
+            "dice": dice, "low": dice - half, "high": dice + half,
         }
     return out
 
@@ -38,9 +46,10 @@ def plot_learning_curves(runs: list[dict], path: Path, title: str = "Active lear
             ax.axhline(c["dice"][0], ls="--", color="black", lw=1, label=f"{strategy} (reference)")
             continue
         (line,) = ax.plot(c["fraction"] * 100, c["dice"], marker="o", ms=3, label=strategy)
-        ax.fill_between(c["fraction"] * 100, c["low"], c["high"], color=line.get_color(), alpha=0.2)
+        ax.fill_between(c["fraction"] * 100, np.clip(c["low"], 0, 1), np.clip(c["high"], 0, 1),
+                        color=line.get_color(), alpha=0.2)
     ax.set_xlabel("revealed training pixels (%)")
-    ax.set_ylabel("test Dice")
+    ax.set_ylabel("test Dice (mean, band: 95 % CI over seeds)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -11,7 +11,7 @@ from activeseg.core.data import Dataset
 from activeseg.core.labels import LabelState
 from activeseg.core.partition import Region
 from activeseg.core.pool import round_budget, unlabeled
-from activeseg.model.inference import mc_dropout_scores
+from activeseg.model.inference import RegionReduction, mc_dropout_scores
 from activeseg.model.network import load_checkpoint, pick_device
 from activeseg.strategies import QueryContext, Selection, get_strategy
 
@@ -23,7 +23,7 @@ def select_regions(cfg: Config, strategy_name: str, dataset: Dataset, split: dic
     """One query with the model at ``checkpoint`` over the unlabeled ``regions``: the strategy's
     selection and the context it saw. ``model_id`` (default: the checkpoint path) names the model in
     the context, e.g. as the origin of pseudo-labels."""
-    device = pick_device(cfg.train.device)
+    device = pick_device(cfg.train.device, cfg.train.threads)
     model, _ = load_checkpoint(checkpoint, device)
     strategy = get_strategy(strategy_name, cfg.query.options.get(strategy_name))
     ctx = QueryContext(
@@ -32,8 +32,9 @@ def select_regions(cfg: Config, strategy_name: str, dataset: Dataset, split: dic
         state=state,
         dataset=dataset,
         rng=np.random.default_rng([seed, round_number]),
-        score_pool=lambda regs: mc_dropout_scores(model, dataset, regs, cfg.query.mc_passes,
-                                                  cfg.query.batch_size, device, progress=progress),
+        score_pool=lambda regs, hooks=None: mc_dropout_scores(
+            model, dataset, regs, cfg.query.mc_passes, cfg.query.batch_size, device, progress=progress,
+            reduction=RegionReduction(cfg.query.reduction, cfg.query.top_fraction), hooks=hooks),
         round_number=round_number,
         model_id=model_id or str(checkpoint),
         extras={"model": model, "device": device, "cfg": cfg, "split": split, "cache_dir": cache_dir},

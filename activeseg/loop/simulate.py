@@ -84,7 +84,7 @@ def run_campaign(campaign: Campaign, rounds: int, tracker: Tracker, progress: bo
         state = campaign.initial_state(regions)
     else:
         state = LabelState.load(campaign.folder / round_name(start - 1))
-    device = pick_device(cfg.train.device)
+    device = pick_device(cfg.train.device, cfg.train.threads)
     for k in range(start, rounds):
         folder = campaign.folder / round_name(k)
         fraction = state.revealed_fraction()
@@ -100,7 +100,8 @@ def run_campaign(campaign: Campaign, rounds: int, tracker: Tracker, progress: bo
             run.log_metrics({"labeled_pixel_fraction": fraction})
         record = {"strategy": campaign.strategy, "seed": campaign.seed, "round": k,
                   "labeled_pixel_fraction": fraction, **{m: metrics["mean"][m] for m in METRICS},
-                  "val_dice": result.val_dice, "mlflow_run_id": result.run_id}
+                  "val_dice": result.val_dice, "mlflow_run_id": result.run_id, "train_steps": result.train_steps,
+                  "stop_epoch": result.stop_epoch, "train_seconds": result.train_seconds}
         selection_log = []
         if k < rounds - 1:
             selection, ctx = query(cfg, campaign, state, regions, result.checkpoint, k, progress)

@@ -26,5 +26,14 @@ def evaluate_model(model: EDConvNet, dataset: Dataset, stems: list[str], device:
     return result
 
 
+def predicted_classes(model: EDConvNet, dataset: Dataset, stems: list[str], device: torch.device) -> list[int]:
+    """The class ids the model predicts on at least one pixel of the images ``stems``, ascending: a
+    single class means the model collapsed to it."""
+    found = set()
+    for stem in stems:
+        found.update(np.unique(predict_mask(model, dataset.image(stem), device)).tolist())
+    return sorted(found)
+
+
 def foreground_fraction(dataset: Dataset, stems: list[str]) -> float:
     return float(np.mean([(dataset.mask(s) > 0).mean() for s in stems]))

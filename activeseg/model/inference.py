@@ -5,18 +5,24 @@ mode, batch norm in eval mode. The encoder has no dropout, so each batch is enco
 are decoded T times. A batch's T probability maps (T, B, C, H, W) are reduced at once and dropped, so memory is
 O(T x batch x C x H x W) whatever the pool size.
 
-Per-sample reductions, means over the region's pixels inside the image (natural logarithm):
-- ``entropy``: mean over pixels of H(mean_t p_t), the predictive entropy.
-- ``variance``: mean over pixels of the per-pixel variance across passes, averaged over classes
-  (Jethaliya Eq. for the uncertainty map; BSQ Eq. 2). For two classes this equals var_t p_t(fg).
-- ``bald``: mean over pixels of H(mean_t p_t) - mean_t H(p_t) (Gal et al. 2017).
+Per-pixel scores (natural logarithm), each reduced to one score per region over the region's pixels
+inside the image by a :class:`RegionReduction` (``query.reduction``): the mean (default), or the mean
+of the top ``query.top_fraction`` of the pixels:
+- ``entropy``: H(mean_t p_t), the predictive entropy.
+- ``variance``: the per-pixel variance across passes, averaged over classes (Jethaliya Eq. for the
+  uncertainty map; BSQ Eq. 2). For two classes this equals var_t p_t(fg).
+- ``bald``: H(mean_t p_t) - mean_t H(p_t) (Gal et al. 2017).
+- any score a strategy adds with a per-pixel hook (:data:`PixelHook`, e.g. ``ripu``), computed and
+  reduced inside the batch loop like the others, so no map of the pool is kept.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -31,9 +37,9 @@ EPS = 1e-12
 
 @dataclass
 class PoolScores:
-    """Per-region reductions, in the order of the regions given: (N,) each, descriptors (N, D).
-    ``maps[id]`` holds per-pixel maps for the regions asked for: ``mean_prob`` (C, h, w),
-    ``entropy``, ``variance``, ``bald`` (h, w)."""
+    """Per-region reductions, in the order of the regions given: (N,) each, descriptors (N, D);
+    ``extra[name]`` (N,) for each per-pixel hook. ``maps[id]`` holds per-pixel maps for the regions
+    asked for: ``mean_prob`` (C, h, w), ``entropy``, ``variance``, ``bald`` and each hook's (h, w)."""
 
     ids: list[str]
     entropy: np.ndarray
@@ -41,6 +47,52 @@ class PoolScores:
     bald: np.ndarray
     descriptors: np.ndarray
     maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PixelMaps:
+    """One batch's MC-dropout outputs: ``probs`` (T, B, C, h, w), ``mean_prob`` (B, C, h, w) and the
+    per-pixel ``entropy``, ``variance``, ``bald`` (B, h, w), each over the region crops (mirror-padded
+    beyond the image as the crops are)."""
+
+    probs: torch.Tensor
+    mean_prob: torch.Tensor
+    entropy: torch.Tensor
+    variance: torch.Tensor
+    bald: torch.Tensor
+
+
+PixelHook = Callable[[PixelMaps], torch.Tensor]
+"""A per-pixel score (B, h, w) computed from a batch's :class:`PixelMaps`; reduced per region like the others."""
+
+
+@dataclass(frozen=True)
+class RegionReduction:
+    """How a region's per-pixel scores become its score: ``mean`` over its in-image pixels, or ``top``:
+    the mean of its ceil(``top_fraction`` x n) highest in-image pixels (at least one), so a region with a
+    small very uncertain part (a rare structure in a patch of easy background) is not averaged away."""
+
+    kind: Literal["mean", "top"] = "mean"
+    top_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.top_fraction <= 1:
+            raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
+
+    def __call__(self, scores: torch.Tensor) -> float:
+        """(h, w) per-pixel scores -> the region's score."""
+        if self.kind == "mean":
+            return float(scores.mean())
+        flat = scores.flatten()
+        count = max(1, math.ceil(self.top_fraction * flat.numel() - 1e-9))
+        return float(flat.topk(count).values.mean())
+
+
+class ScorePool(Protocol):
+    """What ``QueryContext.score_pool`` is: MC-dropout scores of the regions, with the hooks' scores."""
+
+    def __call__(self, regions: list[Region], hooks: Mapping[str, PixelHook] | None = None) -> PoolScores: ...
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -114,12 +166,16 @@ def mc_dropout_scores(
     device: torch.device,
     keep_maps: set[str] | None = None,
     progress: bool = False,
+    reduction: RegionReduction = RegionReduction(),
+    hooks: Mapping[str, PixelHook] | None = None,
 ) -> PoolScores:
-    """Stream the pool through T = ``passes`` MC-dropout passes; see the module docstring."""
+    """Stream the pool through T = ``passes`` MC-dropout passes; see the module docstring. Each hook's
+    per-pixel score is reduced per region by ``reduction`` like the built-in ones."""
     from tqdm import tqdm
 
     n = len(regions)
-    out = {k: np.zeros(n, np.float64) for k in ("entropy", "variance", "bald")}
+    hooks = hooks or {}
+    out = {k: np.zeros(n, np.float64) for k in ("entropy", "variance", "bald", *hooks)}
     descriptors = np.zeros((n, model.descriptor_dim), np.float32)
     maps: dict[str, dict[str, np.ndarray]] = {}
     keep_maps = keep_maps or set()
@@ -139,18 +195,18 @@ def mc_dropout_scores(
         entropy = _entropy(mean_p)
         variance = p.var(0, unbiased=False).mean(dim=1)
         bald = entropy + (p * logp).sum(dim=2).mean(0)
+        pixel = PixelMaps(p, mean_p, entropy, variance, bald)
+        per_pixel = {"entropy": entropy, "variance": variance, "bald": bald}
+        per_pixel.update({name: hook(pixel) for name, hook in hooks.items()})
         for j, i in enumerate(chunk):
             vh, vw = valid[j]
-            for name, m in (("entropy", entropy), ("variance", variance), ("bald", bald)):
-                out[name][i] = float(m[j, :vh, :vw].mean())
+            for name, m in per_pixel.items():
+                out[name][i] = reduction(m[j, :vh, :vw])
             if regions[i].id in keep_maps:
-                maps[regions[i].id] = {
-                    "mean_prob": mean_p[j, :, :vh, :vw].cpu().numpy(),
-                    "entropy": entropy[j, :vh, :vw].cpu().numpy(),
-                    "variance": variance[j, :vh, :vw].cpu().numpy(),
-                    "bald": bald[j, :vh, :vw].cpu().numpy(),
-                }
+                maps[regions[i].id] = {"mean_prob": mean_p[j, :, :vh, :vw].cpu().numpy()}
+                maps[regions[i].id].update({name: m[j, :vh, :vw].cpu().numpy() for name, m in per_pixel.items()})
         bar.update(len(chunk))
     bar.close()
     model.eval()
-    return PoolScores([r.id for r in regions], out["entropy"], out["variance"], out["bald"], descriptors, maps)
+    return PoolScores([r.id for r in regions], out["entropy"], out["variance"], out["bald"], descriptors, maps,
+                      {name: out[name] for name in hooks})

@@ -90,7 +90,11 @@ def mc_mode(model: nn.Module) -> None:
             module.train()
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: str = "auto", threads: int = 0) -> torch.device:
+    """The torch device named by ``train.device``; ``threads`` > 0 also sets torch's CPU threads
+    (``train.threads``; 0 leaves torch's default)."""
+    if threads:
+        torch.set_num_threads(threads)
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is cuda but no CUDA device is available")
     if name == "auto":

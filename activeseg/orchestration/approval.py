@@ -1,4 +1,5 @@
-"""Approving and rejecting a round's label batch, and how the orchestration's ledger events read."""
+"""Approving and rejecting a round's staged label batch (through the round run that waits for it, or
+directly for a round run by hand), and how the orchestration's ledger events read."""
 
 from __future__ import annotations
 
@@ -33,46 +34,54 @@ def waiting_run(engine: RunEngine, ws: Workspace, round_number: int,
     return claim, state
 
 
-def approve(engine: RunEngine, ws: Workspace, round_number: int, by: str, comment: str = "", *,
-            run_id: str | None = None, wait_seconds: float = 0.0) -> dict[str, Any]:
-    """Resume the round's suspended run with an approval of its accepted batch.
+def run_owns_round(ws: Workspace, round_number: int) -> bool:
+    """Whether a round run of the workflow engine claimed the round (then its approval resumes that run);
+    otherwise the round is run by hand (`activeseg step`) and an approval takes the batch in at once."""
+    claim = read_claim(ws.root)
+    return claim is not None and claim.round_number == round_number
 
-    Fails with RoundError, leaving the run suspended, when no valid batch of the round has been
-    ingested (the workspace accepts a batch only after validating all of it) or when no run waits.
-    `wait_seconds`: first wait that long for the run to suspend (the simulated annotator).
+
+def approve(engine: RunEngine | None, ws: Workspace, round_number: int, by: str, comment: str = "", *,
+            run_id: str | None = None, wait_seconds: float = 0.0) -> dict[str, Any]:
+    """Approve the round's staged batch (the one that passed validation; see `activeseg.workspace.intake`).
+
+    A round that no round run claimed (run by hand, `activeseg step`; `engine` may be None): the batch
+    is taken in at once. Otherwise the run that waits for it is resumed with an approval naming the
+    staged batch, and the run takes it in. Fails with RoundError, leaving the run suspended, when no
+    batch is staged or no run waits. `wait_seconds`: first wait that long for the run to suspend (the
+    simulated annotator). Approving the accepted batch again records no second approval.
     """
     if not by:
         raise RoundError("an approver name is required (--by NAME)")
+    if run_id is None and not run_owns_round(ws, round_number):
+        accepted = ws.approve(round_number, by, comment)
+        event = ws.ledger.last("labels_approved", round=round_number)  # None: accepted before approvals gated
+        approval = event.data if event else {"approver": by, "comment": comment}
+        return {"round": round_number, "flow_run_id": None, "approver": approval["approver"],
+                "comment": approval["comment"], "batch_sha256": accepted["batch_sha256"],
+                "annotator": accepted["annotator"], "commit": accepted["commit"]}
     claim, _ = _wait_for_suspension(engine, ws, round_number, run_id, wait_seconds)
-    accepted = ws.record(round_number).labels_accepted
-    if accepted is None:
+    record = ws.record(round_number)
+    batch = record.staged or record.labels_accepted
+    if batch is None:
         raise RoundError(_no_batch_message(ws, round_number))
     _settle(claim.run_id)
     engine.resume(claim.run_id, {"approved": True, "approver": by, "comment": comment,
-                                 "batch_hash": accepted.batch_sha256})
+                                 "batch_hash": batch.batch_sha256})
     return {"round": round_number, "flow_run_id": claim.flow_run_id, "approver": by, "comment": comment,
-            "batch_sha256": accepted.batch_sha256, "annotator": accepted.annotator}
+            "batch_sha256": batch.batch_sha256, "annotator": batch.annotator, "commit": None}
 
 
-def reject(engine: RunEngine, ws: Workspace, round_number: int, by: str, reason: str) -> dict[str, Any]:
-    """Send the batch uploaded for the round (not yet accepted) to quarantine; the request stays open
-    and a round run that waits for it keeps waiting. Adds the round run's id and state when there is one."""
+def reject(engine: RunEngine | None, ws: Workspace, round_number: int, by: str, reason: str) -> dict[str, Any]:
+    """Send the round's staged (or uploaded) batch to quarantine with the reviewer's reason; the request
+    stays open and a round run that waits for it keeps waiting. Adds the round run's id and state when
+    there is one (`engine` None: a round run by hand)."""
     if not by or not reason:
         raise RoundError("a name (--by) and a reason (--reason) are required to reject a batch")
     result = ws.reject(round_number, by, reason)
     claim = read_claim(ws.root)
-    state = engine.state(claim.run_id) if claim and claim.round_number == round_number else None
+    state = engine.state(claim.run_id) if engine and claim and claim.round_number == round_number else None
     return {**result, "flow_run_id": claim.flow_run_id if state else None, "state": state.name if state else None}
-
-
-def record_approval(ws: Workspace, round_number: int, approval: dict[str, Any], accepted: dict[str, Any],
-                    flow_run_id: str) -> Event:
-    """Ledger `labels_approved` for an accepted batch (once per batch), by the round run `flow_run_id`."""
-    regions = [r.id for r in ws.record(round_number).queried.regions]
-    return ws.ledger.append("labels_approved", round_number, approval["approver"], {
-        "approver": approval["approver"], "comment": approval.get("comment", ""),
-        "batch_sha256": accepted["batch_sha256"], "annotator": accepted["annotator"], "regions": regions,
-        "flow_run_id": flow_run_id}, once_key=accepted["batch_sha256"])
 
 
 def describe(event: Event, sample: str | None = None) -> str:
@@ -80,7 +89,8 @@ def describe(event: Event, sample: str | None = None) -> str:
     d = event.data
     if event.type == "labels_approved":
         return (f"batch {d['batch_sha256'][:12]} from {d['annotator']} approved by {d['approver']}"
-                + (f" ({d['comment']})" if d["comment"] else "") + f", flow run {d['flow_run_id']}")
+                + (f" ({d['comment']})" if d["comment"] else "")
+                + (f", flow run {d['flow_run_id']}" if d["flow_run_id"] else ", by hand"))
     if event.type == "round_skipped":
         return f"{d['trigger']} trigger, flow run {d['flow_run_id']}: {d['reason']}"
     return ledger_module.summary(event, sample)
@@ -110,10 +120,10 @@ def _no_batch_message(ws: Workspace, round_number: int) -> str:
     pending = next((p for p in ws.pending() if p["round"] == round_number), None)
     uploaded = pending["uploaded"] if pending else 0
     where = f"{ws.store.url}/labels/{round_name(round_number)}/"
-    text = (f"round {round_number}: no valid label batch has been ingested, so there is nothing to approve; the "
-            f"flow run stays suspended. Hand the masks in with `activeseg labels submit DIR --annotator NAME "
-            f"--round {round_number}`")
+    text = (f"round {round_number}: no label batch is staged (none passed validation), so there is nothing to "
+            f"approve; the flow run stays suspended. Hand the masks in with `activeseg labels submit DIR "
+            f"--annotator NAME --round {round_number}`")
     if uploaded:
-        return text + f", or take in the {uploaded} files uploaded to {where} with `activeseg labels ingest " \
+        return text + f", or stage the {uploaded} files uploaded to {where} with `activeseg labels ingest " \
                       f"--round {round_number} --annotator NAME`."
     return text + f", or upload them to {where} and run `activeseg labels ingest --round {round_number}`."

@@ -45,19 +45,22 @@ def wait_for_round(engine: RunEngine, run_id: UUID, *, until_final: bool, timeou
 def recover(engine: RunEngine, root: Path) -> str | None:
     """Retry the campaign's round run when a worker died under it; what was done, or None.
 
-    A run whose process is gone while the server still has it Running (the worker was killed), or
-    that the last worker cancelled when it stopped, is set to AwaitingRetry: a worker runs it again
-    from the top, finished steps come back from their persisted results. Call when a worker starts;
-    it checks for the run's processes on this machine only (one worker per campaign).
+    A run whose process is gone while the server still has it Running (the worker and the run's
+    process were killed), that Crashed (the worker alone was killed: its run's process exits and
+    Prefect marks the run Crashed), or that the last worker cancelled when it stopped, is set to
+    AwaitingRetry: a worker runs it again from the top, finished steps come back from their persisted
+    results. Call when a worker starts; it checks for the run's processes on this machine only (one
+    worker per campaign).
     """
     claim = read_claim(root)
     state = engine.state(claim.run_id) if claim else None
     if state is None or Workspace.open(root).current_round() != claim.round_number:  # none, or its round is closed
         return None
     orphan = state.type in {"PENDING", "RUNNING", "CANCELLING"} and not workers.run_processes(claim.run_id)
+    crashed = state.type == "CRASHED"
     stopped = state.type == "CANCELLED" and state.message == SHUTDOWN_MESSAGE
-    if not (orphan or stopped):
+    if not (orphan or crashed or stopped):
         return None
-    why = "its worker was killed" if orphan else "its worker stopped"
+    why = "its worker was killed" if orphan or crashed else "its worker stopped"
     engine.retry(claim.run_id, f"retried: {why} while it ran")
     return f"round {claim.round_number}: flow run {claim.flow_run_id} was {state.name} ({why}); it runs again"

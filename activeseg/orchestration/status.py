@@ -18,27 +18,32 @@ NO_SERVER = "no Prefect server is running for this workspace: start one with `ac
 
 def status(engine: RunEngine | None, ws: Workspace) -> dict[str, Any]:
     """The campaign's state (JSON-able): current round, the phase of its round run (idle, running,
-    awaiting_labels, completed, failed; unknown while no server runs: `engine` None) with the flow run's
-    id, state and since when, the accepted batch a waiting round needs approved, the open label requests,
-    a hint, the learning curve and whether a stop rule holds."""
+    awaiting_labels, completed, failed, model_collapsed: failed because its model collapsed; unknown while
+    no server runs: `engine` None) with the flow run's id, state and since when, the staged batch that
+    waits for approval (the hash the approval form needs), the open label requests, a hint, the round's
+    collapsed model (or None), the learning curve and whether a stop rule holds."""
     claim = read_claim(ws.root)
     state = engine.state(claim.run_id) if claim and engine else None
+    collapsed = _collapsed(ws, claim.round_number if claim else ws.current_round())
     phase = _phase(ws, claim, state, engine is not None)
+    if phase == "failed" and collapsed:
+        phase = "model_collapsed"
     srv = server.status(ws.root)
     run = None
     if claim:
         run = {"id": claim.flow_run_id, "round": claim.round_number, "trigger": claim.trigger, "claimed": claim.since,
                "state": state.name if state else "unknown", "type": state.type if state else None,
                "message": state.message if state else None, "since": state.since.isoformat() if state else None}
-    accepted = ws.record(claim.round_number).labels_accepted if phase == "awaiting_labels" else None
-    batch = {"round": claim.round_number, "sha256": accepted.batch_sha256,
-             "annotator": accepted.annotator} if accepted else None
+    open_requests = pending(ws)
+    staged = next((item for item in open_requests if item["staged"]), None)
+    batch = {"round": staged["round"], "sha256": staged["staged"]["batch_sha256"],
+             "annotator": staged["staged"]["annotator"]} if staged else None
     return {"campaign": campaign_name(ws.root), "workspace": str(ws.root), "strategy": ws.cfg.query.strategy,
             "oracle": ws.cfg.oracle.kind, "server": srv.url if srv else None, "current_round": ws.current_round(),
             "round": claim.round_number if claim else None, "state": phase, "flow_run": run, "batch": batch,
-            "hint": _hint(ws, phase, claim, state, batch, srv), "pending": pending(ws),
+            "hint": _hint(ws, phase, claim, state, batch, srv), "pending": open_requests,
             "schedule": ws.cfg.schedule.cron, "worker_pid": workers.worker_pid(ws.root),
-            "stop": stop_reason(ws, ws.cfg.rounds), "rounds": learning_curve(ws)}
+            "collapsed": collapsed, "stop": stop_reason(ws, ws.cfg.rounds), "rounds": learning_curve(ws)}
 
 
 def headline(result: dict[str, Any]) -> str:
@@ -59,6 +64,16 @@ def _phase(ws: Workspace, claim: Claim | None, state: RunState | None, connected
     return PHASES[state.type] if state else "idle"
 
 
+def _collapsed(ws: Workspace, round_number: int) -> dict[str, Any] | None:
+    """The round's trained model when it collapsed and the round has not queried with it: round, why
+    and val Dice; else None."""
+    record = ws.record(round_number)
+    trained = record.trained
+    if trained is None or trained.collapsed is None or record.queried is not None:
+        return None
+    return {"round": round_number, "reason": trained.collapsed, "val_dice": trained.val_dice}
+
+
 def pending(ws: Workspace) -> list[dict[str, Any]]:
     """The open label requests, each with the ids of its regions."""
     return [{**item, "region_ids": [r.id for r in ws.record(item["round"]).queried.regions]}
@@ -72,10 +87,14 @@ def _hint(ws: Workspace, phase: str, claim: Claim | None, state: RunState | None
     if phase == "awaiting_labels" and claim:
         n = claim.round_number
         if batch:
-            return (f"batch {batch['sha256']} accepted: approve it with `activeseg approve --round {n} --by NAME` "
-                    "(or in the Prefect UI's form with this batch hash)")
+            return (f"batch {batch['sha256']} staged: approve it with `activeseg approve --round {n} --by NAME` "
+                    f"(or in the Prefect UI's form with this batch hash), or `activeseg reject --round {n} --by NAME "
+                    "--reason TEXT`")
         return (f"waiting for the labels of round {n}: `activeseg labels submit DIR --annotator NAME --round {n}`, "
                 f"then `activeseg approve --round {n} --by NAME`")
+    if phase == "model_collapsed":
+        return (f"round {claim.round_number}'s model collapsed and the round stopped before the query: set "
+                "query.allow_collapsed_model: true to query with it anyway, then `activeseg round start`")
     if phase == "failed" and claim and state:
         if state.message in EXPIRED_MESSAGES:
             return (f"round {claim.round_number} got no approval within oracle.timeout_hours = "
@@ -85,6 +104,10 @@ def _hint(ws: Workspace, phase: str, claim: Claim | None, state: RunState | None
     no_worker = srv is None or (not srv.external and workers.worker_pid(ws.root) is None)
     if phase == "running" and no_worker:
         return "no worker is running: start one with `activeseg worker --background`"
+    if phase in ("idle", "completed") and batch:
+        n = batch["round"]
+        return (f"batch {batch['sha256']} staged for round {n}: `activeseg approve --round {n} --by NAME` takes it "
+                f"in, `activeseg reject --round {n} --by NAME --reason TEXT` sends it to quarantine")
     if phase in ("idle", "completed"):
         steps = ["`activeseg server start`"] * (srv is None) + ["`activeseg worker --background`"] * no_worker
         return f"start round {ws.current_round()} with " + ", ".join([*steps, "`activeseg round start`"])

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from activeseg.core.config import Settings, build
 from activeseg.core.data import Dataset
-from activeseg.model.inference import PoolScores
+from activeseg.model.inference import PixelHook, PoolScores, ScorePool
 from activeseg.core.labels import LabelState
 from activeseg.core.partition import Region
 
@@ -27,23 +27,32 @@ from activeseg.core.partition import Region
 @dataclass
 class QueryContext:
     """Everything a strategy may look at. ``candidates`` are unlabeled training-pool regions; the model
-    outputs are computed lazily, once, by ``score_pool`` (MC-dropout inference over the candidates)."""
+    outputs are computed lazily, once, by ``score_pool`` (MC-dropout inference over the candidates,
+    each per-pixel score reduced per region as ``query.reduction`` says)."""
 
     candidates: list[Region]
     budget: int
     state: LabelState
     dataset: Dataset
     rng: np.random.Generator
-    score_pool: Callable[[list[Region]], PoolScores] | None = None
+    score_pool: ScorePool | None = None
     round_number: int = 0
     model_id: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def pool(self) -> PoolScores:
+        return self._scorer()(self.candidates)
+
+    def pixel_score(self, name: str, hook: PixelHook) -> np.ndarray:
+        """(N,) the candidates' region scores of the per-pixel score ``hook``, reduced like the pool's
+        scores, in a streaming MC-dropout pass of its own (no per-pixel map of the pool is kept)."""
+        return self._scorer()(self.candidates, {name: hook}).extra[name]
+
+    def _scorer(self) -> ScorePool:
         if self.score_pool is None:
             raise RuntimeError("this strategy needs a trained model, and no model was given")
-        return self.score_pool(self.candidates)
+        return self.score_pool
 
     @cached_property
     def costs(self) -> np.ndarray:

@@ -27,6 +27,18 @@ def get_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
     return STRATEGIES[name](options)
 
 
+def get_score_strategy(name: str, wrapper: str) -> Strategy:
+    """The strategy ``name`` that the strategy ``wrapper`` draws per-region scores from (its option
+    ``base``): it must exist, have a ``score`` and not be ``wrapper`` itself."""
+    key = f"query.options.{wrapper}.base"
+    if name == wrapper:
+        raise ConfigError(f"{key}: {wrapper!r} cannot wrap itself")
+    base = get_strategy(name)
+    if type(base).score is Strategy.score:
+        raise ConfigError(f"{key}: {name!r} has no per-sample score to use")
+    return base
+
+
 def check_options(options: dict[str, Any]) -> None:
     """``query.options`` maps strategy names to their options: every key must be a strategy."""
     for name, value in options.items():

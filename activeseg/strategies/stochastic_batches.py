@@ -25,9 +25,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from activeseg.core.config import ConfigError, Settings
+from activeseg.core.config import Settings
 from activeseg.strategies.base import QueryContext, Selection, Strategy, affordable_count, fill_budget
-from activeseg.strategies.registry import get_strategy, register
+from activeseg.strategies.registry import get_score_strategy, register
 
 AGGREGATES = {"mean": np.mean, "max": np.max, "sum": np.sum}
 
@@ -72,11 +72,7 @@ class StochasticBatchesStrategy(Strategy):
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
-        if self.options.base == self.name:
-            raise ConfigError(f"query.options.{self.name}.base: {self.name!r} cannot wrap itself")
-        self.base = get_strategy(self.options.base)
-        if type(self.base).score is Strategy.score:
-            raise ConfigError(f"query.options.{self.name}.base: {self.options.base!r} has no per-sample score to batch")
+        self.base = get_score_strategy(self.options.base, self.name)
 
     def select(self, ctx: QueryContext) -> Selection:
         scores = np.asarray(self.base.score(ctx), dtype=np.float64)

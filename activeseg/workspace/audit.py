@@ -9,7 +9,7 @@ from activeseg.core.util import sha256_file
 from activeseg.loop.stop_rules import stop_rule
 from activeseg.workspace.base import WorkspaceCore
 from activeseg.workspace.exchange import round_prefix
-from activeseg.workspace.ledger import VerifyResult
+from activeseg.workspace.ledger import Export, VerifyResult, parse_export, read_export
 from activeseg.workspace.state import label_state
 
 
@@ -24,19 +24,24 @@ def round_status(ws: WorkspaceCore, round_number: int | None = None) -> dict[str
 
 
 def pending(ws: WorkspaceCore) -> list[dict[str, Any]]:
-    """Open label requests: queried rounds without an accepted batch."""
+    """Open label requests: queried rounds without an accepted batch; ``staged``: the batch waiting for
+    approval (its hash, annotator, files, since when), or None."""
     return [{"round": r.round, "regions": len(r.queried.regions), "request": r.queried.request,
              "uploaded": len(ws.store.list(round_prefix("labels", r.round))),
-             "rejected_batches": len(ws.ledger.events(type="batch_rejected", round=r.round))}
+             "rejected_batches": len(ws.ledger.events(type="batch_rejected", round=r.round)),
+             "staged": r.staged.model_dump(exclude={"round"}) if r.staged else None}
             for r in ws.records.all() if r.queried is not None and r.labels_accepted is None]
 
 
 def verify(ws: WorkspaceCore) -> VerifyResult:
-    """The ledger's hash chain, its JSON Lines export, and every committed label file against its hash."""
+    """The ledger's hash chain; its JSON Lines export, whole on its own, a prefix of the database and
+    extending the export committed with every round tag; every committed label file against its hash."""
     result = ws.ledger.verify()
     export = ws.root / "ledger.jsonl"
     if result.ok and export.is_file():
         result = ws.ledger.check_export(export)
+        if result.ok:
+            result = check_history(ws, read_export(export))
     if not result.ok:
         return result
     checked = 0
@@ -51,6 +56,17 @@ def verify(ws: WorkspaceCore) -> VerifyResult:
             checked += 1
     events = len(ws.ledger.events())
     return VerifyResult(True, events, f"{events} events, chain intact; {checked} committed label files match")
+
+
+def check_history(ws: WorkspaceCore, current: Export) -> VerifyResult:
+    """Whether the ledger export committed with each ``round-NNN`` tag and with HEAD is a prefix of
+    ``current``: lines deleted or rewritten after a commit are found even when the export was made
+    whole again."""
+    for tag in [*ws.git("tag", "-l", "round-*").split(), "HEAD"]:
+        result = parse_export(ws.git("show", f"{tag}:ledger.jsonl"), f"{tag}:ledger.jsonl").is_prefix_of(current)
+        if not result.ok:
+            return result
+    return VerifyResult(True, len(current.events), f"{current.name} extends every round's committed ledger")
 
 
 def learning_curve(ws: WorkspaceCore) -> list[dict[str, Any]]:

@@ -123,7 +123,8 @@ def _import_dataset(ws: WorkspaceCore, source: Path | None) -> None:
         from activeseg.core.synthetic import synthesize
 
         s = ws.cfg.data.synthetic
-        synthesize(data, n=s.n, size=s.size, seed=s.seed, classes=ws.cfg.data.classes)
+        synthesize(data, n=s.n, size=s.size, seed=s.seed, classes=ws.cfg.data.classes,
+                   style_weights=s.style_weights, object_weights=s.object_weights)
         return
     for part in ("images", "masks"):
         (data / part).mkdir(parents=True)

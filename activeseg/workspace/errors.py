@@ -7,6 +7,10 @@ class WorkspaceError(ValueError):
     """A step cannot run (wrong order, missing input, failed subprocess); the message says why."""
 
 
+class ModelCollapsed(WorkspaceError):
+    """The round's model collapsed and ``query.allow_collapsed_model`` is false: the round stops before the query."""
+
+
 class BatchRejected(ValueError):
     """A label batch failed validation or was rejected; it is in quarantine and nothing was applied.
     ``round``: the round number; ``reasons``: every problem; ``quarantine``: where the batch went."""

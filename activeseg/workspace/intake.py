@@ -1,14 +1,26 @@
-"""Label intake: a batch is submitted or ingested, validated whole, then accepted (written to labels/,
-tracked by DVC, pushed, committed, the known masks updated) or quarantined with its reasons."""
+"""Label intake: a batch is submitted or ingested and validated whole; a valid one is *staged*
+(uploaded to ``labels/round-NNN/`` in the store, recorded, waiting for a reviewer), a bad one is
+quarantined with its reasons. Approving the staged batch takes it in (written to labels/, tracked by
+DVC, pushed, committed, the known masks updated); rejecting it quarantines it with the reviewer's
+reason and the round waits for another batch.
+
+Ledger: ``labels_received`` (a batch arrived, by the annotator), then ``batch_rejected`` (validation)
+or ``labels_submitted`` (staged, by the annotator); then ``batch_rejected`` (by the reviewer) or
+``labels_approved`` (by the approver) and ``labels_committed``. One batch at a time: a second
+submission while one is staged is refused unless it replaces it (``replace``, recorded).
+"""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+from filelock import FileLock
 
 from activeseg.core.labels import LabelState
 from activeseg.core.util import round_name, sha256_file, write_json
@@ -17,7 +29,7 @@ from activeseg.workspace.base import WorkspaceCore
 from activeseg.workspace.errors import BatchRejected, WorkspaceError
 from activeseg.workspace.exchange import (BatchEntry, batch_sha256, mask_png, quarantine, read_folder_batch,
                                           read_store_batch, round_prefix, upload_batch)
-from activeseg.workspace.records import LabelsAccepted, RoundRecord
+from activeseg.workspace.records import LabelsAccepted, RoundRecord, Staged
 from activeseg.workspace.state import save_state
 from activeseg.workspace.validation import ValidationReport, validate_label_batch
 
@@ -29,49 +41,72 @@ def _require_request(record: RoundRecord) -> None:
                              "`activeseg server start`, `activeseg worker --background`, `activeseg round start`")
 
 
+@contextmanager
+def _intake_lock(ws: WorkspaceCore, round_number: int) -> Iterator[None]:
+    """One submission, approval or rejection of a round's labels at a time (across processes)."""
+    (ws.root / "tmp").mkdir(exist_ok=True)
+    with FileLock(ws.root / "tmp" / f"labels-{round_name(round_number)}.lock"):
+        yield
+
+
 def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | None = None,
-           source: Path | None = None) -> LabelsAccepted:
-    """Take a label batch in, from ``source`` (a local folder) or else from ``labels/round-NNN/`` in
-    the store. The whole batch is validated first. Accepted: written to labels/, tracked by DVC,
-    pushed, committed, the known masks updated. Otherwise it is quarantined, the ledger records the
+           source: Path | None = None, replace: bool = False) -> Staged | LabelsAccepted:
+    """Stage a label batch, from ``source`` (a local folder) or else from ``labels/round-NNN/`` in the
+    store. The whole batch is validated first. Valid: uploaded (a folder) and staged for approval
+    (:func:`approve`); returned as :class:`Staged`. Otherwise it is quarantined, the ledger records the
     rejection, nothing is applied, and :class:`BatchRejected` is raised with the reasons.
+
+    The batch already staged or accepted is returned as it is. While another batch is staged the
+    new one is refused (naming the staged one) unless ``replace``: the replaced batch is then kept in
+    the quarantine when the store still holds it, and the replacement is recorded.
     """
-    record = ws.record(ws.resolve(round_number))
-    _require_request(record)
-    n, accepted = record.round, record.labels_accepted
-    cap = ws.cfg.oracle.max_file_bytes
-    entries = read_folder_batch(source, cap) if source is not None else read_store_batch(ws.store, n, cap)
-    if not entries:
-        if accepted and source is None:
+    n = ws.resolve(round_number)
+    with _intake_lock(ws, n):
+        record = ws.record(n)
+        _require_request(record)
+        accepted, staged = record.labels_accepted, record.staged
+        cap = ws.cfg.oracle.max_file_bytes
+        entries = read_folder_batch(source, cap) if source is not None else read_store_batch(ws.store, n, cap)
+        if not entries:
+            if accepted and source is None:
+                return accepted
+            where = source if source is not None else f"{ws.store.url}/{round_prefix('labels', n)}"
+            raise WorkspaceError(f"round {n}: no label batch in {where}")
+        digest = batch_sha256(entries)
+        if accepted and accepted.batch_sha256 == digest:
             return accepted
-        where = source if source is not None else f"{ws.store.url}/{round_prefix('labels', n)}"
-        raise WorkspaceError(f"round {n}: no label batch in {where}")
-    digest = batch_sha256(entries)
-    if accepted and accepted.batch_sha256 == digest:
-        return accepted
-    annotator = annotator or "unknown"
-    ws.ledger.append("labels_received", n, annotator, {
-        "annotator": annotator, "batch_sha256": digest, "files": len(entries),
-        "source": "folder" if source is not None else "store"}, once_key=digest)
-    report = validate_label_batch(entries, _label_sizes(ws, record), ws.cfg.data.classes,
-                                  ws.cfg.oracle.allow_empty_masks, cap, n, already_accepted=accepted is not None)
-    if not report.success:
-        prefix = _quarantine(ws, n, entries, digest, annotator, report.reasons, "validation", source is None,
-                             report.to_dict())
-        raise BatchRejected(n, report.reasons, f"{ws.store.url}/{prefix}")
-    return _accept(ws, record, entries, digest, annotator, report, uploaded=source is None)
+        if staged and staged.batch_sha256 == digest:
+            return staged
+        if staged and not replace:
+            raise WorkspaceError(f"round {n}: batch {staged.batch_sha256} from {staged.annotator} is staged and waits "
+                                 f"for review; approve or reject it first (`activeseg approve|reject --round {n}`), "
+                                 "or replace it (`--replace`)")
+        annotator = annotator or "unknown"
+        origin = "folder" if source is not None else "store"
+        ws.ledger.append("labels_received", n, annotator, {
+            "annotator": annotator, "batch_sha256": digest, "files": len(entries), "source": origin},
+            once_key=_attempt(ws, n, digest))
+        report = validate_label_batch(entries, _label_sizes(ws, record), ws.cfg.data.classes,
+                                      ws.cfg.oracle.allow_empty_masks, cap, n, already_accepted=accepted is not None)
+        if not report.success:
+            prefix = _quarantine(ws, n, entries, digest, annotator, report.reasons, "validation", source is None,
+                                 report.to_dict())
+            raise BatchRejected(n, report.reasons, f"{ws.store.url}/{prefix}")
+        return _stage(ws, record, entries, digest, annotator, report, origin)
 
 
-def submit(ws: WorkspaceCore, round_number: int | None, folder: str | Path, annotator: str) -> LabelsAccepted:
+def submit(ws: WorkspaceCore, round_number: int | None, folder: str | Path, annotator: str,
+           replace: bool = False) -> Staged | LabelsAccepted:
     """Hand in a folder of masks as ``annotator``: validated whole, then uploaded to
-    ``labels/round-NNN/`` and ingested (or quarantined with :class:`BatchRejected`)."""
+    ``labels/round-NNN/`` and staged for approval (or quarantined with :class:`BatchRejected`)."""
     if not annotator:
         raise WorkspaceError("an annotator name is required")
-    return ingest(ws, round_number, annotator, source=Path(folder))
+    return ingest(ws, round_number, annotator, source=Path(folder), replace=replace)
 
 
-def simulate_labels(ws: WorkspaceCore, round_number: int | None = None) -> LabelsAccepted:
-    """Answer the round's request from the ground truth as ``simulated-oracle``, through :func:`submit`."""
+def simulate_labels(ws: WorkspaceCore, round_number: int | None = None) -> Staged | LabelsAccepted:
+    """Answer the round's request from the ground truth as ``simulated-oracle``, through :func:`submit`
+    (staged: it still needs an approval)."""
     record = ws.record(ws.resolve(round_number))
     if record.labels_accepted is not None:
         return record.labels_accepted
@@ -84,26 +119,66 @@ def simulate_labels(ws: WorkspaceCore, round_number: int | None = None) -> Label
         return submit(ws, record.round, folder, SIMULATED)
 
 
-def reject(ws: WorkspaceCore, round_number: int | None, by: str, reason: str) -> dict[str, Any]:
-    """Send the batch waiting in ``labels/round-NNN/`` (not yet accepted) to quarantine with the
-    reason; the request stays open."""
+def approve(ws: WorkspaceCore, round_number: int | None, by: str, comment: str = "", batch: str | None = None,
+            flow_run_id: str | None = None) -> LabelsAccepted:
+    """Take the staged batch in as approved by ``by``: ledger ``labels_approved``, then the files to
+    labels/, DVC, push, commit, the known masks (``labels_committed``). ``batch``: the hash the
+    approval names (None: whatever is staged); ``flow_run_id``: the round run that was resumed (None
+    for an approval by hand). Approving the accepted batch again returns it and records nothing.
+    """
+    if not by:
+        raise WorkspaceError("an approver name is required (--by NAME)")
     n = ws.resolve(round_number)
-    accepted = ws.record(n).labels_accepted
-    if accepted is not None:
-        raise WorkspaceError(f"round {n}: batch {accepted.batch_sha256[:12]} was already accepted; there is "
-                             "nothing to reject")
-    entries = read_store_batch(ws.store, n, ws.cfg.oracle.max_file_bytes)
-    reasons = [f"rejected by {by}: {reason}"]
-    if not entries:
-        done = [e for e in ws.ledger.events(type="batch_rejected", round=n) if e.data["reasons"] == reasons]
-        if done:
-            return {"round": n, "batch_sha256": done[-1].data["batch_sha256"], "by": by, "reason": reason,
-                    "quarantine": f"{ws.store.url}/{done[-1].data['quarantine']}"}
-        where = f"{ws.store.url}/{round_prefix('labels', n)}"
-        raise WorkspaceError(f"round {n}: no uploaded batch in {where} to reject")
-    digest = batch_sha256(entries)
-    prefix = _quarantine(ws, n, entries, digest, None, reasons, by, True, {"reason": reason})
-    return {"round": n, "batch_sha256": digest, "by": by, "reason": reason, "quarantine": f"{ws.store.url}/{prefix}"}
+    with _intake_lock(ws, n):
+        record = ws.record(n)
+        accepted, staged = record.labels_accepted, record.staged
+        if accepted is not None:
+            if batch in (None, accepted.batch_sha256):
+                return accepted
+            raise WorkspaceError(f"round {n}: batch {accepted.batch_sha256[:12]} was already approved; the approval "
+                                 f"names batch {batch[:12]}")
+        if staged is None:
+            raise WorkspaceError(f"round {n}: no label batch is staged, so there is nothing to approve; hand one in "
+                                 f"with `activeseg labels submit DIR --annotator NAME --round {n}` (or upload it to "
+                                 f"{ws.store.url}/{round_prefix('labels', n)} and run `activeseg labels ingest "
+                                 f"--round {n}`)")
+        if batch not in (None, staged.batch_sha256):
+            raise WorkspaceError(f"round {n}: the approval names batch {batch[:12]} but the staged batch is "
+                                 f"{staged.batch_sha256[:12]}")
+        entries = read_store_batch(ws.store, n, ws.cfg.oracle.max_file_bytes)
+        if batch_sha256(entries) != staged.batch_sha256:
+            raise WorkspaceError(f"round {n}: {ws.store.url}/{round_prefix('labels', n)} no longer holds the staged "
+                                 f"batch {staged.batch_sha256[:12]}; reject it (`activeseg reject --round {n}`) or "
+                                 f"stage what is there (`activeseg labels ingest --round {n} --replace`)")
+        ws.ledger.append("labels_approved", n, by, {
+            "approver": by, "comment": comment, "batch_sha256": staged.batch_sha256, "annotator": staged.annotator,
+            "regions": [r.id for r in record.requested()], "flow_run_id": flow_run_id}, once_key=staged.batch_sha256)
+        return _accept(ws, record, entries, staged)
+
+
+def reject(ws: WorkspaceCore, round_number: int | None, by: str, reason: str) -> dict[str, Any]:
+    """Send the batch waiting in ``labels/round-NNN/`` (staged, or uploaded and not yet ingested) to
+    quarantine with the reviewer's reason; the request stays open. Rejecting again returns the same."""
+    n = ws.resolve(round_number)
+    with _intake_lock(ws, n):
+        record = ws.record(n)
+        if record.labels_accepted is not None:
+            raise WorkspaceError(f"round {n}: batch {record.labels_accepted.batch_sha256[:12]} was already approved; "
+                                 "there is nothing to reject")
+        entries = read_store_batch(ws.store, n, ws.cfg.oracle.max_file_bytes)
+        reasons = [f"rejected by {by}: {reason}"]
+        if not entries:
+            done = [e for e in ws.ledger.events(type="batch_rejected", round=n) if e.data["reasons"] == reasons]
+            if done:
+                return {"round": n, "batch_sha256": done[-1].data["batch_sha256"], "by": by, "reason": reason,
+                        "quarantine": f"{ws.store.url}/{done[-1].data['quarantine']}"}
+            where = f"{ws.store.url}/{round_prefix('labels', n)}"
+            raise WorkspaceError(f"round {n}: no uploaded batch in {where} to reject")
+        digest = batch_sha256(entries)
+        annotator = record.staged.annotator if record.staged else None
+        prefix = _quarantine(ws, n, entries, digest, annotator, reasons, by, True, {"reason": reason})
+        return {"round": n, "batch_sha256": digest, "by": by, "reason": reason,
+                "quarantine": f"{ws.store.url}/{prefix}"}
 
 
 def _label_sizes(ws: WorkspaceCore, record: RoundRecord) -> dict[str, tuple[int, int]]:
@@ -117,23 +192,59 @@ def _label_sizes(ws: WorkspaceCore, record: RoundRecord) -> dict[str, tuple[int,
     return sizes
 
 
+def _attempt(ws: WorkspaceCore, n: int, digest: str) -> str:
+    """The once-key of a batch's intake events: its hash and the round's rejections so far, so a
+    retried intake records nothing twice and a batch handed in again after a rejection is recorded anew."""
+    return f"{digest}:{len(ws.ledger.events(type='batch_rejected', round=n))}"
+
+
 def _quarantine(ws: WorkspaceCore, n: int, entries: list[BatchEntry], digest: str, annotator: str | None,
                 reasons: list[str], by: str, from_store: bool, extra: dict[str, Any]) -> str:
-    """Move a batch to quarantine with its report, restore an accepted batch it displaced, and
-    record the rejection; returns the quarantine prefix."""
+    """Move a batch to quarantine with its report, restore an accepted batch it displaced, unstage a
+    staged batch it displaced (the store no longer holds it), and record the rejection; returns the
+    quarantine prefix."""
     prefix = quarantine(ws.store, n, entries, {"annotator": annotator, "batch_sha256": digest,
                                                "rejected_by": by, "reasons": reasons, **extra}, from_store)
-    if from_store and ws.record(n).labels_accepted:  # a second batch for an accepted round: it goes back
+    record = ws.record(n)
+    if from_store and record.labels_accepted:  # a second batch for an accepted round: it goes back
         folder = ws.root / "labels" / round_name(n)
         upload_batch(ws.store, n, [BatchEntry(p.name, "file", p.stat().st_size, p.read_bytes())
                                    for p in sorted(folder.glob("*.png"))])
+    if from_store and record.staged:
+        record.staged = None
+        ws.records.save(record)
     ws.ledger.append("batch_rejected", n, by, {"annotator": annotator, "batch_sha256": digest,
                                                "reasons": reasons, "quarantine": prefix, "by": by})
     return prefix
 
 
-def _accept(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], digest: str, annotator: str,
-            report: ValidationReport, uploaded: bool) -> LabelsAccepted:
+def _stage(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], digest: str, annotator: str,
+           report: ValidationReport, origin: str) -> Staged:
+    """Upload a validated batch (from a folder) and record it as staged (ledger labels_submitted); a
+    staged batch it replaces is kept in the quarantine first when the store still holds it."""
+    n, replaced = record.round, record.staged
+    cap = ws.cfg.oracle.max_file_bytes
+    if replaced is not None and origin == "folder":
+        previous = read_store_batch(ws.store, n, cap)
+        if batch_sha256(previous) == replaced.batch_sha256:
+            quarantine(ws.store, n, previous, {"annotator": replaced.annotator, "batch_sha256": replaced.batch_sha256,
+                                               "replaced_by": digest, "by": annotator}, from_store=False)
+    if origin == "folder":
+        upload_batch(ws.store, n, entries)
+    write_json(ws.root / "rounds" / round_name(n) / "labels-validation.json", report.to_dict())
+    replaces = replaced.batch_sha256 if replaced else None
+    event = ws.ledger.append("labels_submitted", n, annotator, {
+        "annotator": annotator, "batch_sha256": digest, "files": len(entries), "source": origin,
+        "replaces": replaces}, once_key=_attempt(ws, n, digest))
+    record.staged = Staged(round=n, annotator=annotator, batch_sha256=digest, files=len(entries), time=event.time,
+                           replaces=replaces)
+    ws.records.save(record)
+    return record.staged
+
+
+def _accept(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], staged: Staged) -> LabelsAccepted:
+    """Write the approved batch to labels/, rebuild the known masks, commit; the record's staged
+    entry becomes its labels_accepted."""
     n = record.round
     folder = ws.root / "labels" / round_name(n)
     staging = ws.root / "tmp" / f"labels-{round_name(n)}"
@@ -143,11 +254,9 @@ def _accept(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], d
         (staging / entry.name).write_bytes(entry.data)
     shutil.rmtree(folder, ignore_errors=True)
     staging.replace(folder)
-    if not uploaded:
-        upload_batch(ws.store, n, entries)
-    write_json(ws.root / "rounds" / round_name(n) / "labels-validation.json", report.to_dict())
-    state = save_state(ws, ws.records.accepted() + [(n, annotator)])
-    record.labels_accepted = commit_labels(ws, record, annotator, digest, state)
+    state = save_state(ws, ws.records.accepted() + [(n, staged.annotator)])
+    record.labels_accepted = commit_labels(ws, record, staged.annotator, staged.batch_sha256, state)
+    record.staged = None
     ws.records.save(record)
     return record.labels_accepted
 

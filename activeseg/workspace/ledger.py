@@ -4,6 +4,8 @@ Every event has a sequence number, a UTC time, an actor, a round, a type, a ``on
 :meth:`Ledger.append`), its data, the hash of the previous event (64 zeros for the first) and its own
 hash: SHA-256 of the canonical JSON (sorted keys, no spaces, UTF-8) of all the other fields. Editing,
 inserting or deleting any event breaks the chain from there on, which :meth:`Ledger.verify` finds.
+The export ends with a head record (the count and the last hash), so that a deleted line or a cut
+tail of the file is found from the file alone (:meth:`Export.check`).
 SQLite triggers refuse UPDATE and DELETE, so only a deliberate edit of the file can change history.
 
 Event types (``data`` fields):
@@ -13,7 +15,9 @@ Event types (``data`` fields):
 - ``round_started``: strategy, params_sha256
 - ``queried``: regions (ids), scores, costs, strategy, options, budget, checkpoint_sha256, mlflow_run_id
 - ``request_published``: regions, store, manifest, manifest_sha256
-- ``labels_received``: annotator, batch_sha256, files
+- ``labels_received``: annotator, batch_sha256, files, source (a batch arrived, before validation)
+- ``labels_submitted``: annotator, batch_sha256, files, source, replaces (it passed validation: staged)
+- ``labels_approved``: approver, comment, batch_sha256, annotator, regions, flow_run_id (None by hand)
 - ``batch_rejected``: annotator, batch_sha256, reasons, quarantine, by
 - ``labels_committed``: annotator, regions, files ({path: sha256}), dvc ({path: md5}), commit, batch_sha256
 - ``pseudo_labeled``: regions, model (checkpoint sha256), mlflow_run_id
@@ -45,12 +49,13 @@ EVENT_TYPES = (
     "queried",
     "request_published",
     "labels_received",
+    "labels_submitted",
     "batch_rejected",
     "labels_committed",
     "pseudo_labeled",
     "round_evaluated",
     "round_skipped",  # orchestration: trigger, flow_run_id, reason, active_flow_run_id
-    "labels_approved",  # orchestration: approver, comment, batch_sha256, annotator, regions, flow_run_id
+    "labels_approved",
 )
 REGION_ID = re.compile(r"^(?P<stem>.+)_y\d+_x\d+_\d+x\d+$")
 
@@ -235,30 +240,38 @@ class Ledger:
         return VerifyResult(True, len(events), f"{len(events)} events, chain intact")
 
     def export_jsonl(self, path: str | Path) -> Path:
-        """Write every event, one canonical JSON object per line (the copy tracked in git)."""
+        """Write every event, one canonical JSON object per line (the copy tracked in git), then the
+        head record ``{"head": {"events": N, "hash": <hash of event N>}}``: with each line's seq, prev
+        and hash, a reader of the file alone finds a deleted line or a cut tail (:func:`parse_export`)."""
         path = Path(path)
+        events = self.events()
+        head = {"head": {"events": len(events), "hash": events[-1].hash if events else GENESIS}}
         tmp = path.with_name(path.name + ".part")
-        tmp.write_text("".join(canonical_json(e.to_dict()) + "\n" for e in self.events()), encoding="utf-8")
+        tmp.write_text("".join(canonical_json(e.to_dict()) + "\n" for e in events) + canonical_json(head) + "\n",
+                       encoding="utf-8")
         tmp.replace(path)
         return path
 
     def check_export(self, path: str | Path) -> VerifyResult:
-        """Check that a JSON Lines export is an unedited prefix of this ledger."""
+        """Check that a JSON Lines export is whole (:meth:`Export.check`) and an unedited prefix of this
+        ledger (an export lags the database until the next commit)."""
         path = Path(path)
+        export = read_export(path)
+        result = export.check()
+        if not result.ok:
+            return result
         stored = {e.seq: e for e in self.events()}
-        lines = path.read_text(encoding="utf-8").splitlines()
-        for number, line in enumerate(lines, start=1):
-            event = Event.from_dict(json.loads(line))
-            if event.hash != event.expected_hash() or stored.get(event.seq) != event:
-                return VerifyResult(False, len(lines), f"{path.name} line {number} (event {event.seq}, {event.type}): "
-                                    "differs from the ledger database", event.seq)
-        return VerifyResult(True, len(lines), f"{path.name}: {len(lines)} events match")
+        for number, event in enumerate(export.events, start=1):
+            if stored.get(event.seq) != event:
+                return VerifyResult(False, len(export.events), f"{export.name} line {number} (event {event.seq}, "
+                                    f"{event.type}): differs from the ledger database", event.seq)
+        return VerifyResult(True, len(export.events), f"{export.name}: {len(export.events)} events match")
 
     def import_jsonl(self, jsonl: str | Path) -> int:
         """Append the events of an export that this database lacks (those after its last event), as
         they are: a fresh clone has only the JSON Lines in git. :meth:`verify` checks them. Returns
         how many were added."""
-        events = [Event.from_dict(json.loads(line)) for line in Path(jsonl).read_text(encoding="utf-8").splitlines()]
+        events = read_export(Path(jsonl)).events
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
@@ -268,6 +281,71 @@ class Ledger:
             db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             db.execute("COMMIT")
         return len(new)
+
+
+@dataclass(frozen=True)
+class Export:
+    """A JSON Lines export of the ledger: its events and its head record (None when the last line is
+    not one); ``name`` names the file in messages."""
+
+    name: str
+    events: list[Event]
+    head: dict[str, Any] | None
+
+    def check(self) -> VerifyResult:
+        """Check the export on its own: lines numbered 1, 2, ... in seq order, each linked to the one
+        before and matching its hash, and the head record naming the last one (count and hash)."""
+        prev = GENESIS
+        for number, event in enumerate(self.events, start=1):
+            where = f"{self.name} line {number} (event {event.seq}, {event.type})"
+            if event.seq != number:
+                return VerifyResult(False, len(self.events), f"{where}: event {number} is missing (deleted line)",
+                                    number)
+            if event.prev != prev or event.hash != event.expected_hash():
+                return VerifyResult(False, len(self.events), f"{where}: content or link does not match its hash "
+                                    "(edited)", event.seq)
+            prev = event.hash
+        if self.head is None:
+            return VerifyResult(False, len(self.events), f"{self.name}: no head record on the last line "
+                                "(the tail was cut)", len(self.events) + 1)
+        if (self.head.get("events"), self.head.get("hash")) != (len(self.events), prev):
+            return VerifyResult(False, len(self.events), f"{self.name}: the head record names "
+                                f"{self.head.get('events')} events, the file holds {len(self.events)} "
+                                "(lines deleted at the end)", len(self.events) + 1)
+        return VerifyResult(True, len(self.events), f"{self.name}: {len(self.events)} events, chain and head intact")
+
+    def is_prefix_of(self, other: "Export") -> VerifyResult:
+        """Whether this (older) export's events begin ``other``: history kept, nothing rewritten."""
+        for number, event in enumerate(self.events, start=1):
+            if number > len(other.events) or other.events[number - 1] != event:
+                return VerifyResult(False, len(other.events), f"{other.name} lacks or changed event {event.seq} "
+                                    f"({event.type}) of {self.name} (history deleted or rewritten)", event.seq)
+        return VerifyResult(True, len(other.events), f"{other.name} extends {self.name}")
+
+
+def parse_export(text: str, name: str) -> Export:
+    """The events and head record of an export's text; a line that is not an event (nor, last, the
+    head) raises LedgerError naming ``name`` and the line number."""
+    lines = text.splitlines()
+    events, head = [], None
+    for number, line in enumerate(lines, start=1):
+        try:
+            value = json.loads(line)
+            if number == len(lines) and isinstance(value, dict) and set(value) == {"head"}:
+                head = value["head"]
+            else:
+                events.append(Event.from_dict(value))
+        except json.JSONDecodeError as exc:
+            raise LedgerError(f"{name} line {number}: not JSON ({exc.msg} at column {exc.colno})") from None
+        except (KeyError, TypeError, AttributeError):
+            raise LedgerError(f"{name} line {number}: not a ledger event (expected seq, time, actor, round, type, "
+                              "data, prev, hash)") from None
+    return Export(name, events, head)
+
+
+def read_export(path: Path) -> Export:
+    """:func:`parse_export` of the file ``path`` (named by its path in messages)."""
+    return parse_export(path.read_text(encoding="utf-8"), str(path))
 
 
 def to_csv(events: list[Event]) -> str:
@@ -290,8 +368,9 @@ def summary(event: Event, sample: str | None = None) -> str:
             i = d["regions"].index(sample)
             text += f"; score {d['scores'][i]:.6g}, cost {d['costs'][i]} px"
         return text
-    if event.type == "labels_received":
-        return f"annotator {d['annotator']}, batch {short(d['batch_sha256'])}, {d['files']} files"
+    if event.type in ("labels_received", "labels_submitted"):
+        return (f"annotator {d['annotator']}, batch {short(d['batch_sha256'])}, {d['files']} files"
+                + (f", replaces batch {short(d['replaces'])}" if d.get("replaces") else ""))
     if event.type == "batch_rejected":
         return f"by {d['by']}: " + "; ".join(d["reasons"][:3]) + (" ..." if len(d["reasons"]) > 3 else "")
     if event.type == "labels_committed":

@@ -1,7 +1,9 @@
 """Typed round records: what each step of a round did, stored in ``rounds/round-NNN/record.json``.
 
 A record holds one entry per finished step (``initial`` for round 0, made by ``init``; ``trained``,
-``queried``, ``labels_accepted``, ``evaluated`` for the rounds). A step writes its outputs first and
+``queried``, ``staged``, ``labels_accepted``, ``evaluated`` for the rounds). ``staged`` is the batch that
+passed validation and waits for a reviewer: it is cleared when the batch is approved (taken in as
+``labels_accepted``) or rejected. A step writes its outputs first and
 its entry last, so an entry present means the step finished. The JSON is exactly the models' fields
 (an absent entry is left out), so records written by earlier versions open unchanged.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from activeseg.core.partition import Region
 from activeseg.core.util import read_json, round_name, write_json
@@ -50,6 +52,9 @@ class Initial(Entry):
 
 
 class Trained(Entry):
+    """The round's model; ``train_steps``, ``stop_epoch`` and ``train_seconds`` are None in records
+    written before training length followed the labels."""
+
     round: int
     checkpoint: str
     checkpoint_sha256: str
@@ -58,6 +63,20 @@ class Trained(Entry):
     best_epoch: int
     revealed_pixels: int
     labeled_pixel_fraction: float
+    train_steps: int | None = None
+    stop_epoch: int | None = None
+    train_seconds: float | None = None
+    predicted_classes: list[int] | None = None
+    """The classes the model predicts anywhere on the validation images (None in records of earlier versions)."""
+    collapsed: str | None = None
+    """Why the model counts as collapsed (one class everywhere on validation, or val Dice 0), else None."""
+
+    @model_serializer(mode="wrap")
+    def _leave_out_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The fields added after the first version (those with a default) are left out while None, so a
+        record written before them saves back unchanged."""
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None or type(self).model_fields[k].is_required()}
 
 
 class PseudoLabels(Entry):
@@ -84,6 +103,19 @@ class Queried(Entry):
     pseudo: PseudoLabels | None
     request: str
     manifest_sha256: str
+
+
+class Staged(Entry):
+    """A label batch that passed validation and waits for approval, uploaded to ``labels/round-NNN/``
+    in the store: not in labels/, the training label state or a commit. ``replaces``: the hash of the
+    staged batch it replaced (``--replace``), else None."""
+
+    round: int
+    annotator: str
+    batch_sha256: str
+    files: int
+    time: str
+    replaces: str | None = None
 
 
 class LabelsAccepted(Entry):
@@ -118,6 +150,7 @@ class RoundRecord(Entry):
     initial: Initial | None = None
     trained: Trained | None = None
     queried: Queried | None = None
+    staged: Staged | None = None
     labels_accepted: LabelsAccepted | None = None
     evaluated: Evaluated | None = None
 

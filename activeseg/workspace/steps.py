@@ -13,7 +13,7 @@ from activeseg.core.pool import pool_regions
 from activeseg.core.util import canonical_json, read_json, round_name, sha256_file, sha256_text, utc_now, write_json
 from activeseg.metrics import METRICS
 from activeseg.workspace.base import WorkspaceCore, round_step
-from activeseg.workspace.errors import WorkspaceError
+from activeseg.workspace.errors import ModelCollapsed, WorkspaceError
 from activeseg.workspace.exchange import publish_request, round_prefix
 from activeseg.workspace.ledger import region_stem
 from activeseg.workspace.records import Evaluated, Queried, RoundRecord, Trained
@@ -90,9 +90,33 @@ def _train(ws: WorkspaceCore, n: int, checkpoint: Path) -> Trained:
     with ws.tracker().run(f"{round_name(n)}-train", params, {"activeseg.step": "train"}) as run:
         result = train_model(cfg, ws.dataset, state, ws.split()["val"], checkpoint.parent, run, init=init,
                              seed=cfg.train.seed * 1000 + n, progress=False)
+    classes = _val_classes(ws, result.checkpoint)
     return Trained(round=n, checkpoint="model/model.pt", checkpoint_sha256=sha256_file(result.checkpoint),
                    mlflow_run_id=result.run_id, val_dice=result.val_dice, best_epoch=result.best_epoch,
-                   revealed_pixels=state.revealed_pixels(), labeled_pixel_fraction=state.revealed_fraction())
+                   revealed_pixels=state.revealed_pixels(), labeled_pixel_fraction=state.revealed_fraction(),
+                   train_steps=result.train_steps, stop_epoch=result.stop_epoch, train_seconds=result.train_seconds,
+                   predicted_classes=classes, collapsed=collapse_reason(result.val_dice, classes))
+
+
+def _val_classes(ws: WorkspaceCore, checkpoint: Path) -> list[int]:
+    """The classes the saved model predicts anywhere on the validation images."""
+    from activeseg.model.evaluation import predicted_classes
+    from activeseg.model.network import load_checkpoint, pick_device
+
+    device = pick_device(ws.cfg.train.device, ws.cfg.train.threads)
+    model, _ = load_checkpoint(checkpoint, device)
+    return predicted_classes(model, ws.dataset, ws.split()["val"], device)
+
+
+def collapse_reason(val_dice: float, predicted: list[int]) -> str | None:
+    """Why a model counts as collapsed, or None: it predicts a single class on every validation pixel,
+    or its validation Dice is 0 (no foreground pixel right). Not a paper criterion: a guard before a
+    query, whose uncertainty scores from such a model carry no information."""
+    if len(predicted) == 1:
+        return f"the model predicts class {predicted[0]} everywhere on the validation images"
+    if val_dice == 0:
+        return "the model's validation Dice is 0"
+    return None
 
 
 def _trained(record: RoundRecord) -> Trained:
@@ -105,6 +129,10 @@ def _trained(record: RoundRecord) -> Trained:
 def query(ws: WorkspaceCore, record: RoundRecord) -> Queried:
     """Select the round's regions with the trained model and publish the label request."""
     n, trained = record.round, _trained(record)
+    if trained.collapsed and not ws.cfg.query.allow_collapsed_model:
+        raise ModelCollapsed(f"round {n}: model collapsed ({trained.collapsed}, val Dice {trained.val_dice:.4f}); "
+                             "the round stops before the query. Set query.allow_collapsed_model: true in "
+                             "params.yaml to query with it anyway")
     model_sha = trained.checkpoint_sha256
     checkpoint = ws.root / "model" / "model.pt"
     if not checkpoint.is_file() or sha256_file(checkpoint) != model_sha:
@@ -218,7 +246,7 @@ def _test_metrics(ws: WorkspaceCore, n: int, trained: Trained) -> dict[str, Any]
     from activeseg.model.network import load_checkpoint, pick_device
 
     part = ws.cfg.evaluate.split
-    device = pick_device(ws.cfg.train.device)
+    device = pick_device(ws.cfg.train.device, ws.cfg.train.threads)
     model, _ = load_checkpoint(ws.root / "model" / "model.pt", device)
     params = {"round": n, "checkpoint_sha256": trained.checkpoint_sha256, "split": part,
               "train_run_id": trained.mlflow_run_id}

@@ -7,8 +7,9 @@ of ``dvc.yaml`` and the Prefect tasks call the same methods). The class is a fac
 in, quarantine), :mod:`.state` (known masks) and :mod:`.audit` (status, pending, verify, learning curve).
 
 Rounds are numbered from 1; round 0 is the initial labeled set made by ``init``. One round: :meth:`train`, :meth:`query` (publishes the
-label request), labels arrive (:meth:`submit`, :meth:`ingest` or :meth:`simulate_labels`), then
-:meth:`evaluate`, which ends the round in a git commit tagged ``round-NNN``.
+label request), labels arrive (:meth:`submit`, :meth:`ingest` or :meth:`simulate_labels`: staged) and
+are approved (:meth:`approve`: taken in) or rejected (:meth:`reject`), then :meth:`evaluate`, which
+ends the round in a git commit tagged ``round-NNN``.
 
 Layout::
 
@@ -118,7 +119,8 @@ class Workspace(WorkspaceCore):
 
     def train(self, round_number: int | None = None) -> dict[str, Any]:
         """Train the round's model on every accepted label; returns {checkpoint, checkpoint_sha256,
-        mlflow_run_id, val_dice, best_epoch, revealed_pixels, labeled_pixel_fraction}."""
+        mlflow_run_id, val_dice, best_epoch, revealed_pixels, labeled_pixel_fraction, train_steps, stop_epoch,
+        train_seconds, ...}."""
         return steps.train(self, round_number).model_dump()
 
     def query(self, round_number: int | None = None) -> dict[str, Any]:
@@ -132,24 +134,31 @@ class Workspace(WorkspaceCore):
 
     # -- labels --------------------------------------------------------------------------------------
 
-    def ingest(self, round_number: int | None = None, annotator: str | None = None,
-               source: Path | None = None) -> dict[str, Any]:
-        """Take a label batch in from ``source`` (a folder) or the store; accepted or quarantined
+    def ingest(self, round_number: int | None = None, annotator: str | None = None, source: Path | None = None,
+               replace: bool = False) -> dict[str, Any]:
+        """Stage a label batch from ``source`` (a folder) or the store for approval, or quarantine it
         (:class:`BatchRejected`), see :func:`.intake.ingest`."""
-        return intake.ingest(self, round_number, annotator, source).model_dump()
+        return intake.ingest(self, round_number, annotator, source, replace).model_dump()
 
-    def submit(self, round_number: int | None, folder: str | Path, annotator: str) -> dict[str, Any]:
+    def submit(self, round_number: int | None, folder: str | Path, annotator: str,
+               replace: bool = False) -> dict[str, Any]:
         """Hand in a folder of masks as ``annotator``: validated whole, then uploaded to
-        ``labels/round-NNN/`` and ingested (or quarantined with :class:`BatchRejected`)."""
-        return intake.submit(self, round_number, folder, annotator).model_dump()
+        ``labels/round-NNN/`` and staged for approval (or quarantined with :class:`BatchRejected`)."""
+        return intake.submit(self, round_number, folder, annotator, replace).model_dump()
 
     def simulate_labels(self, round_number: int | None = None) -> dict[str, Any]:
         """Answer the round's request from the ground truth as ``simulated-oracle``, through :meth:`submit`."""
         return intake.simulate_labels(self, round_number).model_dump()
 
+    def approve(self, round_number: int | None, by: str, comment: str = "", batch: str | None = None,
+                flow_run_id: str | None = None) -> dict[str, Any]:
+        """Take the staged batch in (labels/, DVC, commit, known masks), approved by ``by``; see
+        :func:`.intake.approve`."""
+        return intake.approve(self, round_number, by, comment, batch, flow_run_id).model_dump()
+
     def reject(self, round_number: int | None, by: str, reason: str) -> dict[str, Any]:
-        """Send the batch waiting in ``labels/round-NNN/`` (not yet accepted) to quarantine with the
-        reason; the request stays open."""
+        """Send the batch waiting in ``labels/round-NNN/`` (staged or uploaded, not yet approved) to
+        quarantine with the reason; the request stays open."""
         return intake.reject(self, round_number, by, reason)
 
     # -- status and audit ----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from activeseg.orchestration.engine import ResumeError
 from activeseg.orchestration.guard import RoundError
 from activeseg.orchestration.server import ServerError
 from activeseg.workspace import BatchRejected, Workspace, WorkspaceError
+from activeseg.workspace.creation import write_params
 from tests.conftest import TINY
 
 cli = importlib.import_module("activeseg.cli.main")  # the package's `main` attribute is the function
@@ -107,6 +108,22 @@ def test_read_only_commands_start_no_server_and_say_none_runs(lab, capsys, monke
     assert json.loads(captured.out)[0]["type"] == "dataset_registered"
     assert "no Prefect server is running" in captured.err
     assert server.status(root) is None and not (server.prefect_home(root) / "server.pid").exists()
+
+
+def test_round_start_refuses_while_a_stop_rule_holds_and_starts_no_server(lab, capsys, monkeypatch):
+    root, _ = lab
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    params = root / "params.yaml"
+    original = params.read_text()
+    write_params(params, params, ["campaign.budget_pixels=3000"])  # init labeled 3 regions of 32 x 32 px
+    try:
+        code = main(["round", "start", "--workspace", str(root)])
+    finally:
+        params.write_text(original)
+    assert code == 2
+    assert capsys.readouterr().out == ("not started: a stop rule holds (label budget: 3072 pixels labeled, budget "
+                                       "3000); `activeseg round start --force` starts round 1 anyway\n")
+    assert server.status(root) is None
 
 
 def test_labels_for_an_unpublished_round_name_the_prefect_path(lab, capsys, tmp_path):

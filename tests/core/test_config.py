@@ -12,9 +12,9 @@ def test_project_params_are_the_defaults():
 
 
 def test_override_sets_typed_values():
-    cfg = load_config(None, ["train.epochs=3", "query.budget_fraction=0.1", "partition.granularity=image",
+    cfg = load_config(None, ["train.steps_per_epoch=3", "query.budget_fraction=0.1", "partition.granularity=image",
                              "query.budget_pixels=500"])
-    assert (cfg.train.epochs, cfg.query.budget_fraction, cfg.partition.granularity) == (3, 0.1, "image")
+    assert (cfg.train.steps_per_epoch, cfg.query.budget_fraction, cfg.partition.granularity) == (3, 0.1, "image")
     assert cfg.query.budget_pixels == 500
 
 
@@ -22,7 +22,7 @@ def test_override_sets_typed_values():
     "override, message",
     [
         ("train.epoch=3", "train.epoch: unknown key"),
-        ("train.epochs=ten", "train.epochs: expected int, got 'ten'"),
+        ("train.steps_per_epoch=ten", "train.steps_per_epoch: expected int, got 'ten'"),
         ("partition.granularity=slice", "partition.granularity: expected one of ['image', 'patch']"),
         ("tracking.mlflow=maybe", "tracking.mlflow: expected true or false"),
         ("partition.overlap=1.5", "partition.overlap: must be in [0, 1)"),
@@ -45,13 +45,13 @@ def test_bad_file_is_named(tmp_path):
 
 def test_override_without_equals_is_an_error():
     with pytest.raises(ConfigError, match="expected key.path=value"):
-        load_config(None, ["train.epochs"])
+        load_config(None, ["train.steps_per_epoch"])
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.epochs=1.5", "train.epochs: expected int, got 1.5"),
+        ("train.steps_per_epoch=1.5", "train.steps_per_epoch: expected int, got 1.5"),
         ("train.lr=true", "train.lr: expected a number, got True"),
         ("tracking.uri=3", "tracking.uri: expected a string, got 3"),
         ("train=5", "train: expected a mapping, got 5"),
@@ -88,11 +88,23 @@ def test_an_int_is_stored_as_a_float_where_a_float_is_expected():
 
 
 def test_flat_and_dump_round_trip(tmp_path):
-    cfg = load_config(None, ["query.options={focannot: {lam: 0.3}}", "train.epochs=2"])
+    cfg = load_config(None, ["query.options={focannot: {lam: 0.3}}", "train.steps_per_epoch=2"])
     flat = cfg.flat()
-    assert flat["train.epochs"] == 2 and flat["data.split.test"] == 0.2
+    assert flat["train.steps_per_epoch"] == 2 and flat["data.split.test"] == 0.2
     assert flat["query.options.focannot.lam"] == 0.3
     assert Config().flat()["query.options"] == {}
     dump_config(cfg, tmp_path / "params.yaml")
     assert load_config(tmp_path / "params.yaml") == cfg
-    assert cfg.to_dict()["train"]["epochs"] == 2
+    assert cfg.to_dict()["train"]["steps_per_epoch"] == 2
+
+
+def test_removed_training_length_keys_fail_naming_the_file_and_the_replacement(tmp_path):
+    old = tmp_path / "params.yaml"
+    old.write_text("train:\n  epochs: 6\n  samples_per_epoch: 64\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(old)
+    assert str(info.value) == (f"{old}: train: epochs and samples_per_epoch: no longer parameters: training length "
+                               "now follows the labeled pixels (passes, min_steps, max_steps, steps_per_epoch, "
+                               "patience; see params.yaml); delete them")
+    with pytest.raises(ConfigError, match="^train: min_steps \\(90\\) must not exceed max_steps \\(10\\)$"):
+        load_config(None, ["train.min_steps=90", "train.max_steps=10"])

@@ -125,7 +125,7 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
 
     code, out = cli(capsys, "approve", "--round", "1", "--by", "pi", "--workspace", str(root))
     assert code == 2
-    assert "no valid label batch has been ingested" in out and "stays suspended" in out
+    assert "no label batch is staged" in out and "stays suspended" in out
     assert ENGINE.state(run_id).suspended
 
     ws = Workspace.open(root)
@@ -139,17 +139,31 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
     assert [e.data["reasons"] for e in ws.ledger.events(type="batch_rejected", round=1)] == [
         ["rejected by pi: sloppy edges"]]
 
-    submit_and_approve(capsys, root, 1, tmp_path / "good")
+    submit(capsys, root, 1, tmp_path / "first")  # staged: uploaded and recorded, not taken in
+    staged = Workspace.open(root).record(1).staged
+    assert staged.annotator == "ann" and not (root / "labels" / "round-001").exists()
+    assert json.loads(cli(capsys, "status", "--json", "--workspace", str(root))[1])["batch"]["sha256"] == \
+        staged.batch_sha256
+    code, out = cli(capsys, "reject", "--round", "1", "--by", "pi", "--reason", "coarse edges",
+                    "--workspace", str(root))
+    assert code == 0 and f"batch {staged.batch_sha256[:12]} rejected by pi" in out
+    assert ENGINE.state(run_id).suspended and Workspace.open(root).record(1).staged is None
+
+    submit_and_approve(capsys, root, 1, tmp_path / "good")  # the annotator tries again
     assert ENGINE.state(run_id).name == "Resuming"
     second = start_worker(root)
     assert second.started and second.pid != first.pid
     state = wait(run_id, until_final=True, timeout=300)
     assert (state.type, state.name) == ("COMPLETED", "Completed")
 
-    assert event_counts(root, 1) == {"round_started": 1, "queried": 1, "request_published": 1, "batch_rejected": 1,
-                                     "labels_received": 1, "labels_committed": 1, "labels_approved": 1,
-                                     "round_evaluated": 1}
+    assert event_counts(root, 1) == {"round_started": 1, "queried": 1, "request_published": 1, "batch_rejected": 2,
+                                     "labels_received": 2, "labels_submitted": 2, "labels_committed": 1,
+                                     "labels_approved": 1, "round_evaluated": 1}
     ws = Workspace.open(root)
+    intake = [(e.type, e.actor) for e in ws.ledger.events(round=1)
+              if e.type in ("labels_submitted", "batch_rejected", "labels_approved", "labels_committed")]
+    assert intake == [("batch_rejected", "pi"), ("labels_submitted", "ann"), ("batch_rejected", "pi"),
+                      ("labels_submitted", "ann"), ("labels_approved", "pi"), ("labels_committed", "ann")]
     approved = ws.ledger.last("labels_approved", round=1).data
     committed = ws.ledger.last("labels_committed", round=1).data
     assert (approved["approver"], approved["comment"], approved["annotator"]) == ("pi", "checked", "ann")
@@ -210,7 +224,7 @@ def test_two_triggers_at_once_run_one_round(campaign: Path, capsys, tmp_path: Pa
     code, out = cli(capsys, "round", "start", "--workspace", str(root))
     assert code == 2 and f"round 3 is awaiting_labels in flow run {waiting}" in out
     submit(capsys, root, 3, tmp_path / "labels")
-    batch = Workspace.open(root).record(3).labels_accepted.batch_sha256
+    batch = Workspace.open(root).record(3).staged.batch_sha256
     code, out = cli(capsys, "status", "--workspace", str(root))  # the hash the approval form needs
     assert code == 0 and "round 3: awaiting_labels" in out and f"batch to approve: {batch} (round 3" in out
     assert json.loads(cli(capsys, "status", "--json", "--workspace", str(root))[1])["batch"]["sha256"] == batch
@@ -222,7 +236,7 @@ def test_two_triggers_at_once_run_one_round(campaign: Path, capsys, tmp_path: Pa
 
 def test_worker_killed_mid_training_the_retried_run_repeats_no_finished_step(campaign: Path, capsys, tmp_path: Path):
     root = campaign
-    set_params(root, "train.epochs=8")  # long enough to be caught training
+    set_params(root, "train.min_steps=32", "train.max_steps=32")  # long enough to be caught training
     run_id = start_round(ENGINE, root)
     deadline = time.monotonic() + 300
     while task_states(run_id).get("train") != ["Running"]:

@@ -54,7 +54,7 @@ def test_demo_runs_rounds_that_suspend_and_resume_then_stops_what_it_started(tmp
     assert f"## Audit history of region {region}" in report
     audit = [line for line in out.splitlines() if "  round 1  " in line]
     assert [line.split("  ")[2].split(" by ")[0] for line in audit] == [
-        "queried", "request_published", "labels_committed", "labels_approved"]
+        "queried", "request_published", "labels_approved", "labels_committed"]
     assert ws.git("tag", "-l").split() == ["round-000", "round-001", "round-002"]
     assert ws.verify().ok
 

@@ -3,7 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from activeseg.loop.benchmark import compare, dice_at, fraction_to_reach, run_benchmark
+from activeseg.core.util import read_json
+from activeseg.loop.benchmark import COLUMNS, check_split, compare, default_seeds, dice_at, run_benchmark
+from activeseg.loop.simulate import summarize
 
 
 def test_dice_at_interpolates_inside_the_curve_only():
@@ -11,13 +13,6 @@ def test_dice_at_interpolates_inside_the_curve_only():
     assert dice_at(f, d, 0.15) == pytest.approx(0.6)
     assert dice_at(f, d, 0.4) == pytest.approx(0.8)
     assert dice_at(f, d, 0.05) is None and dice_at(f, d, 0.5) is None
-
-
-def test_fraction_to_reach_interpolates_the_first_crossing():
-    f, d = np.array([0.1, 0.2, 0.4]), np.array([0.5, 0.7, 0.8])
-    assert fraction_to_reach(f, d, 0.6) == pytest.approx(0.15)
-    assert fraction_to_reach(f, d, 0.4) == pytest.approx(0.1)
-    assert fraction_to_reach(f, d, 0.9) is None
 
 
 def test_compare_reads_the_references():
@@ -32,8 +27,55 @@ def test_compare_reads_the_references():
     assert row["fraction_to_95pct_full"] == pytest.approx(0.10)  # 0.95 * 0.8 = 0.76 reached at 10 %
 
 
+def curve(strategy: str, dice_by_seed: dict[int, list[float]], fractions=(0.1, 0.2, 0.4)) -> list[dict]:
+    return [{"strategy": strategy, "seed": seed, "round": k, "labeled_pixel_fraction": fractions[k], "dice": d}
+            for seed, dice in dice_by_seed.items() for k, d in enumerate(dice)]
+
+
+def test_compare_pairs_with_random_and_reads_fractions_to_95_and_98_pct_of_full():
+    runs = (curve("a", {0: [0.5, 0.8, 0.9], 1: [0.5, 0.72, 0.9]})  # mean 0.5, 0.76, 0.9
+            + curve("b", {0: [0.5, 0.6, 0.7], 1: [0.5, 0.6, 0.7]})
+            + curve("random", {0: [0.5, 0.6, 0.8], 1: [0.5, 0.7, 0.8]})  # mean 0.5, 0.65, 0.8
+            + curve("full", {0: [0.8], 1: [0.8]}, fractions=(1.0,)))  # 95 %: 0.76, 98 %: 0.784
+    table = compare({"runs": runs, "summary": summarize(runs)})
+    a, b, random, full = table["a"], table["b"], table["random"], table["full"]
+    random_95, random_98 = 0.2 + 0.11 / 0.15 * 0.2, 0.2 + 0.134 / 0.15 * 0.2
+    assert random["fraction_to_95pct_full"] == pytest.approx(random_95)
+    assert random["fraction_to_98pct_full"] == pytest.approx(random_98)
+    assert a["fraction_to_95pct_full"] == pytest.approx(0.2)
+    assert a["fraction_to_98pct_full"] == pytest.approx(0.2 + 0.024 / 0.14 * 0.2)
+    assert a["saving_95pct"] == pytest.approx(1 - 0.2 / random_95) == pytest.approx(0.22 / 0.52)
+    assert a["saving_98pct"] == pytest.approx(1 - (0.2 + 0.024 / 0.14 * 0.2) / random_98)
+    assert b["fraction_to_95pct_full"] is None and b["saving_95pct"] is None  # not reached
+    assert a["auc_dice_ci"]["mean"] == pytest.approx(0.73)  # AUCs 0.75 and 0.71
+    assert a["diff_to_random"]["mean"] == pytest.approx(0.08) and a["diff_to_random"]["p"] == pytest.approx(0.5)
+    assert b["diff_to_random"]["mean"] == pytest.approx(0.6 - 0.65) and b["diff_to_random"]["half_width"] > 0
+    assert random["diff_to_random"] is None and full["diff_to_random"] is None
+    assert random["saving_95pct"] is None and full["saving_98pct"] is None
+    assert full["fraction_to_95pct_full"] == 1.0
+
+
+def test_default_is_six_seeds_and_a_leaking_split_is_refused(tmp_path):
+    assert default_seeds(3) == [3, 4, 5, 6, 7, 8]
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"train": ["a", "b"], "val": ["c"], "test": ["d", "c"]}))
+    with pytest.raises(ValueError, match=f"{path}: the test split shares images with train/val: \\['c'\\]"):
+        check_split(path)
+
+
 def test_benchmark_adds_the_references_and_writes_a_report(tiny_cfg, tiny_data_dir, tmp_path):
-    report = run_benchmark(tiny_cfg, tiny_data_dir, ["entropy"], [0], tmp_path / "b", rounds=2, progress=False)
+    out = tmp_path / "b"
+    report = run_benchmark(tiny_cfg, tiny_data_dir, ["entropy"], [0, 1], out, rounds=2, progress=False)
     assert set(report["comparison"]) == {"entropy", "random", "full"}
-    assert json.loads((tmp_path / "b" / "benchmark.json").read_text())["comparison"] == report["comparison"]
-    assert (tmp_path / "b" / "learning_curves.png").exists()
+    assert read_json(out / "benchmark.json")["comparison"] == json.loads(json.dumps(report["comparison"]))
+    results = read_json(out / "results.json")
+    assert results["comparison"] == read_json(out / "benchmark.json")["comparison"] and results["runs"]
+    protocol = results["protocol"]
+    assert protocol["seeds"] == [0, 1] and protocol["smallest_possible_p"] == 0.5
+    assert sum(protocol["split"].values()) == 10 and protocol["split"]["test"] > 0
+    assert any("cannot be below 0.5000" in w for w in protocol["warnings"])
+    diff = report["comparison"]["entropy"]["diff_to_random"]
+    assert diff["seeds"] == [0, 1] and 0 < diff["p"] <= 1
+    md = (out / "benchmark.md").read_text()
+    assert "| " + " | ".join(COLUMNS) + " |" in md and "| entropy | " in md and "warning:" in md
+    assert (out / "learning_curves.png").exists()

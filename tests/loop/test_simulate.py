@@ -5,6 +5,7 @@ import pytest
 from activeseg.loop import simulate as sim
 from activeseg.core.pool import round_budget
 from activeseg.core.labels import LabelState
+from activeseg.model.training import planned_steps
 
 
 def run(cfg, data, out, strategies=("mc_variance",), seeds=(0,), rounds=3):
@@ -13,11 +14,19 @@ def run(cfg, data, out, strategies=("mc_variance",), seeds=(0,), rounds=3):
 
 def test_end_to_end_simulation_writes_results_and_plot(tiny_cfg, tiny_data_dir, tmp_path):
     out = tmp_path / "out"
+    tiny_cfg.train.passes, tiny_cfg.train.max_steps, tiny_cfg.train.patience = 4.0, 40, 0
     results = run(tiny_cfg, tiny_data_dir, out, strategies=("random", "mc_variance", "full"))
     saved = json.loads((out / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
-    keys = {"strategy", "seed", "round", "labeled_pixel_fraction", "dice", "voe", "msd", "hd95"}
+    keys = {"strategy", "seed", "round", "labeled_pixel_fraction", "dice", "voe", "msd", "hd95", "train_steps",
+            "stop_epoch", "train_seconds"}
     assert all(keys <= set(r) for r in saved["runs"])
+    pool = 6 * 64 * 64  # 6 training images of 64 x 64
+    for r in saved["runs"]:  # no early stopping: the planned steps, in epochs of 4
+        assert r["train_steps"] == planned_steps(round(r["labeled_pixel_fraction"] * pool), tiny_cfg.train)
+        assert r["stop_epoch"] == (r["train_steps"] - 1) // 4 and r["train_seconds"] > 0
+    full = next(r for r in saved["runs"] if r["strategy"] == "full")
+    assert full["train_steps"] == 24 > saved["runs"][0]["train_steps"]  # ceil(4 x 24576 / (4 x 32^2))
     assert [r["round"] for r in saved["runs"] if r["strategy"] == "random"] == [0, 1, 2]
     assert [r["labeled_pixel_fraction"] for r in saved["runs"] if r["strategy"] == "full"] == [1.0]
     assert set(saved["summary"]) == {"random", "mc_variance", "full"}
@@ -50,7 +59,7 @@ def test_queries_spend_the_budget_only_on_the_train_pool(tiny_cfg, tiny_data_dir
 def test_deterministic_by_seed(tiny_cfg, tiny_data_dir, tmp_path):
     a = run(tiny_cfg, tiny_data_dir, tmp_path / "a", rounds=2)
     b = run(tiny_cfg, tiny_data_dir, tmp_path / "b", rounds=2)
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "mlflow_run_id"} for r in rs]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("mlflow_run_id", "train_seconds")} for r in rs]  # noqa: E731
     assert strip(a["runs"]) == strip(b["runs"])
     sel = lambda root: (root / "runs/mc_variance/seed-0/round-000/selection.json").read_text()  # noqa: E731
     assert sel(tmp_path / "a") == sel(tmp_path / "b")
@@ -87,9 +96,10 @@ def test_mlflow_logs_every_training_run(tiny_cfg, tiny_data_dir, tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
     for record in results["runs"]:
         mlrun = client.get_run(record["mlflow_run_id"])
-        assert mlrun.data.params["strategy"] == "mc_variance" and mlrun.data.params["train.epochs"] == "2"
+        assert mlrun.data.params["strategy"] == "mc_variance" and mlrun.data.params["train.max_steps"] == "8"
         assert mlrun.data.metrics["test_dice"] == pytest.approx(record["dice"])
         history = client.get_metric_history(mlrun.info.run_id, "val_dice")
-        assert len(history) == tiny_cfg.train.epochs
+        assert len(history) == record["stop_epoch"] + 1
+        assert mlrun.data.metrics["train_steps"] == record["train_steps"]
         artifacts = [a.path for a in client.list_artifacts(mlrun.info.run_id, "checkpoint")]
         assert artifacts == ["checkpoint/model.pt"]

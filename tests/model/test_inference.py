@@ -1,7 +1,8 @@
 import numpy as np
+import pytest
 import torch
 
-from activeseg.model.inference import mc_dropout_scores, pad_to_multiple, predict_mask
+from activeseg.model.inference import RegionReduction, mc_dropout_scores, pad_to_multiple, predict_mask
 from activeseg.model.network import EDConvNet, mc_mode
 from activeseg.core.partition import partition_image
 
@@ -62,6 +63,38 @@ def test_padded_regions_are_scored_on_in_image_pixels(tiny_dataset):
     shapes = [scores.maps[r.id]["entropy"].shape for r in regions]
     assert shapes == [(40, 40), (40, 24), (24, 40), (24, 24)]
     assert np.allclose([scores.maps[r.id]["entropy"].mean() for r in regions], scores.entropy)
+
+
+def test_top_reduction_is_the_mean_of_the_highest_share_of_pixels():
+    scores = torch.arange(10, dtype=torch.float32).reshape(2, 5)  # 0 .. 9
+    assert RegionReduction()(scores) == 4.5
+    assert RegionReduction("top", 0.2)(scores) == 8.5  # the top 2: 9, 8
+    assert RegionReduction("top", 0.25)(scores) == 8.0  # ceil(2.5) = 3 pixels: 9, 8, 7
+    assert RegionReduction("top", 0.01)(scores) == 9.0  # at least one pixel
+    assert RegionReduction("top", 1.0)(scores) == 4.5
+    assert RegionReduction("top", 0.3)(torch.tensor([[0.5, 0.1], [0.5, 0.2]])) == 0.5  # ties: 2 of 4 pixels
+    with pytest.raises(ValueError, match="top_fraction must be in"):
+        RegionReduction("top", 0.0)
+
+
+def test_the_reduction_applies_to_every_score_and_hook(tiny_dataset):
+    """Regions scored with ``top`` get the top-q mean of the same maps; a hook's score is reduced too."""
+    torch.manual_seed(0)
+    model = EDConvNet(3, 2, width=4, depth=2, dropout=0.3)
+    regions = partition_image(tiny_dataset.stems[0], 64, 64, 40, 0.0)  # 40 x 40, 40 x 24, 24 x 40, 24 x 24
+    top = RegionReduction("top", 0.05)
+    torch.manual_seed(1)
+    scores = mc_dropout_scores(model, tiny_dataset, regions, passes=3, batch_size=8, device=torch.device("cpu"),
+                               keep_maps={r.id for r in regions}, reduction=top,
+                               hooks={"double": lambda maps: 2 * maps.variance})
+    for i, r in enumerate(regions):
+        maps = scores.maps[r.id]
+        for name, reduced in (("entropy", scores.entropy), ("variance", scores.variance), ("bald", scores.bald),
+                              ("double", scores.extra["double"])):
+            values = np.sort(maps[name].ravel())[::-1]
+            assert reduced[i] == pytest.approx(values[: int(np.ceil(0.05 * values.size))].mean(), rel=1e-5)
+        np.testing.assert_allclose(maps["double"], 2 * maps["variance"], rtol=1e-6)
+    assert (scores.entropy >= np.array([scores.maps[r.id]["entropy"].mean() for r in regions])).all()
 
 
 def test_predict_mask_handles_sizes_not_multiple_of_the_depth():

@@ -6,6 +6,7 @@ gives the same selection."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from activeseg.core.data import Dataset, make_split
 from activeseg.core.labels import LabelState
 from activeseg.core.partition import Region
 from activeseg.core.pool import initial_regions, pool_regions, round_budget, unlabeled
+from activeseg.loop.simulate import simulate
 from activeseg.loop.oracle import reveal_from_ground_truth
 from activeseg.model.inference import mc_dropout_scores
 from activeseg.model.network import build_model
@@ -61,8 +63,8 @@ def query(pool: Pool, name: str, cache_dir: Path, round_number: int = 0) -> tupl
         state=pool.state,
         dataset=pool.dataset,
         rng=np.random.default_rng([SEED, round_number]),
-        score_pool=lambda regions: mc_dropout_scores(model, pool.dataset, regions, cfg.query.mc_passes,
-                                                     cfg.query.batch_size, device),
+        score_pool=lambda regions, hooks=None: mc_dropout_scores(model, pool.dataset, regions, cfg.query.mc_passes,
+                                                                 cfg.query.batch_size, device, hooks=hooks),
         model_id="tiny-model",
         extras={"model": model, "device": device, "cfg": cfg, "split": pool.split, "cache_dir": cache_dir},
     )
@@ -107,3 +109,18 @@ def test_strategy_keeps_the_contract_over_two_rounds_and_is_deterministic_by_see
     reveal_from_ground_truth(pool.state, tiny_dataset, [ctx.candidates[i] for i in selection.indices], 1)
     second, second_ctx = query(pool, name, tmp_path / "cache", round_number=1)
     assert_keeps_the_contract(name, second, second_ctx, pool)
+
+
+@pytest.mark.parametrize("name", ["bald", "coreset", "focannot", "stochastic_batches", "suggestive"])
+def test_strategy_runs_a_simulated_campaign_end_to_end(name: str, tiny_cfg: Config, tiny_data_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """Two simulated rounds: the first query spends at most the budget, only on unrevealed pixels of
+    training images (the strategies with their own model-based machinery; the others are covered above)."""
+    out = tmp_path / "out"
+    results = simulate(tiny_cfg, tiny_data_dir, [name], [0], out, rounds=2, progress=False)
+    assert [r["round"] for r in results["runs"]] == [0, 1]
+    split = json.loads((out / "split.json").read_text())
+    picked = json.loads((out / "runs" / name / "seed-0" / "round-000" / "selection.json").read_text())
+    budget = round(tiny_cfg.query.budget_fraction * len(split["train"]) * 64 * 64)
+    assert picked and sum(p["cost"] for p in picked) <= budget
+    assert all(p["cost"] > 0 and p["id"].rsplit("_", 3)[0] in split["train"] for p in picked)

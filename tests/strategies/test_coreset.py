@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from activeseg.core.labels import LabelState
 from activeseg.model.network import build_model
 from activeseg.loop.oracle import reveal_from_ground_truth
 from activeseg.core.pool import pool_regions, round_budget, unlabeled
-from activeseg.loop.simulate import simulate
 from activeseg.strategies import QueryContext, get_strategy
 from activeseg.strategies.coreset import k_center_greedy, labeled_regions, nearest_distance
 
@@ -83,17 +81,6 @@ def test_strategy_runs_k_center_from_the_labeled_descriptors(tiny_query):
     assert np.allclose(selection.scores[: len(picks)], at_pick)
     assert 0 < selection.spent <= ctx.budget
     assert not set(selection.indices) & {i for i, r in enumerate(ctx.candidates) if r in labeled}
-
-
-def test_coreset_campaign_end_to_end(tiny_cfg, tiny_data_dir, tmp_path):
-    out = tmp_path / "out"
-    results = simulate(tiny_cfg, tiny_data_dir, ["coreset"], [0], out, rounds=2, progress=False)
-    assert [r["round"] for r in results["runs"]] == [0, 1]
-    split = json.loads((out / "split.json").read_text())
-    picked = json.loads((out / "runs" / "coreset" / "seed-0" / "round-000" / "selection.json").read_text())
-    budget = round(tiny_cfg.query.budget_fraction * len(split["train"]) * 64 * 64)
-    assert picked and sum(p["cost"] for p in picked) <= budget
-    assert all(p["cost"] > 0 and p["id"].rsplit("_", 3)[0] in split["train"] for p in picked)
 
 
 def test_without_a_model_in_the_context_it_says_what_is_missing(tiny_query):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 
 import numpy as np
 import ot
@@ -13,7 +12,6 @@ from activeseg.core.config import ConfigError
 from activeseg.model.inference import PoolScores
 from activeseg.core.labels import LabelState
 from activeseg.core.partition import Region
-from activeseg.loop.simulate import simulate
 from activeseg.strategies import QueryContext, get_strategy
 from activeseg.strategies.focannot import (allocate, cluster, cluster_importance, double_ranking,
                                            mean_wasserstein2, pairwise_wasserstein2)
@@ -170,14 +168,3 @@ def test_strategy_is_deterministic_by_seed():
 def test_bad_options_are_config_errors(options):
     with pytest.raises(ConfigError):
         get_strategy("focannot", options)
-
-
-def test_focannot_campaign_end_to_end(tiny_cfg, tiny_data_dir, tmp_path):
-    out = tmp_path / "out"
-    results = simulate(tiny_cfg, tiny_data_dir, ["focannot"], [0], out, rounds=2, progress=False)
-    assert [r["round"] for r in results["runs"]] == [0, 1]
-    split = json.loads((out / "split.json").read_text())
-    picked = json.loads((out / "runs" / "focannot" / "seed-0" / "round-000" / "selection.json").read_text())
-    budget = round(tiny_cfg.query.budget_fraction * len(split["train"]) * 64 * 64)
-    assert picked and sum(p["cost"] for p in picked) <= budget
-    assert all(p["cost"] > 0 and p["id"].rsplit("_", 3)[0] in split["train"] for p in picked)

@@ -100,16 +100,53 @@ def test_export_import_and_checking_an_export(tmp_path: Path, ledger: Ledger) ->
     ledger.append("round_started", 1, "alice", {"strategy": "random"})
     export = ledger.export_jsonl(tmp_path / "ledger.jsonl")
     lines = export.read_text().splitlines()
-    assert [json.loads(line)["seq"] for line in lines] == [1, 2]
+    assert [json.loads(line)["seq"] for line in lines[:-1]] == [1, 2]
+    assert json.loads(lines[-1]) == {"head": {"events": 2, "hash": ledger.events()[-1].hash}}
     assert ledger.check_export(export).ok
     copy = Ledger(tmp_path / "copy.db")
     assert copy.import_jsonl(export) == 2 and copy.import_jsonl(export) == 0
     assert copy.events() == ledger.events() and copy.verify().ok
     ledger.append("round_started", 2, "alice", {"strategy": "random"})
     assert ledger.check_export(export).ok  # an older export is a prefix of the ledger
-    export.write_text(lines[0] + "\n" + lines[1].replace("alice", "mallory") + "\n")
+    export.write_text(lines[0] + "\n" + lines[1].replace("alice", "mallory") + "\n" + lines[2] + "\n")
     result = ledger.check_export(export)
-    assert not result.ok and result.bad_seq == 2 and "line 2" in result.message
+    assert not result.ok and result.bad_seq == 2
+    assert result.message == f"{export} line 2 (event 2, round_started): content or link does not match its hash (edited)"
+
+
+def three_events(ledger: Ledger, path: Path) -> list[str]:
+    for n in range(1, 4):
+        ledger.append("round_started", n, "alice", {"strategy": "random"})
+    return ledger.export_jsonl(path).read_text().splitlines()
+
+
+@pytest.mark.parametrize("kept, bad_seq, message", [
+    ([0, 2, 3], 2, "line 2 (event 3, round_started): event 2 is missing (deleted line)"),
+    ([0, 1, 3], 3, ": the head record names 3 events, the file holds 2 (lines deleted at the end)"),
+    ([0, 1, 2], 4, ": no head record on the last line (the tail was cut)"),
+])
+def test_an_export_missing_a_line_fails_on_its_own(tmp_path: Path, ledger: Ledger, kept: list[int], bad_seq: int,
+                                                   message: str) -> None:
+    """A deleted middle line, a deleted last event, a deleted head: found from the file alone, even
+    where the database agrees with every line left (a shorter export is a valid older one)."""
+    path = tmp_path / "ledger.jsonl"
+    lines = three_events(ledger, path)
+    path.write_text("".join(lines[i] + "\n" for i in kept))
+    result = ledger.check_export(path)
+    assert not result.ok and result.bad_seq == bad_seq
+    assert result.message == f"{path}{' ' if message.startswith('line') else ''}{message}"
+
+
+def test_a_non_json_export_line_is_named_by_file_and_line(tmp_path: Path, ledger: Ledger) -> None:
+    path = tmp_path / "ledger.jsonl"
+    lines = three_events(ledger, path)
+    path.write_text(lines[0] + "\n" + "oops\n" + "".join(line + "\n" for line in lines[2:]))
+    with pytest.raises(LedgerError) as caught:
+        ledger.check_export(path)
+    assert str(caught.value) == f"{path} line 2: not JSON (Expecting value at column 1)"
+    path.write_text(lines[0] + "\n" + '{"seq": 2}\n')
+    with pytest.raises(LedgerError, match=r"ledger.jsonl line 2: not a ledger event \(expected seq, time"):
+        Ledger(tmp_path / "copy.db").import_jsonl(path)
 
 
 def test_queries(ledger: Ledger) -> None:

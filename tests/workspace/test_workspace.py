@@ -71,6 +71,12 @@ def head(ws: Workspace) -> str:
     return ws.git("rev-parse", "HEAD").strip()
 
 
+def label_round(ws: Workspace, n: int = 1) -> dict:
+    """The simulated annotator's batch for round ``n``, staged, then approved by "pi": taken in."""
+    ws.simulate_labels(n)
+    return ws.approve(n, "pi")
+
+
 def test_init_makes_a_tagged_versioned_workspace(ws: Workspace) -> None:
     root = ws.root
     assert ws.git("tag", "-l").split() == ["round-000"]
@@ -100,7 +106,7 @@ def test_init_makes_a_tagged_versioned_workspace(ws: Workspace) -> None:
 
 
 def test_a_round_end_to_end_is_idempotent_and_clones_bit_identically(ws: Workspace) -> None:
-    labels = ws.simulate_labels(1)
+    labels = label_round(ws)
     evaluated = ws.evaluate(1)
     assert ws.round_status(1) == {"round": 1, "trained": True, "queried": True, "labels_accepted": True,
                                   "evaluated": True, "rejected_batches": 0}
@@ -109,14 +115,14 @@ def test_a_round_end_to_end_is_idempotent_and_clones_bit_identically(ws: Workspa
     assert labels["annotator"] == "simulated-oracle" and labels["files"] == len(requested(ws))
     assert evaluated["commit"] == head(ws) and 0 <= evaluated["metrics"]["dice"] <= 1
     types = [e.type for e in ws.ledger.events(round=1)]
-    assert types == ["round_started", "queried", "request_published", "labels_received", "labels_committed",
-                     "round_evaluated"]
+    assert types == ["round_started", "queried", "request_published", "labels_received", "labels_submitted",
+                     "labels_approved", "labels_committed", "round_evaluated"]
     # every step again: the recorded result, no new event, commit, tag or upload
     events, commit, remote = len(ws.ledger.events()), head(ws), tree(ws.root.parent / "ws-remote")
     again = Workspace.open(ws.root)
     assert again.train(1) == ws.record(1).trained.model_dump()
     assert again.query(1) == ws.record(1).queried.model_dump()
-    assert again.simulate_labels(1) == labels and again.ingest(1) == labels
+    assert again.simulate_labels(1) == labels and again.ingest(1) == labels and again.approve(1, "pi") == labels
     assert again.submit(1, write_good_batch(ws, ws.root.parent / "same"), "simulated-oracle") == labels
     assert again.evaluate(1) == evaluated
     assert (len(ws.ledger.events()), head(ws), tree(ws.root.parent / "ws-remote")) == (events, commit, remote)
@@ -139,7 +145,7 @@ def test_a_round_end_to_end_is_idempotent_and_clones_bit_identically(ws: Workspa
 
 
 def test_a_round_through_dvc_repro(ws: Workspace) -> None:
-    ws.simulate_labels(1)
+    label_round(ws)
     ws.evaluate(1)
     status = ws.dvc("status")
     assert "train" in status and "query" in status and "modified:           labels" in status
@@ -151,7 +157,7 @@ def test_a_round_through_dvc_repro(ws: Workspace) -> None:
     assert "Data and pipelines are up to date" in ws.dvc("status")
     with pytest.raises(WorkspaceError, match="no accepted label batch yet"):
         ws.evaluate(2)
-    ws.simulate_labels(2)
+    label_round(ws, 2)
     assert ws.evaluate(2)["round"] == 2 and ws.current_round() == 3
     assert len(ws.ledger.events(type="round_evaluated", round=2)) == 1
 
@@ -212,7 +218,7 @@ def damage(kind: str, ws: Workspace, folder: Path) -> str:
         first.rename(folder / f".{first.name}")
         return f".{first.name}: hidden file"
     assert kind == "second submission"
-    ws.simulate_labels(1)
+    label_round(ws)
     Image.fromarray(np.full((32, 32), 255, np.uint8)).save(first)
     return "batch: round 1 already has an accepted batch"
 
@@ -246,7 +252,7 @@ def test_a_bad_batch_is_quarantined_and_a_good_one_then_accepted(ws: Workspace, 
     assert ws.ledger.events(type="labels_received", round=1)[-1].data["annotator"] == "alice"
     # a correct batch afterwards is accepted (for a second submission: the accepted one stands)
     ws.cfg.oracle.allow_empty_masks = True
-    result = ws.simulate_labels(1)
+    result = label_round(ws)
     assert ws.round_status(1)["labels_accepted"] and ws.round_status(1)["rejected_batches"] == 1
     assert result == (accepted_before or ws.record(1).labels_accepted).model_dump()
     assert sorted(p.stem for p in (ws.root / "labels/round-001").iterdir()) == sorted(r.id for r in requested(ws))
@@ -268,9 +274,11 @@ def test_store_uploads_can_be_rejected_by_a_person_then_ingested(ws: Workspace, 
     assert [p["round"] for p in ws.pending()] == [1]
     for path in folder.iterdir():
         ws.store.put_bytes(f"labels/round-001/{path.name}", path.read_bytes())
-    result = ws.ingest(1, "bob")
+    staged = ws.ingest(1, "bob")
+    assert ws.pending()[0]["staged"]["batch_sha256"] == staged["batch_sha256"]
+    result = ws.approve(1, "pi")
     assert result["annotator"] == "bob" and ws.pending() == []
-    with pytest.raises(WorkspaceError, match="already accepted"):
+    with pytest.raises(WorkspaceError, match="already approved"):
         ws.reject(1, "carol", "too late")
 
 
@@ -296,7 +304,7 @@ def pseudo_strategy() -> Iterator[str]:
 
 
 def test_pseudo_labels_are_recorded_and_applied_with_the_round_labels(ws: Workspace, pseudo_strategy: str) -> None:
-    ws.simulate_labels(1)
+    label_round(ws)
     ws.evaluate(1)
     ws.cfg.query.strategy = pseudo_strategy
     model_sha = ws.train(2)["checkpoint_sha256"]
@@ -305,7 +313,7 @@ def test_pseudo_labels_are_recorded_and_applied_with_the_round_labels(ws: Worksp
     event = ws.ledger.events(type="pseudo_labeled", round=2)[0]
     assert (event.data["regions"], event.data["model"]) == (pseudo_ids, model_sha) and len(pseudo_ids) == 2
     assert ws.label_state().pseudo_regions == {}  # applied with the round's labels, not before
-    ws.simulate_labels(2)
+    label_round(ws, 2)
     state = ws.label_state()
     assert {k: v["origin"] for k, v in state.pseudo_regions.items()} == {i: model_sha for i in pseudo_ids}
     for item in selection["pseudo"]["regions"]:
@@ -317,7 +325,7 @@ def test_pseudo_labels_are_recorded_and_applied_with_the_round_labels(ws: Worksp
 
 
 def test_tampering_makes_audit_verify_fail(ws: Workspace, capsys: pytest.CaptureFixture) -> None:
-    ws.simulate_labels(1)
+    label_round(ws)
     assert ws.verify().ok
     assert main(["audit", "verify", "--workspace", str(ws.root)]) == 0
     label = sorted((ws.root / "labels/round-001").iterdir())[0]
@@ -341,7 +349,7 @@ def test_tampering_makes_audit_verify_fail(ws: Workspace, capsys: pytest.Capture
 
 
 def test_an_edited_ledger_export_fails_verification(ws: Workspace) -> None:
-    ws.simulate_labels(1)
+    label_round(ws)
     export = ws.root / "ledger.jsonl"
     export.write_text(export.read_text().replace('"simulated-oracle"', '"mallory"', 1))
     result = ws.verify()
@@ -359,10 +367,12 @@ def test_cli_labels_and_audit(ws: Workspace, tmp_path: Path, capsys: pytest.Capt
     assert "rejected" in out and "no mask uploaded" in out and "expect_column_values_to_not_be_in_set" in out
     assert main(["labels", "simulate", *where]) == 0
     assert json.loads(capsys.readouterr().out)["annotator"] == "simulated-oracle"
+    assert main(["approve", "--round", "1", "--by", "pi", *where]) == 0  # no round run: taken in by hand
+    assert "approved by pi; taken in by hand" in capsys.readouterr().out
     region = requested(ws)[0].id
     assert main(["audit", "--sample", region, "--json", *where]) == 0
     history = json.loads(capsys.readouterr().out)
-    assert [e["type"] for e in history] == ["queried", "request_published", "labels_committed"]
+    assert [e["type"] for e in history] == ["queried", "request_published", "labels_approved", "labels_committed"]
     assert main(["audit", "--annotator", "dan", "--csv", *where]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert rows[0].startswith("seq,time") and [r.split(",")[3] for r in rows[1:]] == ["labels_received",
@@ -425,7 +435,7 @@ def test_s3_remote_round_trip(tmp_path: Path, s3_endpoint: str, s3_bucket: str) 
     assert any(r.startswith("/etc/x.png: absolute path") for r in rejected.value.reasons)
     assert ws.store.list("labels/round-001/") == []
     assert ws.store.exists(rejected.value.quarantine.removeprefix(ws.store.url + "/") + "report.json")
-    ws.simulate_labels(1)
+    label_round(ws)
     ws.evaluate(1)
     # credentials never land in the workspace, its git history or DVC's config
     assert "activeseg-test-secret" not in ws.git("log", "-p", "--all")

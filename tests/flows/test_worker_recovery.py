@@ -1,0 +1,70 @@
+"""A worker killed alone (`kill -9` of the worker; its flow-run process exits and Prefect marks the
+run Crashed) is recovered by the next worker, repeating no finished step; and `round start` refuses
+while a stop rule holds unless `--force`. Under a real local Prefect server and real worker processes.
+(The worker killed together with its flow-run process is tests/flows/test_al_round.py.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from activeseg.orchestration import processes, server, workers
+from activeseg.workspace.workspace import Workspace
+from local_prefect import local_prefect
+from test_al_round import ENGINE, SETTINGS, cli, event_counts, set_params, start_worker, submit_and_approve, \
+    task_states, wait
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory: pytest.TempPathFactory):
+    root = Workspace.init(tmp_path_factory.mktemp("recovery") / "lab", "synthetic", overrides=SETTINGS).root
+    with local_prefect(root):
+        yield root
+
+
+def test_round_start_refuses_under_a_stop_rule_unless_forced_and_a_worker_killed_alone_is_recovered(
+        campaign: Path, capsys: pytest.CaptureFixture, tmp_path: Path):
+    root, where = campaign, ("--workspace", str(campaign))
+    set_params(root, "campaign.budget_pixels=3000", "train.min_steps=400", "train.max_steps=400")
+    code, out = cli(capsys, "round", "start", *where)
+    assert (code, out) == (2, "not started: a stop rule holds (label budget: 3072 pixels labeled, budget 3000); "
+                              "`activeseg round start --force` starts round 1 anyway\n")
+    assert not (server.prefect_home(root) / "round.json").exists()  # no round run was created
+
+    code, out = cli(capsys, "round", "start", "--force", *where)  # also starts a background worker
+    assert code == 0, out
+    run_id = UUID(out.split("flow run ")[1].split()[0])
+    deadline = time.monotonic() + 300
+    while task_states(run_id).get("train") != ["Running"]:
+        assert time.monotonic() < deadline, task_states(run_id)
+        time.sleep(0.2)
+    pid = workers.worker_pid(root)
+    os.kill(pid, signal.SIGKILL)  # the worker alone
+    deadline = time.monotonic() + 60
+    while processes.alive(pid) or workers.run_processes(run_id) or ENGINE.state(run_id).type != "CRASHED":
+        assert time.monotonic() < deadline, ENGINE.state(run_id)
+        time.sleep(0.2)
+    assert ENGINE.state(run_id).message == "Execution was aborted by Python system exit call."
+
+    start_worker(root)  # finds the crashed run and retries it
+    assert wait(run_id, until_final=False, timeout=300).suspended
+    submit_and_approve(capsys, root, 1, tmp_path / "labels")
+    assert wait(run_id, until_final=True, timeout=300).type == "COMPLETED"
+
+    # crashed attempt (its process carries on for some seconds after the kill, so how far it got
+    # varies), retried attempt, re-run after the resume: each step finished once, then came back cached
+    tasks = task_states(run_id)
+    for name in ("start-round", "validate", "partition", "train", "query"):
+        assert tasks[name].count("Completed") == 1 and tasks[name][-1] == "Cached", tasks
+    names = [name for name, _ in ENGINE.history(run_id)]
+    assert names.index("Crashed") < names.index("AwaitingRetry") and names[-1] == "Completed"
+    counts = event_counts(root, 1)
+    assert (counts["round_started"], counts["queried"], counts["labels_committed"]) == (1, 1, 1)
+    log = (server.prefect_home(root) / "worker.log").read_text()
+    assert f"round 1: flow run {run_id} was Crashed (its worker was killed); it runs again" in log
+    assert Workspace.open(root).verify().ok

@@ -1,0 +1,143 @@
+"""Label intake behind a reviewer: a valid batch is staged (uploaded, recorded, not taken in), approving
+it takes it in, rejecting it quarantines it and the round waits; one staged batch at a time."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from activeseg.cli.main import main
+from activeseg.workspace import Workspace, WorkspaceError
+from activeseg.workspace.exchange import batch_sha256, read_folder_batch
+from tests.workspace.test_workspace import head, requested, round_one, write_good_batch, ws  # noqa: F401
+
+INTAKE = ("labels_received", "labels_submitted", "batch_rejected", "labels_approved", "labels_committed")
+
+
+def variant(ws: Workspace, folder: Path) -> Path:
+    """A valid batch that differs from the ground truth in one pixel of its first mask."""
+    write_good_batch(ws, folder)
+    first = sorted(folder.iterdir())[0]
+    mask = np.array(Image.open(first))
+    mask[0, 0] = 255 - mask[0, 0]
+    Image.fromarray(mask).save(first)
+    return folder
+
+
+def digest(folder: Path) -> str:
+    return batch_sha256(read_folder_batch(folder, 1 << 20))
+
+
+def intake_events(ws: Workspace) -> list[tuple[str, str, str]]:
+    """(type, actor, batch hash) of round 1's intake events, in order."""
+    return [(e.type, e.actor, e.data["batch_sha256"]) for e in ws.ledger.events(round=1) if e.type in INTAKE]
+
+
+def store_keys(ws: Workspace, prefix: str = "labels/round-001/") -> list[str]:
+    return sorted(info.key for info in ws.store.list(prefix))
+
+
+def test_a_batch_is_staged_rejected_resubmitted_and_taken_in_only_when_approved(ws: Workspace, tmp_path: Path,
+                                                                                 capsys: pytest.CaptureFixture):
+    first, second = write_good_batch(ws, tmp_path / "alice"), variant(ws, tmp_path / "bob")
+    a, b = digest(first), digest(second)
+    ids = sorted(r.id for r in requested(ws))
+    commit, known = head(ws), ws.label_state().revealed_pixels()
+
+    staged = ws.submit(1, first, "alice")
+    assert {k: staged[k] for k in ("round", "annotator", "batch_sha256", "files", "replaces")} == {
+        "round": 1, "annotator": "alice", "batch_sha256": a, "files": len(ids), "replaces": None}
+    # uploaded and recorded, but not in labels/, the known masks or git
+    assert store_keys(ws) == [f"labels/round-001/{i}.png" for i in ids]
+    assert ws.record(1).staged.batch_sha256 == a and ws.record(1).labels_accepted is None
+    assert not (ws.root / "labels/round-001").exists()
+    assert head(ws) == commit and ws.label_state().revealed_pixels() == known
+    with pytest.raises(WorkspaceError, match="no accepted label batch yet"):
+        ws.evaluate(1)
+    # what the reviewer sees: labels pending and status name the staged batch
+    where = ["--workspace", str(ws.root)]
+    assert main(["labels", "pending", "--json", *where]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["staged"]["batch_sha256"] == a
+    assert main(["status", "--json", *where]) == 0
+    assert json.loads(capsys.readouterr().out)["batch"] == {"round": 1, "sha256": a, "annotator": "alice"}
+    # submitting the same batch again changes nothing; another one is refused, naming the staged one
+    assert ws.submit(1, first, "alice") == staged
+    with pytest.raises(WorkspaceError, match=f"round 1: batch {a} from alice is staged and waits for review"):
+        ws.submit(1, second, "bob")
+
+    rejected = ws.reject(1, "rita", "boundaries too coarse")
+    report = json.loads(ws.store.get_bytes(rejected["quarantine"].removeprefix(ws.store.url + "/") + "report.json"))
+    assert (report["annotator"], report["reasons"]) == ("alice", ["rejected by rita: boundaries too coarse"])
+    assert store_keys(ws) == [] and ws.record(1).staged is None and head(ws) == commit
+    assert [(p["round"], p["staged"]) for p in ws.pending()] == [(1, None)]  # the round keeps waiting
+    with pytest.raises(WorkspaceError, match="round 1: no label batch is staged"):
+        ws.approve(1, "pi")
+
+    ws.submit(1, second, "bob")
+    with pytest.raises(WorkspaceError, match=f"the approval names batch {a[:12]} but the staged batch is {b[:12]}"):
+        ws.approve(1, "pi", batch=a)
+    accepted = ws.approve(1, "pi", "checked", batch=b)
+    assert ws.approve(1, "pi") == accepted and ws.approve(1, "sam") == accepted  # one approval
+    assert (accepted["annotator"], accepted["batch_sha256"], accepted["files"]) == ("bob", b, len(ids))
+    assert sorted(p.stem for p in (ws.root / "labels/round-001").iterdir()) == ids
+    assert ws.label_state().revealed_pixels() > known and ws.git("status", "--porcelain", "labels") == ""
+    assert ws.git("log", "-1", "--format=%s").startswith(f"round 1: labels from bob ({len(ids)} masks, batch {b[:12]}")
+    assert ws.record(1).staged is None and ws.pending() == []
+    with pytest.raises(WorkspaceError, match=f"batch {b[:12]} was already approved; there is nothing to reject"):
+        ws.reject(1, "rita", "too late")
+    assert intake_events(ws) == [("labels_received", "alice", a), ("labels_submitted", "alice", a),
+                                 ("batch_rejected", "rita", a), ("labels_received", "bob", b),
+                                 ("labels_submitted", "bob", b), ("labels_approved", "pi", b),
+                                 ("labels_committed", "bob", b)]
+    approval = ws.ledger.last("labels_approved", round=1).data
+    assert (approval["comment"], approval["annotator"], approval["flow_run_id"]) == ("checked", "bob", None)
+    assert ws.evaluate(1)["round"] == 1 and ws.verify().ok
+
+
+def test_replacing_a_staged_batch_is_recorded_and_a_rejected_batch_may_come_again(ws: Workspace, tmp_path: Path):
+    first, second = write_good_batch(ws, tmp_path / "alice"), variant(ws, tmp_path / "bob")
+    a, b = digest(first), digest(second)
+    ws.submit(1, first, "alice")
+    replacing = ws.submit(1, second, "bob", replace=True)
+    assert (replacing["batch_sha256"], replacing["replaces"]) == (b, a)
+    assert ws.ledger.last("labels_submitted", round=1).data["replaces"] == a
+    quarantined = store_keys(ws, "quarantine/round-001/")
+    kept = [json.loads(ws.store.get_bytes(k)) for k in quarantined if k.endswith("report.json")]
+    assert [(r["batch_sha256"], r["replaced_by"], r["by"]) for r in kept] == [(a, b, "bob")]
+    assert len([k for k in quarantined if "/files/" in k]) == len(requested(ws))
+
+    ws.reject(1, "rita", "not convinced")
+    assert ws.submit(1, second, "bob")["batch_sha256"] == b  # the same batch again, after the rejection
+    ws.approve(1, "pi")
+    assert intake_events(ws) == [("labels_received", "alice", a), ("labels_submitted", "alice", a),
+                                 ("labels_received", "bob", b), ("labels_submitted", "bob", b),
+                                 ("batch_rejected", "rita", b), ("labels_received", "bob", b),
+                                 ("labels_submitted", "bob", b), ("labels_approved", "pi", b),
+                                 ("labels_committed", "bob", b)]
+
+
+def test_two_submissions_at_once_stage_exactly_one(ws: Workspace, tmp_path: Path):
+    folders = {"alice": write_good_batch(ws, tmp_path / "alice"), "bob": variant(ws, tmp_path / "bob")}
+    outcomes: dict[str, str] = {}
+
+    def hand_in(annotator: str) -> None:
+        try:
+            outcomes[annotator] = Workspace.open(ws.root).submit(1, folders[annotator], annotator)["batch_sha256"]
+        except WorkspaceError as exc:
+            outcomes[annotator] = str(exc)
+
+    threads = [threading.Thread(target=hand_in, args=(name,)) for name in folders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    staged = ws.record(1).staged
+    loser = "bob" if staged.annotator == "alice" else "alice"
+    assert outcomes[staged.annotator] == staged.batch_sha256 == digest(folders[staged.annotator])
+    assert outcomes[loser].startswith(f"round 1: batch {staged.batch_sha256} from {staged.annotator} is staged")
+    assert [e.actor for e in ws.ledger.events(type="labels_submitted", round=1)] == [staged.annotator]
