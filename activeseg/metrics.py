@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from activeseg.core.data import first_unpaired
 
@@ -89,6 +88,8 @@ def contour(mask: np.ndarray) -> np.ndarray:
 
     ``mask`` has shape ``(H, W)`` (foreground ``> 0``); returns a bool array of shape ``(H, W)``.
     """
+    from scipy import ndimage  # scipy only where a metric is computed (the workspace imports this module)
+
     m = np.asarray(mask) > 0
     padded = np.pad(m, 1, mode="constant", constant_values=False)
     eroded = ndimage.binary_erosion(padded, structure=_STRUCTURE, border_value=0)[1:-1, 1:-1]
@@ -101,6 +102,8 @@ def _distances_to(target: np.ndarray, points: np.ndarray) -> np.ndarray:
     Both are bool arrays of shape ``(H, W)``, ``target`` non-empty; returns shape ``(points.sum(),)``.
     Uses the distance transform of the complement of ``target``: O(H W), not O(|points| |target|).
     """
+    from scipy import ndimage
+
     return ndimage.distance_transform_edt(~target)[points]
 
 

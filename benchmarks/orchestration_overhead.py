@@ -12,7 +12,8 @@ The same rounds (same data, split, initial labels, seeds) are run three ways:
    executed tasks and its annotator's labeling task took, the rest is Prefect's own (process starts,
    polling, state changes, the suspension round trip).
 
-Overhead = (time per round - compute per round) / compute per round, in wall time (what a user waits;
+The fixed overhead per round (the last line) is the mean wall time per round of the Prefect path minus
+that of the bare compute. Overhead = (time per round - compute per round) / compute per round, in wall time (what a user waits;
 noisy on a shared machine) and in CPU time of every process involved (server, worker, flow runs,
 subprocesses; steadier). Every process computes with one thread (OMP_NUM_THREADS=1 unless set): with
 two, torch's threads spin while they wait for each other and CPU time grows with the machine's load.
@@ -143,9 +144,10 @@ def workspace_rounds(root: Path, rounds: int) -> list[tuple[float, float]]:
     return seconds
 
 
-def prefect_rounds(root: Path, rounds: int) -> tuple[list[dict[str, float]], float]:
+def prefect_rounds(root: Path, rounds: int) -> tuple[list[dict[str, float]], dict[str, float]]:
     """Per round under Prefect: wall time, time inside executed tasks, the rest; and the CPU seconds
-    that the server, the worker with its flow-run processes and this process used during the rounds."""
+    that the server, the worker with its flow-run processes and this process used during the rounds,
+    by process."""
     from activeseg.orchestration import processes, server, workers
     from activeseg.orchestration.engine import wait_for
     from activeseg.orchestration.names import CAMPAIGN_FLOW, deployment_name
@@ -157,8 +159,8 @@ def prefect_rounds(root: Path, rounds: int) -> tuple[list[dict[str, float]], flo
     with connect(root, say=lambda _: None) as srv:
         try:
             started = worker.start(root, poll_seconds=1)
-            pids = [started.pid, srv.pid]
-            cpu = sum(process_cpu(pid) for pid in pids) + time.process_time()
+            pids = {"server": srv.pid, "worker and its flow runs": started.pid}
+            cpu = {name: process_cpu(pid) for name, pid in pids.items()} | {"this process": time.process_time()}
             run_id = engine.start(deployment_name(CAMPAIGN_FLOW, root), {"workspace": str(root), "rounds": rounds})
             state = wait_for(engine, run_id, lambda s: s.final, timeout=3600)
             if state.type != "COMPLETED":
@@ -166,7 +168,8 @@ def prefect_rounds(root: Path, rounds: int) -> tuple[list[dict[str, float]], flo
             deadline = time.monotonic() + 30
             while processes.descendants(started.pid) and time.monotonic() < deadline:
                 time.sleep(0.2)  # let the last flow-run process exit and be reaped
-            cpu = sum(process_cpu(pid) for pid in pids) + time.process_time() - cpu
+            used = {name: process_cpu(pid) for name, pid in pids.items()} | {"this process": time.process_time()}
+            cpu = {name: used[name] - cpu[name] for name in cpu}
             times = [_round_times(engine, event.data["flow_run_id"])
                      for event in Workspace.open(root).ledger.events(type="labels_approved")]
             return times, cpu
@@ -213,7 +216,7 @@ def main() -> None:
         instrument()
         steps = workspace_rounds(direct.root, args.rounds)
         spent = dict(SPENT)
-        orchestrated, prefect_cpu = prefect_rounds(
+        orchestrated, cpu_by_process = prefect_rounds(
             Workspace.init(Path(tmp) / "prefect", "synthetic", overrides=settings).root, args.rounds)
 
     base = statistics.mean(c for c, _ in compute)
@@ -228,14 +231,18 @@ def main() -> None:
     for name, total in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"  {name:16s} {total / args.rounds:6.1f} s")
     print(f"Prefect's own per round (wall): {statistics.mean(p['Prefect'] for p in orchestrated):.1f} s")
+    prefect_cpu = sum(cpu_by_process.values())
     cpu_compute = statistics.mean(c for _, c in compute)
     cpu_steps = statistics.mean(c for _, c in steps)
     print(f"\nCPU seconds per round (all processes; insensitive to other load on the machine): compute "
           f"{cpu_compute:.1f}, workspace {cpu_steps:.1f}, Prefect path {prefect_cpu / args.rounds:.1f}")
+    for name, total in cpu_by_process.items():
+        print(f"  {name:26s} {total / args.rounds:6.1f}")
     print(f"\noverhead, workspace without Prefect: wall {(mean_steps - base) / base:.0%}, "
           f"CPU {(cpu_steps - cpu_compute) / cpu_compute:.0%} of the compute")
     print(f"overhead, full orchestrated round:   wall {(mean_wall - base) / base:.0%}, "
           f"CPU {(prefect_cpu / args.rounds - cpu_compute) / cpu_compute:.0%} of the compute (target < 10%)")
+    print(f"fixed overhead per round: {mean_wall - base:.1f} s")
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,7 @@ from prefect.runtime import flow_run
 
 from activeseg.workspace.exchange import read_manifest, round_prefix
 from activeseg.core.util import canonical_json, sha256_text
-from activeseg.workspace.storage import StoreError
+from activeseg.workspace.storage import StoreUnavailable
 from activeseg.orchestration import approval as approvals
 from activeseg.orchestration.engine import RunEngine
 from activeseg.orchestration.guard import claim_round
@@ -31,9 +31,10 @@ from activeseg.orchestration.rounds import start_annotator
 from activeseg.workspace.workspace import Workspace, WorkspaceError
 from tasks import STEP
 
-TRANSIENT = (StoreError, ConnectionError, TimeoutError)
-"""Failures worth retrying: the object store or the network did not answer (never a rejected batch or
-a step called out of order)."""
+TRANSIENT = (StoreUnavailable, ConnectionError, TimeoutError)
+"""Failures worth retrying: the object store or DVC's remote did not answer through the workspace's own
+retries (`storage` in params.yaml), or the network failed (never a rejected batch, a refused object
+name or a step called out of order)."""
 
 
 def transient(task: Any, task_run: TaskRun, state: State) -> bool:

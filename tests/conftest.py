@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,18 @@ TINY = [
 ]
 
 
+def bomb_png(width: int, height: int) -> bytes:
+    """A real decompression bomb: a valid grey 8-bit PNG of ``width`` x ``height`` zeros, compressed to a
+    tiny file (about 1 KB per million pixels); decoding it would take ``width * height`` bytes."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, row = zlib.compressobj(9), bytes(width + 1)  # each row: filter byte 0, then the pixels
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 @pytest.fixture
 def tiny_cfg() -> Config:
     return load_config(None, list(TINY))
@@ -59,8 +73,11 @@ MARKS = {
         "flows/test_suspend_resume.py",
         "flows/test_campaign.py::test_demo_runs_rounds_that_suspend_and_resume_then_stops_what_it_started",
         "workspace/test_workspace.py",
+        "workspace/test_outage.py::test_a_round_survives_store_outages",
         "workspace/test_audit.py",
         "workspace/test_collapsed_model.py",
+        "workspace/test_bad_input.py",
+        "workspace/test_credentials.py",
         "flows/test_worker_recovery.py",
         "orchestration/test_server.py::test_start_status_stop_restart",
         "loop/test_simulate.py::test_mlflow_logs_every_training_run",

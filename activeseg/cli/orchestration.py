@@ -37,12 +37,13 @@ def connected(root: Path, *, start: bool = True) -> Iterator[RunEngine | None]:
     (and said so), or, with `start` False, the engine is None when none runs."""
     from activeseg.orchestration import server
     from activeseg.orchestration.guard import require_workspace
-    from flows.engine import PrefectEngine, connect
 
     require_workspace(root)
     if not start and server.status(root) is None:
         yield None
         return
+    from flows.engine import PrefectEngine, connect  # Prefect only when there is a server to talk to
+
     with connect(root, start=start, say=say):
         yield PrefectEngine()
 

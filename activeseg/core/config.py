@@ -1,7 +1,7 @@
 """Typed configuration loaded from ``params.yaml``, as pydantic models.
 
 Every stage of the pipeline has its own section (data, partition, model, train, query, oracle,
-evaluate, tracking, campaign, schedule), one :class:`Settings` model each. Unknown keys, values of the
+evaluate, tracking, campaign, schedule, storage), one :class:`Settings` model each. Unknown keys, values of the
 wrong type and values out of range fail with a :class:`ConfigError` that names the dotted key, e.g.
 ``train.patience: expected int, got 'ten'`` or ``partition.overlap: must be in [0, 1)``.
 """
@@ -164,6 +164,14 @@ class CampaignConfig(Settings):
     plateau_delta: float = Field(0.005, ge=0)
 
 
+class StorageConfig(Settings):
+    """Retries of the object store and of DVC push/pull when they do not answer: ``retries`` more attempts
+    after the first, waiting ``retry_seconds``, then twice as long before each next one."""
+
+    retries: int = Field(3, ge=0)
+    retry_seconds: float = Field(1.0, ge=0)
+
+
 class ScheduleConfig(Settings):
     """When the worker starts rounds by itself (standard 5-field cron, UTC); None: only on demand."""
 
@@ -188,6 +196,7 @@ class Config(Settings):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     campaign: CampaignConfig = Field(default_factory=CampaignConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     rounds: int = Field(5, ge=1)
 
     @model_validator(mode="after")

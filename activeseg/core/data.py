@@ -4,6 +4,11 @@ Images are grey or RGB and may differ in size; masks are {0, 255} for binary dat
 ids. Loading fails with a :class:`DatasetError` naming the offending file: an unpaired file, an
 unreadable file, a mask whose size differs from its image, a mask value outside the classes.
 Nothing is silently dropped.
+
+A file whose header declares more than :data:`MAX_PIXELS` pixels is refused before its pixels are
+decoded (a decompression bomb: huge dimensions in a tiny file). Masks may be stored with a palette
+(PNG mode ``P``: the palette index is the class id, the colours are ignored) or 16 bits deep (mode
+``I;16``: the values are the class ids); either way the values must be class ids, or {0, 255} when binary.
 """
 
 from __future__ import annotations
@@ -17,10 +22,18 @@ import numpy as np
 from PIL import Image
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's own decompression-bomb threshold (about 89 million pixels)
 
 
 class DatasetError(ValueError):
     """The dataset folder is not usable; the message names the file and the problem."""
+
+
+def check_pixels(path: Path, width: int, height: int, what: str) -> None:
+    """Refuse a file whose header declares more than :data:`MAX_PIXELS` pixels, before decoding it."""
+    if width * height > MAX_PIXELS:
+        raise DatasetError(f"{path}: {what} declares {width}x{height} pixels, over the limit of {MAX_PIXELS} "
+                           "(a decompression bomb?); not decoded")
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -29,13 +42,19 @@ def read_image(path: Path) -> np.ndarray:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
-            arr = np.asarray(tifffile.imread(path))
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.pages[0].shape
+                check_pixels(path, shape[1], shape[0], "image")
+                arr = np.asarray(tif.asarray())
         else:
             with Image.open(path) as img:
+                check_pixels(path, *img.size, "image")
                 img.load()
                 if img.mode not in ("L", "RGB", "I;16", "I", "F"):
                     img = img.convert("RGB")
                 arr = np.asarray(img)
+    except DatasetError:
+        raise
     except Exception as exc:  # Pillow and tifffile raise many kinds
         raise DatasetError(f"{path}: unreadable image ({exc})") from None
     if arr.ndim == 2:
@@ -51,11 +70,15 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_mask(path: Path, classes: int) -> np.ndarray:
-    """Read a mask as uint8 class ids, shape (H, W): {0, 255} maps to {0, 1}."""
+    """Read a mask as uint8 class ids, shape (H, W): {0, 255} maps to {0, 1}. A palette PNG gives its
+    indices (not its colours), a 16-bit PNG its values; both must then be class ids (or {0, 255})."""
     try:
         with Image.open(path) as img:
+            check_pixels(path, *img.size, "mask")
             img.load()
             arr = np.asarray(img)
+    except DatasetError:
+        raise
     except Exception as exc:
         raise DatasetError(f"{path}: unreadable mask ({exc})") from None
     if arr.ndim != 2:

@@ -49,7 +49,8 @@ def plot_learning_curves(runs: list[dict], path: Path, title: str = "Active lear
         ax.fill_between(c["fraction"] * 100, np.clip(c["low"], 0, 1), np.clip(c["high"], 0, 1),
                         color=line.get_color(), alpha=0.2)
     ax.set_xlabel("revealed training pixels (%)")
-    ax.set_ylabel("test Dice (mean, band: 95 % CI over seeds)")
+    several_seeds = len({r["seed"] for r in runs}) > 1
+    ax.set_ylabel("test Dice (mean, band: 95 % CI over seeds)" if several_seeds else "test Dice")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -18,6 +18,7 @@ from activeseg.core.util import read_json
 from activeseg.workspace.errors import WorkspaceError
 from activeseg.workspace.ledger import Ledger
 from activeseg.workspace.records import Entry, Records, RoundRecord
+from activeseg.workspace.storage import Retry
 from activeseg.workspace.vcs import Remote, Vcs
 
 SETTINGS = "workspace.json"
@@ -38,12 +39,13 @@ class WorkspaceCore:
         self.cfg: Config = load_config(self.root / "params.yaml")
         self.actor = actor or os.environ.get("ACTIVESEG_ACTOR") or getpass.getuser()
         self.in_dvc = in_dvc
-        self.vcs = Vcs(self.root, in_dvc)
+        retry = Retry.of(self.cfg.storage)
+        self.vcs = Vcs(self.root, in_dvc, retry, self.remote.dvc_url())
         self.records = Records(self.root)
         self.ledger = Ledger(self.root / "ledger.db")
         if (self.root / "ledger.jsonl").is_file():
             self.ledger.import_jsonl(self.root / "ledger.jsonl")
-        self.store = self.remote.store(self.root)
+        self.store = self.remote.store(self.root, retry)
 
     def dvc(self, *args: str) -> str:
         """Run the ``dvc`` command line in the workspace (credentials through the environment only)."""

@@ -38,11 +38,12 @@ from PIL import Image, ImageDraw
 from activeseg.core.data import Dataset
 from activeseg.core.partition import Region
 from activeseg.core.util import round_name
-from activeseg.workspace.storage import ObjectStore, StoreError
+from activeseg.workspace.storage import ObjectStore, StoreError, StoreUnavailable
 
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 OUTLINE = (255, 255, 0)
+NOT_KEPT = {"symlink": "a symbolic link, never followed", "other": "not a plain file"}
 
 
 def round_prefix(area: str, round_number: int) -> str:
@@ -168,6 +169,8 @@ def read_store_batch(store: ObjectStore, round_number: int, max_bytes: int) -> l
         if not info.symlink and info.size <= max_bytes:
             try:
                 data = store.get_bytes(info.key)
+            except StoreUnavailable:  # an outage is not a bad name: the caller fails and tries again
+                raise
             except StoreError:  # e.g. a name the S3 client refuses; the name checks report it
                 data = None
         entries.append(BatchEntry(info.key[len(prefix):], "symlink" if info.symlink else "file", info.size, data))
@@ -207,25 +210,48 @@ def quarantine(store: ObjectStore, round_number: int, entries: list[BatchEntry],
     Files are kept under ``files/`` with plain names (the report maps the original names). A batch
     that came from ``labels/round-NNN/`` is then removed from there, so the request is open again. An
     entry that cannot be kept (a link, which is never followed; a file over the size cap of a local
-    folder, which stays in that folder; an object the S3 client cannot read) is listed as not kept.
+    folder, which stays in that folder; an object the S3 client cannot read, such as a name with a
+    ``.`` or ``..`` segment) is mapped to None in ``files`` and its reason is in ``not_kept``; an object
+    that cannot be removed from ``labels/round-NNN/`` is listed with the error in ``not_removed`` (the
+    report is written again then).
     """
     prefix = round_prefix("quarantine", round_number) + timestamp() + "/"
     source = round_prefix("labels", round_number)
     kept: dict[str, str | None] = {}
+    not_kept: dict[str, str] = {}
     for index, entry in enumerate(entries):
         key = f"{prefix}files/{quarantine_name(entry.name, index)}"
-        data = entry.data
+        data, why = entry.data, NOT_KEPT.get(entry.kind, "over the size cap; left in the submitted folder")
         if data is None and from_store and entry.kind == "file":
             try:
                 data = store.get_bytes(source + entry.name)
-            except StoreError:
-                data = None
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                why = f"the object store client cannot read this name, so it is not kept ({exc})"
         if data is not None:
             store.put_bytes(key, data)
+        else:
+            not_kept[entry.name] = why
         kept[entry.name] = key if data is not None else None
-    full = {**report, "round": round_number, "files": kept}
+    full = {**report, "round": round_number, "files": kept, "not_kept": not_kept}
     store.put_bytes(prefix + REPORT, json.dumps(full, indent=1, default=str).encode())
     if from_store:
-        for entry in entries:
-            store.delete(source + entry.name)
+        not_removed = remove_batch(store, source, entries)
+        if not_removed:
+            full["not_removed"] = not_removed
+            store.put_bytes(prefix + REPORT, json.dumps(full, indent=1, default=str).encode())
     return prefix
+
+
+def remove_batch(store: ObjectStore, source: str, entries: list[BatchEntry]) -> dict[str, str]:
+    """Delete every entry under ``source``; returns {name: error} for those that could not be deleted."""
+    failed = {}
+    for entry in entries:
+        try:
+            store.delete(source + entry.name)
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            failed[entry.name] = str(exc)
+    return failed

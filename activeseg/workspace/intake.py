@@ -122,9 +122,10 @@ def simulate_labels(ws: WorkspaceCore, round_number: int | None = None) -> Stage
 def approve(ws: WorkspaceCore, round_number: int | None, by: str, comment: str = "", batch: str | None = None,
             flow_run_id: str | None = None) -> LabelsAccepted:
     """Take the staged batch in as approved by ``by``: ledger ``labels_approved``, then the files to
-    labels/, DVC, push, commit, the known masks (``labels_committed``). ``batch``: the hash the
-    approval names (None: whatever is staged); ``flow_run_id``: the round run that was resumed (None
-    for an approval by hand). Approving the accepted batch again returns it and records nothing.
+    labels/, DVC, commit, the known masks (``labels_committed``; the DVC push comes with the round's
+    close). ``batch``: the hash the approval names (None: whatever is staged); ``flow_run_id``: the round
+    run that was resumed (None for an approval by hand). Approving the accepted batch again returns it
+    and records nothing.
     """
     if not by:
         raise WorkspaceError("an approver name is required (--by NAME)")
@@ -261,17 +262,23 @@ def _accept(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], s
     return record.labels_accepted
 
 
-def commit_labels(ws: WorkspaceCore, record: RoundRecord, annotator: str, digest: str | None,
-                  state: LabelState) -> LabelsAccepted:
-    """Track, push and commit a round's label files (and pseudo-labels); ledger labels_committed.
-    Round 0 (``init``) only records them: init tracks and commits them itself."""
-    n, regions = record.round, record.requested()
-    targets = [f"labels/{round_name(n)}"]
+def label_targets(record: RoundRecord) -> list[str]:
+    """The DVC-tracked label paths of a round: its label folder, and its pseudo-labels when it has any."""
+    targets = [f"labels/{round_name(record.round)}"]
     if record.queried is not None and record.queried.pseudo is not None:
         targets.append(record.queried.pseudo.file)
+    return targets
+
+
+def commit_labels(ws: WorkspaceCore, record: RoundRecord, annotator: str, digest: str | None,
+                  state: LabelState) -> LabelsAccepted:
+    """Track and commit a round's label files (and pseudo-labels); ledger labels_committed. They reach
+    the DVC remote with the round's other outputs in its one push when it closes (``evaluate``). Round 0
+    (``init``) only records them: init tracks, pushes and commits them itself."""
+    n, regions = record.round, record.requested()
+    targets = label_targets(record)
     if n > 0:
         ws.dvc("add", "-q", *targets)
-        ws.dvc("push", "-q", *targets)
         ws.ledger.export_jsonl(ws.root / "ledger.jsonl")
         ws.vcs.commit(f"round {n}: labels from {annotator} ({len(regions)} masks, batch {digest[:12]})")
     commit = ws.git("log", "-1", "--format=%H", "--", f"{targets[0]}.dvc").strip()

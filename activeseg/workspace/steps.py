@@ -8,17 +8,39 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
+from activeseg.core.config import from_dict
 from activeseg.core.pool import pool_regions
 from activeseg.core.util import canonical_json, read_json, round_name, sha256_file, sha256_text, utc_now, write_json
 from activeseg.metrics import METRICS
 from activeseg.workspace.base import WorkspaceCore, round_step
 from activeseg.workspace.errors import ModelCollapsed, WorkspaceError
 from activeseg.workspace.exchange import publish_request, round_prefix
+from activeseg.workspace.intake import label_targets
 from activeseg.workspace.ledger import region_stem
 from activeseg.workspace.records import Evaluated, Queried, RoundRecord, Trained
 from activeseg.workspace.state import label_state
 from activeseg.workspace.validation import ValidationFailed, ValidationReport, validate_dataset
+
+
+STAGES_BEFORE_LABELS = ("validate", "partition", "train", "query")
+"""The stages of a round before its labels arrive: recorded in dvc.lock together, by the query step (one
+``dvc commit`` instead of four; none of their deps changes in between, and the round is committed to git
+only when it closes)."""
+
+
+def check_frozen_data(ws: WorkspaceCore) -> None:
+    """Refuse a ``params.yaml`` whose ``data`` section (dataset, classes, split, seed, synthetic data)
+    differs from the one committed by init (tag ``round-000``): the dataset and its split are frozen
+    for the whole campaign. Every other key (``train.lr``, ...) may change between rounds."""
+    initial = from_dict(yaml.safe_load(ws.git("show", f"{round_name(0)}:params.yaml")) or {}).flat()
+    current = ws.cfg.flat()
+    changed = [key for key in sorted(initial) if key.startswith("data.") and initial[key] != current.get(key)]
+    if changed:
+        details = "; ".join(f"{key}: {initial[key]!r} at init, now {current.get(key)!r}" for key in changed)
+        raise WorkspaceError(f"{ws.root / 'params.yaml'}: {details}. The dataset and its split are frozen when the "
+                             "campaign starts; restore these values (or start a new campaign with activeseg init)")
 
 
 def check_dataset(ws: WorkspaceCore) -> ValidationReport:
@@ -36,9 +58,10 @@ def check_dataset(ws: WorkspaceCore) -> ValidationReport:
 
 
 def validate(ws: WorkspaceCore) -> dict[str, Any]:
-    """The dataset suite (:func:`check_dataset`) as the ``validate`` stage."""
+    """The frozen ``data`` settings (:func:`check_frozen_data`) and the dataset suite
+    (:func:`check_dataset`) as the ``validate`` stage."""
+    check_frozen_data(ws)
     check_dataset(ws)
-    ws.vcs.stage_done("validate")
     return {"success": True, "images": len(ws.dataset.stems), "report": "validation/dataset.json"}
 
 
@@ -51,9 +74,7 @@ def write_pool(ws: WorkspaceCore) -> Path:
 
 def partition(ws: WorkspaceCore) -> Path:
     """The pool (:func:`write_pool`) as the ``partition`` stage."""
-    path = write_pool(ws)
-    ws.vcs.stage_done("partition")
-    return path
+    return write_pool(ws)
 
 
 @round_step("trained")
@@ -62,6 +83,7 @@ def train(ws: WorkspaceCore, record: RoundRecord) -> Trained:
     n, current = record.round, ws.current_round()
     if n != current:
         raise WorkspaceError(f"round {n} cannot start: the round in progress is {current}")
+    check_frozen_data(ws)
     params_sha = sha256_file(ws.root / "params.yaml")
     ws.ledger.append("round_started", n, ws.actor, {"strategy": ws.cfg.query.strategy, "params_sha256": params_sha},
                      once_key="start")
@@ -71,7 +93,6 @@ def train(ws: WorkspaceCore, record: RoundRecord) -> Trained:
     if not (done and sha256_file(checkpoint) == info.checkpoint_sha256):
         info = _train(ws, n, checkpoint)
         write_json(info_path, info.model_dump())
-    ws.vcs.stage_done("train")
     return info
 
 
@@ -150,7 +171,7 @@ def query(ws: WorkspaceCore, record: RoundRecord) -> Queried:
     manifest = publish_request(ws.store, n, selection["regions"], ws.dataset, meta)
     manifest_sha = sha256_text(canonical_json(manifest))
     _log_query(ws, n, selection, trained, manifest_sha)
-    ws.vcs.stage_done("query")
+    ws.vcs.stage_done(*STAGES_BEFORE_LABELS)
     request = f"{ws.store.url}/{round_prefix('requests', n)}"
     return Queried.model_validate({**selection, "request": request, "manifest_sha256": manifest_sha})
 
@@ -218,7 +239,10 @@ def evaluate(ws: WorkspaceCore, round_number: int | None = None) -> dict[str, An
 def _record_evaluation(ws: WorkspaceCore, record: RoundRecord) -> Evaluated:
     result = _evaluation(ws, record)
     ws.vcs.stage_done("evaluate")
-    ws.dvc("push", "-q", "partition", "train", "query")
+    # the round's one push; labels named by their .dvc files (with the folder itself among stage targets,
+    # dvc push left both that folder and the train stage's model out)
+    labels = [f"{target}.dvc" for target in label_targets(record)]
+    ws.dvc("push", "-q", "partition", "train", "query", *labels)
     return result
 
 

@@ -15,16 +15,30 @@ reported as they are, because an annotator may upload anything and the batch che
 local folder. Credentials come from the environment only: ``AWS_ACCESS_KEY_ID`` and
 ``AWS_SECRET_ACCESS_KEY``, or ``MINIO_ACCESS_KEY`` and ``MINIO_SECRET_KEY``, or ``MINIO_ROOT_USER`` and
 ``MINIO_ROOT_PASSWORD``; the region from ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` unless given.
+
+A store that does not answer is retried by one policy (:class:`Retry`, from ``storage`` in params.yaml),
+which DVC push/pull share (:class:`activeseg.workspace.vcs.Vcs`); the MinIO SDK's own retries are off, so
+that policy is the only one. What is transient (the issue leaves it open): for S3, a connection or
+protocol error or an HTTP 5xx answer, never an answer such as NoSuchKey or AccessDenied; a local folder
+is not retried (its errors are not network hiccups). After the last attempt :class:`StoreUnavailable`
+names the store and what was being done.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
+
+from activeseg.core.config import StorageConfig
+
+T = TypeVar("T")
 
 CREDENTIAL_PAIRS = (
     ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
@@ -35,6 +49,43 @@ CREDENTIAL_PAIRS = (
 
 class StoreError(RuntimeError):
     """An object-store operation failed; the message names the key and the store."""
+
+
+class StoreUnavailable(StoreError):
+    """The store did not answer through every attempt of the :class:`Retry` policy: transient, so worth
+    trying again later (a Prefect task retries it, ``activeseg round start`` resumes the round)."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Up to ``retries`` more attempts after a transient failure, waiting ``seconds`` before the first
+    retry and twice as long before each next one (3 and 1.0: 1 + 2 + 4 = 7 s of waiting at most)."""
+
+    retries: int = 3
+    seconds: float = 1.0
+
+    @staticmethod
+    def of(settings: StorageConfig) -> Retry:
+        return Retry(settings.retries, settings.retry_seconds)
+
+    def call(self, action: Callable[[], T], url: str, doing: str, transient: Callable[[Exception], bool]) -> T:
+        """``action()``; retried while it raises an exception ``transient`` accepts, then
+        :class:`StoreUnavailable` naming ``url`` and ``doing`` (e.g. "writing requests/round-001/manifest.json");
+        any other exception passes at once."""
+        started, attempt = time.monotonic(), 0
+        while True:
+            try:
+                return action()
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                if attempt == self.retries:
+                    raise StoreUnavailable(
+                        f"{url}: the store did not answer while {doing} ({attempt + 1} attempts in "
+                        f"{time.monotonic() - started:.1f} s; set storage.retries and storage.retry_seconds in "
+                        f"params.yaml to wait longer); last error: {exc}") from None
+            time.sleep(self.seconds * 2 ** attempt)
+            attempt += 1
 
 
 @dataclass(frozen=True)
@@ -141,7 +192,7 @@ class S3Store(ObjectStore):
     """A bucket (and key prefix) of an S3 service, through the MinIO SDK."""
 
     def __init__(self, bucket: str, prefix: str = "", endpoint: str | None = None, region: str | None = None,
-                 access_key: str | None = None, secret_key: str | None = None):
+                 access_key: str | None = None, secret_key: str | None = None, retry: Retry = Retry()):
         from minio import Minio
 
         parsed = urlparse(endpoint) if endpoint else None
@@ -154,59 +205,81 @@ class S3Store(ObjectStore):
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self.client = Minio(host, access_key=access_key, secret_key=secret_key, secure=secure, region=self.region)
+        self.retry = retry
+        self.client = Minio(host, access_key=access_key, secret_key=secret_key, secure=secure, region=self.region,
+                            http_client=_http_client())
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _error(self, key: str, exc: Exception) -> StoreError:
-        return StoreError(f"{self.url}/{key}: {exc}")
-
-    def ensure(self) -> None:
+    def _call(self, doing: str, key: str, action: Callable[[], T]) -> T:
+        """``action()`` under the retry policy; a failure that is not transient becomes a
+        :class:`StoreError` naming the key (the SDK raises S3Error, urllib3 errors, ValueError)."""
         try:
-            if not self.client.bucket_exists(self.bucket):
-                self.client.make_bucket(self.bucket)
-        except Exception as exc:  # the SDK raises S3Error, urllib3 errors, ValueError
-            raise self._error("", exc) from None
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        try:
-            self.client.put_object(self.bucket, self._key(check_key(key)), io.BytesIO(data), len(data))
+            return self.retry.call(action, self.url, f"{doing} {key or 'the bucket'}", s3_transient)
         except StoreError:
             raise
         except Exception as exc:
-            raise self._error(key, exc) from None
+            raise StoreError(f"{self.url}/{key}: {exc}") from None
+
+    def ensure(self) -> None:
+        def make() -> None:
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+
+        self._call("creating", "", make)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        name = self._key(check_key(key))
+        self._call("writing", key, lambda: self.client.put_object(self.bucket, name, io.BytesIO(data), len(data)))
 
     def get_bytes(self, key: str) -> bytes:
-        try:
+        def read() -> bytes:
             response = self.client.get_object(self.bucket, self._key(key))
-        except Exception as exc:
-            raise self._error(key, exc) from None
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call("reading", key, read)
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         strip = len(self.prefix) + 1 if self.prefix else 0
-        try:
-            objects = self.client.list_objects(self.bucket, prefix=self._key(prefix), recursive=True)
-            return sorted((ObjectInfo(o.object_name[strip:], o.size or 0) for o in objects), key=lambda i: i.key)
-        except Exception as exc:
-            raise self._error(prefix, exc) from None
+        objects = self._call("listing", prefix, lambda: list(
+            self.client.list_objects(self.bucket, prefix=self._key(prefix), recursive=True)))
+        return sorted((ObjectInfo(o.object_name[strip:], o.size or 0) for o in objects), key=lambda i: i.key)
 
     def delete(self, key: str) -> None:
         from minio.deleteobjects import DeleteObject
 
         # the bulk delete sends names in the request body, so it also removes objects whose names the
         # SDK refuses in a URL ("." or ".." segments, which other clients can upload)
-        try:
-            errors = list(self.client.remove_objects(self.bucket, [DeleteObject(self._key(key))]))
-        except Exception as exc:
-            raise self._error(key, exc) from None
+        errors = self._call("deleting", key, lambda: list(
+            self.client.remove_objects(self.bucket, [DeleteObject(self._key(key))])))
         if errors:
-            raise self._error(key, RuntimeError(errors[0].message))
+            raise StoreError(f"{self.url}/{key}: {errors[0].message}")
+
+
+def _http_client():
+    """The MinIO SDK's default HTTP pool without its own retries (5 attempts with backoff): :class:`Retry`
+    is the one retry policy."""
+    import certifi
+    import urllib3
+
+    timeout = urllib3.Timeout(connect=60, read=300)
+    return urllib3.PoolManager(timeout=timeout, maxsize=10, cert_reqs="CERT_REQUIRED",
+                               ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(), retries=False)
+
+
+def s3_transient(exc: Exception) -> bool:
+    """An S3 failure worth retrying: no connection, a broken or timed-out exchange, or an HTTP 5xx answer."""
+    import urllib3
+    from minio.error import S3Error, ServerError
+
+    if isinstance(exc, S3Error):
+        return exc.response is not None and exc.response.status >= 500
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ServerError, ConnectionError, TimeoutError))
 
 
 def s3_credentials() -> tuple[str | None, str | None]:
@@ -225,11 +298,12 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.strip("/")
 
 
-def open_store(url: str | Path, endpoint: str | None = None, region: str | None = None) -> ObjectStore:
-    """An :class:`S3Store` for ``s3://`` URLs, else a :class:`LocalStore` for the folder."""
+def open_store(url: str | Path, endpoint: str | None = None, region: str | None = None,
+               retry: Retry = Retry()) -> ObjectStore:
+    """An :class:`S3Store` for ``s3://`` URLs (retried by ``retry``), else a :class:`LocalStore` for the folder."""
     if str(url).startswith("s3://"):
         bucket, prefix = split_s3_url(str(url))
-        return S3Store(bucket, prefix, endpoint, region)
+        return S3Store(bucket, prefix, endpoint, region, retry=retry)
     if endpoint:
         raise StoreError(f"--endpoint is only for s3:// remotes, not {url}")
     return LocalStore(url)

@@ -17,27 +17,35 @@ with a frozen split: every image in it, the split file unchanged since it was fr
 outside the training pool ever queried.
 
 Label-batch suite: exactly the requested ids (none missing, none extra); plain file names (no path
-separator, ``.`` or ``..`` segment, absolute path or hidden file) of plain files (symbolic links are
-never followed); at most ``oracle.max_file_bytes`` per file; each mask a readable PNG, single-channel,
-sized like the in-image part of its region, values within the classes ({0, 255} allowed when binary);
-all-empty masks only when ``oracle.allow_empty_masks``; and no batch for a round already accepted.
+separator, ``.`` or ``..`` segment, absolute path, hidden file, space or other character than
+letters, digits, ``.``, ``_``, ``-``) of plain files (symbolic links are never followed); at most
+``oracle.max_file_bytes`` per file; no PNG whose header declares more pixels than its region's in-image
+part (or, for a file no region asked for, than the largest one): such a file is never decoded, so a
+decompression bomb costs nothing; each mask a readable PNG, single-channel, sized like the in-image part
+of its region, values within the classes ({0, 255} allowed when binary); all-empty masks only when
+``oracle.allow_empty_masks``; and no batch for a round already accepted. A palette PNG counts by its
+indices (the class ids; the colours are ignored) and a 16-bit PNG by its values, as
+:func:`activeseg.core.data.read_mask` reads them when the batch is taken in.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
-from activeseg.core.data import IMAGE_EXTENSIONS, DatasetError, read_image
+from activeseg.core.data import IMAGE_EXTENSIONS, MAX_PIXELS, DatasetError, read_image
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where a table is built: only a process that validates pays for it
 
 SAFE_STEM = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 RESULT_FORMAT = {"result_format": "COMPLETE", "unexpected_index_column_names": ["name"]}
@@ -156,8 +164,24 @@ def pixels_outside_classes(mask: np.ndarray, classes: int, binary_255: bool) -> 
     return int(((mask < 0) | (mask >= classes)).sum())
 
 
-def decode_png(data: bytes) -> np.ndarray | None:
-    """The pixel array of PNG bytes ((H, W) or (H, W, C)), None when not a readable PNG."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as the PNG's IHDR chunk declares them, read from the bytes without decoding;
+    None when the bytes do not start like a PNG."""
+    if data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def decode_png(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray | None:
+    """The pixel array of PNG bytes ((H, W) or (H, W, C)), None when not a readable PNG or when its
+    header declares more than ``max_pixels`` pixels (then it is not decoded). Palette PNGs give their
+    indices, 16-bit PNGs their values."""
+    declared = png_header_size(data)
+    if declared is None or declared[0] * declared[1] > max_pixels:
+        return None
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.format != "PNG":
@@ -179,6 +203,7 @@ NAME_CHECKS = (
     (r"(?:^|[/\\])\.{1,2}(?:[/\\]|$)", "'.' or '..' path segment in the name"),
     (r"^(?:[/\\]|[A-Za-z]:)", "absolute path"),
     (r"(?:^|[/\\])\.(?!\.?(?:[/\\]|$))", "hidden file"),
+    (r"[^A-Za-z0-9._/\\-]", "space or other character than letters, digits, '.', '_', '-' in the name"),
 )
 
 
@@ -186,17 +211,29 @@ def label_batch_table(entries: Iterable[Entry], requested: dict[str, tuple[int, 
     """One row per entry and per requested id without an entry (kind ``missing``).
 
     ``requested`` maps region ids to the (h, w) of the region's in-image part. Entries without data
-    (links, oversized files) are not decoded.
+    (links, oversized files) are not decoded, nor is a PNG whose header declares more pixels than its
+    region's in-image part (than the largest one for a file no region asked for): ``too_large``.
     """
+    import pandas as pd
+
     rows, names = [], set()
+    largest = max((h * w for h, w in requested.values()), default=0)
     for entry in entries:
         names.add(entry.name)
         rid = entry.name[:-4] if entry.name.endswith(".png") else None
+        limit = requested[rid][0] * requested[rid][1] if rid in requested else largest
         row = {"name": entry.name, "kind": entry.kind, "bytes": entry.size, "readable": None, "channels": None,
                "size": None, "expected_size": _size(requested[rid]) if rid in requested else None,
-               "outside_classes": None, "foreground": None}
-        if entry.data is not None:
-            pixels = decode_png(entry.data)
+               "outside_classes": None, "foreground": None, "declared_size": None, "pixel_limit": limit,
+               "too_large": None}
+        declared = png_header_size(entry.data) if entry.data is not None else None
+        if declared is not None:
+            row["declared_size"] = f"{declared[0]}x{declared[1]}"
+            row["too_large"] = declared[0] * declared[1] > limit
+            if row["too_large"]:
+                row["size"] = row["declared_size"]
+        if entry.data is not None and not row["too_large"]:
+            pixels = decode_png(entry.data, limit)
             row["readable"] = pixels is not None
             if pixels is not None:
                 row["channels"] = 1 if pixels.ndim == 2 else pixels.shape[2]
@@ -209,7 +246,8 @@ def label_batch_table(entries: Iterable[Entry], requested: dict[str, tuple[int, 
         if f"{rid}.png" not in names:
             rows.append({"name": f"{rid}.png", "kind": "missing", "expected_size": _size(requested[rid])})
     return pd.DataFrame(rows, columns=["name", "kind", "bytes", "readable", "channels", "size", "expected_size",
-                                       "outside_classes", "foreground"])
+                                       "outside_classes", "foreground", "declared_size", "pixel_limit",
+                                       "too_large"])
 
 
 def validate_label_batch(entries: Iterable[Entry], requested: dict[str, tuple[int, int]], classes: int,
@@ -217,6 +255,7 @@ def validate_label_batch(entries: Iterable[Entry], requested: dict[str, tuple[in
                          already_accepted: bool) -> ValidationReport:
     """The label-batch suite (see the module docstring) over one batch for one round's request."""
     import great_expectations.expectations as gxe
+    import pandas as pd
 
     df = label_batch_table(entries, requested, classes)
     class_text = "0..1 or {0, 255}" if classes == 2 else f"0..{classes - 1}"
@@ -231,6 +270,9 @@ def validate_label_batch(entries: Iterable[Entry], requested: dict[str, tuple[in
           for regex, text in NAME_CHECKS),
         Check(gxe.ExpectColumnValuesToBeBetween(column="bytes", min_value=0, max_value=max_bytes),
               lambda r: f"{_num(r['bytes'])} bytes, over oracle.max_file_bytes = {max_bytes}"),
+        Check(gxe.ExpectColumnValuesToBeInSet(column="too_large", value_set=[False]),
+              lambda r: f"not decoded: its PNG header declares {r['declared_size']} pixels, more than the "
+                        f"{_num(r['pixel_limit'])} of the largest mask it may be (a decompression bomb?)"),
         Check(gxe.ExpectColumnValuesToBeInSet(column="readable", value_set=[True]), lambda r: "not a readable PNG"),
         Check(gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[1]),
               lambda r: f"{_num(r['channels'])} channels, a mask has one"),
@@ -286,6 +328,8 @@ def _mask_facts(path: Path, classes: int) -> dict[str, Any]:
 def dataset_table(root: Path, classes: int, split: dict[str, list[str]] | None,
                   queried_stems: set[str]) -> pd.DataFrame:
     """One row per image file, per mask without an image, and per split stem without either."""
+    import pandas as pd
+
     images, masks = _index(root / "images"), _index(root / "masks")
     where = {stem: part for part, stems in (split or {}).items() for stem in stems}
     rows = []
@@ -317,6 +361,7 @@ def validate_dataset(root: str | Path, classes: int, patch_side: int, split: dic
     queried.
     """
     import great_expectations.expectations as gxe
+    import pandas as pd
 
     root = Path(root)
     df = dataset_table(root, classes, split, set(queried_stems))

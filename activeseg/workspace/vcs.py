@@ -1,5 +1,6 @@
 """git and DVC for a workspace: the subprocesses, their environment, commits and round tags, and where
-the remote is (:class:`Remote`)."""
+the remote is (:class:`Remote`). ``dvc push``, ``pull`` and ``fetch`` talk to the remote: they are retried
+by the store's :class:`~activeseg.workspace.storage.Retry` policy."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from pathlib import Path
 
 from activeseg.core.util import round_name
 from activeseg.workspace.errors import WorkspaceError
-from activeseg.workspace.storage import ObjectStore, open_store, s3_credentials, split_s3_url
+from activeseg.workspace.storage import ObjectStore, Retry, open_store, s3_credentials, split_s3_url
+
+REMOTE_COMMANDS = ("push", "pull", "fetch")
+"""The ``dvc`` commands that reach the remote, and so may fail for a while when it does not answer."""
 
 GIT = ["git", "-c", "user.name=activeseg", "-c", "user.email=activeseg@localhost", "-c", "commit.gpgsign=false",
        "-c", "tag.gpgsign=false", "-c", "core.hooksPath=/dev/null"]
@@ -26,8 +30,10 @@ def dvc_executable() -> str:
 
 def subprocess_env() -> dict[str, str]:
     """This process's environment for ``dvc`` and ``git``: telemetry off, the venv's bin first on PATH
-    (``dvc repro`` runs ``activeseg``), and S3 credentials under the names DVC reads."""
+    (``dvc repro`` runs ``activeseg``), S3 credentials under the names DVC reads, and one attempt per S3
+    request unless ``AWS_MAX_ATTEMPTS`` says otherwise (the store's retry policy retries the command)."""
     env = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_TERMINAL_PROMPT="0")
+    env.setdefault("AWS_MAX_ATTEMPTS", "1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     access, secret = s3_credentials()
     if access and not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
@@ -61,8 +67,8 @@ class Remote:
     def is_s3(self) -> bool:
         return self.url.startswith("s3://")
 
-    def store(self, root: Path) -> ObjectStore:
-        return open_store(self.url if self.is_s3 else (root / self.url).resolve(), self.endpoint, self.region)
+    def store(self, root: Path, retry: Retry = Retry()) -> ObjectStore:
+        return open_store(self.url if self.is_s3 else (root / self.url).resolve(), self.endpoint, self.region, retry)
 
     def dvc_url(self) -> str:
         """DVC's storage: ``<remote>/dvc`` (``dvc remote add`` stores a folder relative to ``.dvc/``)."""
@@ -71,10 +77,11 @@ class Remote:
 
 class Vcs:
     """git and ``dvc`` run in the workspace ``root``. ``in_dvc``: the steps run under ``dvc repro``,
-    which records the stages itself."""
+    which records the stages itself. ``remote``: DVC's storage, named when it does not answer through
+    every attempt of ``retry``."""
 
-    def __init__(self, root: Path, in_dvc: bool = False):
-        self.root, self.in_dvc = root, in_dvc
+    def __init__(self, root: Path, in_dvc: bool = False, retry: Retry = Retry(), remote: str = "the DVC remote"):
+        self.root, self.in_dvc, self.retry, self.remote = root, in_dvc, retry, remote
 
     def run(self, args: list[str]) -> str:
         """Run a command in the workspace; its stdout, or :class:`WorkspaceError` with its output."""
@@ -87,8 +94,15 @@ class Vcs:
         return done.stdout
 
     def dvc(self, *args: str) -> str:
-        """Run the ``dvc`` command line in the workspace (credentials through the environment only)."""
-        return self.run([dvc_executable(), *args])
+        """Run the ``dvc`` command line in the workspace (credentials through the environment only); a
+        failed push, pull or fetch is tried again under the retry policy, then raises
+        :class:`~activeseg.workspace.storage.StoreUnavailable` (every such failure counts as transient:
+        DVC's output does not tell a network failure from others reliably, and retrying costs seconds)."""
+        if not args or args[0] not in REMOTE_COMMANDS:
+            return self.run([dvc_executable(), *args])
+        command = [dvc_executable(), *(a for a in args if a != "-q")]  # -q would hide why it failed
+        return self.retry.call(lambda: self.run(command), self.remote, f"running dvc {args[0]}",
+                               lambda exc: isinstance(exc, WorkspaceError))
 
     def git(self, *args: str) -> str:
         """Run git in the workspace with the fixed activeseg identity."""

@@ -92,3 +92,45 @@ def test_split_is_frozen_once_written(tmp_path):
     assert again == first == json.loads(path.read_text())
     with pytest.raises(DatasetError, match="frozen split does not match"):
         load_or_create_split(path, stems + ["new"], 0.6, 0.2, seed=0)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
+    from activeseg.core.data import MAX_PIXELS, read_image, read_mask
+    from tests.conftest import bomb_png
+
+    write_pair(tmp_path, "a")
+    bomb = bomb_png(10_000, 10_000)  # 10^8 pixels in about 100 KB: over Pillow's 89.5 million, under twice that
+    assert len(bomb) < 200_000 and 10_000 * 10_000 > MAX_PIXELS
+    (tmp_path / "images" / "a.png").write_bytes(bomb)
+    with pytest.raises(DatasetError, match=r"images/a.png: image declares 10000x10000 pixels, over the limit of "
+                                           rf"{MAX_PIXELS} \(a decompression bomb\?\); not decoded"):
+        load_dataset(tmp_path)
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    with pytest.raises(DatasetError, match=r"bomb.png: mask declares 10000x10000 pixels"):
+        read_mask(tmp_path / "bomb.png", 2)
+    # far over the limit Pillow refuses to open it at all: still a DatasetError naming the file
+    (tmp_path / "huge.png").write_bytes(bomb_png(20_000, 20_000))
+    with pytest.raises(DatasetError, match=r"huge.png: unreadable image \(.*decompression bomb"):
+        read_image(tmp_path / "huge.png")
+
+
+def test_a_palette_mask_gives_its_indices_and_a_16_bit_mask_its_values(tmp_path):
+    from activeseg.core.data import read_mask
+
+    ids = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    palette = Image.fromarray(ids, mode="P")
+    palette.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)  # class 1 red, class 2 green
+    palette.save(tmp_path / "p.png")
+    assert Image.open(tmp_path / "p.png").mode == "P"
+    assert read_mask(tmp_path / "p.png", 3).tolist() == ids.tolist()  # the indices, not the colours
+    with pytest.raises(DatasetError, match=r"p.png: mask values \[0, 1, 2\] outside the classes 0..1"):
+        read_mask(tmp_path / "p.png", 2)
+    Image.fromarray(ids.astype(np.uint16)).save(tmp_path / "i16.png")
+    assert Image.open(tmp_path / "i16.png").mode == "I;16"
+    mask = read_mask(tmp_path / "i16.png", 3)
+    assert mask.dtype == np.uint8 and mask.tolist() == ids.tolist()
+    Image.fromarray(np.array([[0, 255]], np.uint16)).save(tmp_path / "binary16.png")
+    assert read_mask(tmp_path / "binary16.png", 2).tolist() == [[0, 1]]
+    Image.fromarray(np.array([[0, 65535]], np.uint16)).save(tmp_path / "full16.png")  # not a class id
+    with pytest.raises(DatasetError, match=r"full16.png: mask values \[0, 65535\] outside the classes 0..1"):
+        read_mask(tmp_path / "full16.png", 2)

@@ -13,7 +13,7 @@ from prefect.states import Failed
 from activeseg.orchestration import processes
 from activeseg.orchestration import server
 from activeseg.cli.main import main
-from activeseg.workspace.storage import StoreError
+from activeseg.workspace.storage import StoreError, StoreUnavailable
 from activeseg.workspace.workspace import Workspace, WorkspaceError
 from activeseg.workspace.audit import learning_curve
 from tasks.steps import transient
@@ -21,9 +21,10 @@ from tests.conftest import TINY
 
 
 def test_only_store_and_network_failures_are_retried():
-    assert transient(None, None, Failed(data=StoreError("s3://b/labels/x.png: timed out")))
+    assert transient(None, None, Failed(data=StoreUnavailable("s3://b: the store did not answer while writing x")))
     assert transient(None, None, Failed(data=ConnectionResetError()))
     assert not transient(None, None, Failed(data=WorkspaceError("round 2: no trained model yet")))
+    assert not transient(None, None, Failed(data=StoreError("'../x.png': not a plain object key")))
 
 
 def test_demo_runs_rounds_that_suspend_and_resume_then_stops_what_it_started(tmp_path: Path, capsys,

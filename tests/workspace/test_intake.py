@@ -141,3 +141,25 @@ def test_two_submissions_at_once_stage_exactly_one(ws: Workspace, tmp_path: Path
     assert outcomes[staged.annotator] == staged.batch_sha256 == digest(folders[staged.annotator])
     assert outcomes[loser].startswith(f"round 1: batch {staged.batch_sha256} from {staged.annotator} is staged")
     assert [e.actor for e in ws.ledger.events(type="labels_submitted", round=1)] == [staged.annotator]
+
+
+def test_two_approvals_at_once_take_the_batch_in_once(ws: Workspace, tmp_path: Path):
+    batch = digest(write_good_batch(ws, tmp_path / "alice"))
+    ws.submit(1, tmp_path / "alice", "alice")
+    commits = int(ws.git("rev-list", "--count", "HEAD"))
+    outcomes: dict[str, dict] = {}
+
+    def approve(approver: str) -> None:
+        outcomes[approver] = Workspace.open(ws.root).approve(1, approver, f"ok from {approver}")
+
+    threads = [threading.Thread(target=approve, args=(name,)) for name in ("pi", "sam")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    approvals = ws.ledger.events(type="labels_approved", round=1)
+    assert len(approvals) == 1 and approvals[0].actor in ("pi", "sam")
+    assert outcomes["pi"] == outcomes["sam"] and outcomes["pi"]["batch_sha256"] == batch
+    assert [e.data["batch_sha256"] for e in ws.ledger.events(type="labels_committed", round=1)] == [batch]
+    assert int(ws.git("rev-list", "--count", "HEAD")) == commits + 1
+    assert ws.record(1).staged is None and ws.record(1).labels_accepted.batch_sha256 == batch
