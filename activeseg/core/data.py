@@ -14,6 +14,7 @@ decoded (a decompression bomb: huge dimensions in a tiny file). Masks may be sto
 from __future__ import annotations
 
 import json
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,20 @@ def check_pixels(path: Path, width: int, height: int, what: str) -> None:
                            "(a decompression bomb?); not decoded")
 
 
+def open_checked(path: Path, what: str) -> Image.Image:
+    """Open an image without decoding its pixels and refuse it (closed) when its header declares more
+    than :data:`MAX_PIXELS`; Pillow's own bomb warning is silenced, this check replaces it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)
+    try:
+        check_pixels(path, *img.size, what)
+    except DatasetError:
+        img.close()
+        raise
+    return img
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image as float32 in [0, 1], shape (H, W, C) with C = 1 or 3."""
     try:
@@ -47,8 +62,7 @@ def read_image(path: Path) -> np.ndarray:
                 check_pixels(path, shape[1], shape[0], "image")
                 arr = np.asarray(tif.asarray())
         else:
-            with Image.open(path) as img:
-                check_pixels(path, *img.size, "image")
+            with open_checked(path, "image") as img:
                 img.load()
                 if img.mode not in ("L", "RGB", "I;16", "I", "F"):
                     img = img.convert("RGB")
@@ -73,8 +87,7 @@ def read_mask(path: Path, classes: int) -> np.ndarray:
     """Read a mask as uint8 class ids, shape (H, W): {0, 255} maps to {0, 1}. A palette PNG gives its
     indices (not its colours), a 16-bit PNG its values; both must then be class ids (or {0, 255})."""
     try:
-        with Image.open(path) as img:
-            check_pixels(path, *img.size, "mask")
+        with open_checked(path, "mask") as img:
             img.load()
             arr = np.asarray(img)
     except DatasetError:
