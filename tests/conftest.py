@@ -78,6 +78,7 @@ MARKS = {
         "workspace/test_collapsed_model.py",
         "workspace/test_bad_input.py",
         "workspace/test_credentials.py",
+        "workspace/test_kill.py",
         "flows/test_worker_recovery.py",
         "orchestration/test_server.py::test_start_status_stop_restart",
         "loop/test_simulate.py::test_mlflow_logs_every_training_run",
