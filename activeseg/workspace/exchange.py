@@ -16,7 +16,7 @@ The context margin is half the region's longer side on every side, clipped to th
 
 A batch is read whole, as :class:`BatchEntry` items, from a local folder or from the store: links are
 reported and never followed, and files over the size cap are not read. It is then validated whole
-(:func:`activeseg.workspace.validation.validate_label_batch`); a rejected batch is copied to the quarantine
+(:func:`activeseg.workspace.validation.labels.validate_label_batch`); a rejected batch is copied to the quarantine
 with its report and removed from ``labels/round-NNN/``.
 """
 
