@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from activeseg.core.config import Config
 from activeseg.core.data import Dataset
@@ -22,24 +23,28 @@ def select_regions(cfg: Config, strategy_name: str, dataset: Dataset, split: dic
                    ) -> tuple[Selection, QueryContext]:
     """One query with the model at ``checkpoint`` over the unlabeled ``regions``: the strategy's
     selection and the context it saw. ``model_id`` (default: the checkpoint path) names the model in
-    the context, e.g. as the origin of pseudo-labels."""
+    the context, e.g. as the origin of pseudo-labels. The query (MC dropout) draws from torch's random state seeded
+    from (``seed``, ``round_number``) and restored afterwards, so the same model picks the same regions
+    in any process."""
     device = pick_device(cfg.train.device, cfg.train.threads)
-    model, _ = load_checkpoint(checkpoint, device)
-    strategy = get_strategy(strategy_name, cfg.query.options.get(strategy_name))
-    ctx = QueryContext(
-        candidates=unlabeled(regions, state),
-        budget=round_budget(cfg, state),
-        state=state,
-        dataset=dataset,
-        rng=np.random.default_rng([seed, round_number]),
-        score_pool=lambda regs, hooks=None: mc_dropout_scores(
-            model, dataset, regs, cfg.query.mc_passes, cfg.query.batch_size, device, progress=progress,
-            reduction=RegionReduction(cfg.query.reduction, cfg.query.top_fraction), hooks=hooks),
-        round_number=round_number,
-        model_id=model_id or str(checkpoint),
-        extras={"model": model, "device": device, "cfg": cfg, "split": split, "cache_dir": cache_dir},
-    )
-    return strategy.select(ctx), ctx
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(int(np.random.SeedSequence([seed, round_number]).generate_state(1)[0]))
+        model, _ = load_checkpoint(checkpoint, device)
+        strategy = get_strategy(strategy_name, cfg.query.options.get(strategy_name))
+        ctx = QueryContext(
+            candidates=unlabeled(regions, state),
+            budget=round_budget(cfg, state),
+            state=state,
+            dataset=dataset,
+            rng=np.random.default_rng([seed, round_number]),
+            score_pool=lambda regs, hooks=None: mc_dropout_scores(
+                model, dataset, regs, cfg.query.mc_passes, cfg.query.batch_size, device, progress=progress,
+                reduction=RegionReduction(cfg.query.reduction, cfg.query.top_fraction), hooks=hooks),
+            round_number=round_number,
+            model_id=model_id or str(checkpoint),
+            extras={"model": model, "device": device, "cfg": cfg, "split": split, "cache_dir": cache_dir},
+        )
+        return strategy.select(ctx), ctx
 
 
 def apply_pseudo(state: LabelState, pseudo: list[tuple[Region, np.ndarray]], origin: str, replace: bool) -> None:
