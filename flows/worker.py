@@ -2,7 +2,9 @@
 `schedule.cron`, the simulated annotator and the campaign) and executes their runs, each in a process
 of its own. This module is the one place that starts a worker.
 
-On start it retries the campaign's round run if a worker died under it (`rounds.recover`). Run it as
+On start it retries the campaign's round run if a worker died under it (`rounds.recover`); while it
+runs it restarts the local Prefect server when it stops answering and retries a round run lost to a
+dead process or server (`rounds.tend`). Run it as
 `activeseg worker` (foreground), `activeseg worker --background` (`start`, pid file `.prefect/worker.pid`,
 log `.prefect/worker.log`; `activeseg worker stop`), or in a container as
 `python -m flows.worker --workspace /campaigns/NAME`. `--flow module:attribute --name NAME` serves other
@@ -16,9 +18,11 @@ working directory.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import importlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -40,6 +44,8 @@ FLOWS = (("flows.al_round:al_round", True), ("flows.annotator:simulated_annotato
 """The campaign's flows: (flow, whether the params' schedule applies to it)."""
 POLL_SECONDS = 2
 """How often a worker asks the server for runs to start (Prefect's default is 10 s)."""
+TEND_SECONDS = 5
+"""How often a worker checks that the local server answers and that the round run has not been lost."""
 
 
 def load_flow(ref: str) -> Flow:
@@ -71,8 +77,22 @@ def serve(root: Path, flow_refs: Sequence[str] = (), name: str | None = None, *,
         retried = rounds.recover(PrefectEngine(), root)
         if retried:
             print(retried, flush=True)
+        context = contextvars.copy_context()  # the settings `connect` chose, in the thread too
+        threading.Thread(target=context.run, args=(_tend, root, srv.url), daemon=True, name="tend").start()
         prefect_serve(*deployments(root, flow_refs, name), pause_on_shutdown=False, print_starting_message=False,
                       query_seconds=poll_seconds)
+
+
+def _tend(root: Path, url: str) -> None:
+    """Every `TEND_SECONDS`, `rounds.tend`: restart the local server if it died, retry a lost round run."""
+    engine = PrefectEngine()
+    while True:
+        time.sleep(TEND_SECONDS)
+        try:
+            for done in rounds.tend(engine, root, url):
+                print(done, flush=True)
+        except Exception as exc:  # the server may be down or restarting: look again next time
+            print(f"checking the server and the round run: {type(exc).__name__}: {exc}", flush=True)
 
 
 def start(root: Path, flow_refs: Sequence[str] = (), name: str | None = None, *, poll_seconds: float = POLL_SECONDS,

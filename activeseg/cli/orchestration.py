@@ -73,6 +73,10 @@ def cmd_server(args: argparse.Namespace) -> int:
         where = "external server (PREFECT_API_URL)" if srv.external else f"log {srv.log}"
         console.print(f"Prefect server {'started' if srv.started else 'already running'} at {srv.url} ({where})")
     elif args.action == "stop":
+        from activeseg.orchestration import workers
+        if workers.worker_pid(root) is not None:  # it would start the server again within seconds
+            raise server.ServerError("a worker is running and keeps the local server up: stop it first with "
+                                     "`activeseg worker stop`")
         console.print("stopped the Prefect server" if server.stop(root) else "no local Prefect server was running")
     else:
         srv = server.status(root)

@@ -8,6 +8,7 @@ wrong type and values out of range fail with a :class:`ConfigError` that names t
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -300,6 +301,18 @@ def _bounds(field: FieldInfo) -> str:
     return f"must be at most {c['le']}" if "le" in c else f"must be less than {c['lt']}"
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-4`` / ``3E5`` as floats as YAML 1.2 does (YAML 1.1, PyYAML's
+    default, wants a dot: ``1.0e-4``), so ``--set train.lr=1e-4`` and such a params.yaml line work."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?(?:[0-9][0-9_]*)?\.[0-9_]+(?:[eE][-+]?[0-9]+)?$"
+               r"|^[-+]?[0-9][0-9_]*\.[0-9_]*$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"train.patience=3"`` -> ``(["train", "patience"], 3)``; the value is parsed as YAML."""
     if "=" not in text:
@@ -308,7 +321,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise ConfigError(f"--set {text!r}: empty key")
-    return path, yaml.safe_load(raw) if raw.strip() else None
+    return path, yaml.load(raw, Loader=YamlLoader) if raw.strip() else None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -335,7 +348,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"{path}: parameter file not found")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.load(path.read_text(), Loader=YamlLoader) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
         if not isinstance(loaded, dict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -30,6 +31,8 @@ TELEMETRY_OFF = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1",
 }
+CLIENT_RETRIES = 8
+"""Prefect client retries of a request the server does not answer (Prefect's default: 5, about 1 min)."""
 
 
 class ServerError(RuntimeError):
@@ -60,11 +63,14 @@ def client_env(workspace: Path, server: Server) -> dict[str, str]:
     """Environment for any process that talks to `server` for this workspace (CLI, worker, flow runs).
 
     Task results are persisted by default under `<workspace>/.prefect/storage`, so a resumed or
-    retried flow run, wherever it is started from, finds the results of finished tasks.
+    retried flow run, wherever it is started from, finds the results of finished tasks. A request to
+    a server that stopped answering is retried `CLIENT_RETRIES` times with doubling waits (2, 4, ... s:
+    about 8.5 min in all), so a flow run outlives a server restart.
     """
     home = prefect_home(workspace)
     return {
         **TELEMETRY_OFF,
+        "PREFECT_CLIENT_MAX_RETRIES": str(CLIENT_RETRIES),
         "PREFECT_API_URL": server.url,
         "PREFECT_HOME": str(home),
         "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
@@ -121,6 +127,26 @@ def start(workspace: Path, *, port: int | None = None, timeout: float = 90.0) ->
         url = _url(port)
         _wait_healthy(url, process.pid, log, timeout)
         return Server(url, process.pid, False, started=True, log=log)
+
+
+def restart(workspace: Path, url: str, *, timeout: float = 90.0) -> bool:
+    """Start the workspace's local server again at `url` (the same port, so the clients that know it
+    reconnect) when it does not answer; False when it answers or is external.
+
+    It is started from a short-lived process, so it is not a descendant of the caller (a worker):
+    stopping the worker leaves it running, as when a CLI command started it.
+    """
+    port = _read_port(prefect_home(workspace))
+    if port is None or url != _url(port) or healthy(url):  # not the local server, or it answers
+        return False
+    root = str(prefect_home(workspace).parent)
+    code = f"from activeseg.orchestration import server; server.start({root!r}, port={port}, timeout={timeout})"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}  # not an external server
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            timeout=timeout + 30)
+    if result.returncode != 0:
+        raise ServerError(f"the local Prefect server did not restart at {url}: {result.stderr.strip()[-2000:]}")
+    return True
 
 
 def stop(workspace: Path, *, timeout: float = 20.0) -> bool:

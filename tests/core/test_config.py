@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from activeseg.core.config import Config, ConfigError, dump_config, load_config
+from activeseg.core.config import Config, ConfigError, dump_config, load_config, parse_override
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,3 +108,13 @@ def test_removed_training_length_keys_fail_naming_the_file_and_the_replacement(t
                                "patience; see params.yaml); delete them")
     with pytest.raises(ConfigError, match="^train: min_steps \\(90\\) must not exceed max_steps \\(10\\)$"):
         load_config(None, ["train.min_steps=90", "train.max_steps=10"])
+
+
+def test_exponent_floats_without_a_dot_are_numbers_in_overrides_and_files(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: 3e-3\n  weight_decay: 1E-5\n")
+    cfg = load_config(path, ["train.pseudo_weight=5e-1"])
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.pseudo_weight) == (0.003, 0.00001, 0.5)
+    dump_config(cfg, tmp_path / "again.yaml")
+    assert load_config(tmp_path / "again.yaml", []).train == cfg.train
+    assert parse_override("data.dataset=1e5x") == (["data", "dataset"], "1e5x")  # not a number: stays text

@@ -4,6 +4,7 @@ workspace (recover reads only its round in progress)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from uuid import uuid4
@@ -22,7 +23,10 @@ ABORTED = "Execution was aborted by Python system exit call."
     ("RUNNING", "Running", None, "its worker was killed"),  # worker and run process killed together
     ("CRASHED", "Crashed", ABORTED, "its worker was killed"),  # the worker alone: its run's process exits
     ("CANCELLED", "Cancelled", rounds.SHUTDOWN_MESSAGE, "its worker stopped"),
+    ("FAILED", "Failed", "Flow run encountered an exception: ConnectError: [Errno 111] Connection refused",
+     "the Prefect server did not answer"),  # down longer than the client retries
     ("FAILED", "Failed", "The flow was paused and never resumed.", None),
+    ("FAILED", "Failed", "Flow run encountered an exception: ModelCollapsed: ...", None),
     ("CANCELLED", "Cancelled", "cancelled by a person", None),
     ("PAUSED", "Suspended", None, None),
     ("COMPLETED", "Completed", None, None),
@@ -52,3 +56,16 @@ def test_a_run_of_a_closed_round_is_left_alone(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(rounds, "Workspace", SimpleNamespace(open=lambda root: ws))
     engine.set(run_id, "CRASHED", "Crashed", ABORTED)
     assert rounds.recover(engine, ws.root) is None
+
+
+def test_while_a_worker_runs_a_run_counts_as_lost_only_after_the_grace_period(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    engine, ws = FakeEngine(), workspace(tmp_path / "lab")
+    monkeypatch.setattr(rounds, "Workspace", SimpleNamespace(open=lambda root: ws))
+    run_id = uuid4()
+    claim_round(engine, ws, None, str(run_id), "manual")
+    engine.set(run_id, "PENDING", "Pending")  # just now: the worker is starting its process
+    assert rounds.recover(engine, ws.root, grace_seconds=30) is None
+    old = engine.state(run_id)
+    engine.states[run_id][-1] = old.__class__(run_id, "PENDING", "Pending", None, old.since - timedelta(seconds=31))
+    assert rounds.recover(engine, ws.root, grace_seconds=30).endswith("was Pending (its worker was killed); it runs again")

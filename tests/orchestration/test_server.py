@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,14 @@ def test_start_status_stop_restart(tmp_path: Path, no_external: None):
         restarted = server.start(tmp_path)
         assert restarted.started and restarted.pid != first.pid
         assert restarted.url == first.url  # the last port is reused when it is free
+
+        os.kill(restarted.pid, signal.SIGKILL)  # as a worker finds it: `restart` starts it on its port
+        assert server.restart(tmp_path, restarted.url)
+        after = server.status(tmp_path)
+        assert after.url == restarted.url and after.pid not in (restarted.pid, None)
+        assert after.pid not in processes.descendants(os.getpid())  # not a child: it outlives the caller
+        assert not server.restart(tmp_path, after.url)  # it answers
+        assert not server.restart(tmp_path, "http://127.0.0.1:9/api")  # not this workspace's server
     finally:
         server.stop(tmp_path)
 
@@ -58,4 +68,5 @@ def test_client_env_points_every_process_at_the_workspace(tmp_path: Path):
     assert env["PREFECT_HOME"] == str(home)
     assert env["PREFECT_LOCAL_STORAGE_PATH"] == str(home / "storage")
     assert env["PREFECT_RESULTS_PERSIST_BY_DEFAULT"] == "true"
+    assert env["PREFECT_CLIENT_MAX_RETRIES"] == "8"  # 2 + 4 + ... + 256 s: a server restart is outlived
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "true"

@@ -5,12 +5,16 @@ request objects appearing in the store, a ``dvc push`` child process, the round'
 and SIGKILLs the group (the step and its git/DVC children) at that point. A timing window can be missed:
 then the kill came earlier or later than aimed, which is recorded, and the invariants are asserted anyway.
 The step is then run again with the rest of the round and compared with a clean run of the same round:
-the same ledger events exactly once, the same label files in the store, a linear history with one
+the same ledger events exactly once, the same label files in the store (the same regions: the query is
+seeded), the same label objects in the DVC cache and remote with every object hashing to its name (none
+missing, extra or half-written), a linear history with one
 ``round-NNN`` tag per round, ``dvc status -c`` in sync, ``verify().ok``, and ``round_status`` / ``status``
 telling the truth right after the kill and at the end."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from activeseg.orchestration.status import status
 from activeseg.workspace import Workspace
@@ -43,6 +48,27 @@ class Reference:
     labels: list[str]
     tags: list[str]
     commits: int
+    label_objects: list[str]
+
+
+def dvc_folders(ws: Workspace) -> list[Path]:
+    """The DVC cache and the DVC remote (both content-addressed: files/md5/<2 hex>/<30 hex>[.dir])."""
+    return [ws.root / ".dvc" / "cache" / "files" / "md5", ws.root.parent / "ws-remote" / "dvc" / "files" / "md5"]
+
+
+def label_objects(ws: Workspace) -> list[str]:
+    """The DVC objects of labels/round-001 (its .dir listing and each mask), after checking that every
+    object in the cache and the remote hashes to its name (none half-written) and that both hold these."""
+    for folder in dvc_folders(ws):
+        for path in folder.rglob("*"):
+            if path.is_file() and path.parent.name != "tmp":
+                assert hashlib.md5(path.read_bytes()).hexdigest() == path.parent.name + path.name.removesuffix(".dir")
+    listing = yaml.safe_load((ws.root / "labels" / "round-001.dvc").read_text())["outs"][0]["md5"]
+    entries = json.loads((dvc_folders(ws)[0] / listing[:2] / listing[2:]).read_text())
+    names = sorted([listing] + [e["md5"] for e in entries])
+    for folder in dvc_folders(ws):
+        assert all((folder / n[:2] / n[2:]).is_file() for n in names)
+    return names
 
 
 def run_round(ws: Workspace, start: str = "validate") -> None:
@@ -78,7 +104,8 @@ def reference(campaign: Path, tmp_path_factory: pytest.TempPathFactory) -> Refer
     ws = Workspace.open(copy / "ws")
     run_round(ws)
     return Reference(Counter(e.type for e in ws.ledger.events(round=1)), ws.record(1).trained.checkpoint_sha256,
-                     store_labels(ws), ws.git("tag", "-l").split(), int(ws.git("rev-list", "--count", "HEAD")))
+                     store_labels(ws), ws.git("tag", "-l").split(), int(ws.git("rev-list", "--count", "HEAD")),
+                     label_objects(ws))
 
 
 def copy_of(campaign: Path, tmp_path: Path) -> Workspace:
@@ -158,6 +185,7 @@ def assert_like_the_clean_run(ws: Workspace, ref: Reference) -> None:
     assert ws.git("rev-list", "--merges", "HEAD") == "" and int(ws.git("rev-list", "--count", "HEAD")) == ref.commits
     assert ws.vcs.tag_commit(1) == head(ws) and ws.git("status", "--porcelain") == ""
     assert "in sync" in ws.dvc("status", "-c")
+    assert label_objects(ws) == ref.label_objects  # the same label objects, in cache and remote, all whole
     assert ws.verify().ok
     assert ws.round_status(1) == {"round": 1, "trained": True, "queried": True, "labels_accepted": True,
                                   "evaluated": True, "rejected_batches": 0}
