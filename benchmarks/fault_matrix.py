@@ -2,7 +2,8 @@
 row per fault: the fault, what was checked, pass/fail. Exits non-zero when any row fails (or has no test
 that ran). The object-store rows (outages, odd object names, credentials) run against a moto S3 server;
 the SIGKILL rows against a workspace with its local remote (each kill test copies one workspace, and a
-moto bucket cannot be copied with it).
+moto bucket cannot be copied with it). The Prefect rows run real local servers and workers; those of
+tests/flows/test_faults.py are marked `matrix` and run only with pytest's --matrix, which this passes.
 
     .venv/bin/python benchmarks/fault_matrix.py            # every row (the Prefect rows take minutes)
     .venv/bin/python benchmarks/fault_matrix.py --quick    # without the rows that need Prefect
@@ -22,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 KILL = "tests/workspace/test_kill.py::test_sigkill_inside_a_step_then_the_round_completes_as_a_clean_run"
 COMPARED = "events once, labels, 1 tag, dvc, verify, status"
+FAULTS = "tests/flows/test_faults.py"  # marked `matrix`: runs with --matrix only
+CLEAN = "events once, labels, 1 tag/round, linear, clean git, dvc in sync, verify, Completed"
 
 # (fault, what was checked, test selectors: "file" or "file::test" or "file::test[param]", needs Prefect)
 ROWS: list[tuple[str, str, list[str], bool]] = [
@@ -38,6 +41,17 @@ ROWS: list[tuple[str, str, list[str], bool]] = [
      ["tests/flows/test_al_round.py::test_expired_wait_fails_with_a_clear_message_and_the_round_can_wait_anew"], True),
     ("two round triggers at once", "one round runs, the other skipped and recorded",
      ["tests/flows/test_al_round.py::test_two_triggers_at_once_run_one_round"], True),
+    *[(f"worker + flow-run process SIGKILLed in {point} (Prefect)", f"new worker recovers the run: {CLEAN}",
+       [f"{FAULTS}::{test}"], True) for point, test in (
+        ("query upload", "test_worker_killed_while_the_query_uploads_the_request"),
+        ("ingest, labels before commit", "test_worker_killed_while_the_approved_labels_are_taken_in"),
+        ("evaluate dvc push", "test_worker_killed_while_the_evaluate_pushes_to_dvc"))],
+    ("S3 outage in a round run (moto, Prefect)", "short one in publish absorbed; long one in dvc push fails the "
+     "run naming the store; round start finishes, events once", [f"{FAULTS}::test_store_outages_during_a_round_run"],
+     True),
+    *[(f"Prefect server killed while {when}", "worker restarts it on its port; round completes as a clean one",
+       [f"tests/flows/test_server_restart.py::test_server_killed_while_the_round_{test}"], True)
+      for when, test in (("the round trains", "trains"), ("suspended", "is_suspended"))],
     ("S3 outage: publish/upload/ingest/push (moto)", "short retried, long fails clearly, nothing half-applied; "
      "round completes, events once", ["tests/workspace/test_outage.py"], False),
     ("two submissions at once", "exactly one staged, the other refused naming it; replace recorded",
@@ -99,7 +113,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
         started = time.monotonic()
-        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-q", "-rA",
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-q", "-rA", "--matrix",
                    f"--junitxml={xml}", *targets]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)

@@ -59,11 +59,15 @@ def al_round(workspace: str, round: int | None = None, trigger: str = "schedule"
 
 def await_labels(engine: RunEngine, workspace: str, n: int, oracle: str, timeout_seconds: int) -> dict[str, Any]:
     """Publish the request, then wait, suspended, for an approval of the staged batch; its ingest record.
+    A round whose batch was already taken in (by an earlier run that failed later) does not wait.
 
     Each wait has its own key (`round-NNN-labels-K`), so on a re-run from the top an answered wait
     returns its stored approval at once and only the open one suspends again.
     """
     request = steps.publish_request(workspace, n)
+    taken = steps.labels_taken(workspace, n)
+    if taken:  # an earlier run of this round was approved and took the batch in
+        return taken
     for attempt in count():
         if oracle == "simulated":
             steps.request_simulated_labels(workspace, n, str(flow_run.get_id()), attempt, engine)

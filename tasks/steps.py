@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.runtime import flow_run
 
@@ -112,6 +113,21 @@ def request_simulated_labels(workspace: str, round_number: int, round_run_id: st
     """With `oracle.kind: simulated`: start the simulated annotator's flow run for this wait."""
     run_id = start_annotator(engine, _open(workspace).root, round_number, round_run_id, attempt)
     return {"round": round_number, "annotator_run": str(run_id)}
+
+
+@task(name="labels-taken", version="1", persist_result=False, cache_policy=NO_CACHE)
+def labels_taken(workspace: str, round_number: int) -> dict[str, Any] | None:
+    """The round's batch as `ingest_labels` returns it when one was already taken in (by an earlier run of
+    the round that failed after its approval, e.g. in the evaluate), else None. Never cached: it reads
+    the workspace as it is now."""
+    ws, n = _open(workspace), round_number
+    accepted = ws.record(n).labels_accepted
+    if accepted is None:
+        return None
+    event = ws.ledger.last("labels_approved", round=n)
+    return {"accepted": True, "round": n, "batch_sha256": accepted.batch_sha256, "annotator": accepted.annotator,
+            "files": accepted.files, "commit": accepted.commit, "approver": event.data["approver"] if event else None,
+            "comment": event.data["comment"] if event else "", "approved": event.time if event else None}
 
 
 @task(name="ingest-labels", version="1", **STEP, **RETRY)

@@ -64,11 +64,19 @@ def tiny_dataset(tiny_data_dir: Path) -> Dataset:
     return load_dataset(tiny_data_dir, classes=2)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--matrix", action="store_true",
+                     help="also run the tests marked `matrix` (fault-matrix rows that take minutes)")
+
+
 # The marks of pyproject.toml, by folder, file, or file::test below tests/. `prefect`: needs Prefect (imports
-# flows or tasks, or runs a server); `slow`: took over ~5 s on 2 cores (`pytest --durations`).
+# flows or tasks, or runs a server); `slow`: took over ~5 s on 2 cores (`pytest --durations`); `matrix`: a
+# fault-matrix row that takes minutes, skipped unless pytest runs with --matrix (benchmarks/fault_matrix.py).
 MARKS = {
     "prefect": {"flows", "orchestration/test_server.py", "test_infra.py"},
     "slow": {
+        "flows/test_faults.py",
+        "flows/test_server_restart.py",
         "flows/test_al_round.py",
         "flows/test_suspend_resume.py",
         "flows/test_campaign.py::test_demo_runs_rounds_that_suspend_and_resume_then_stops_what_it_started",
@@ -85,6 +93,7 @@ MARKS = {
         "loop/test_protocol.py::test_simulation_reads_the_test_split_only_to_evaluate",
         "core/test_real_data.py::test_isbi2012_loads_partitions_trains_and_scores",
     },
+    "matrix": {"flows/test_faults.py", "flows/test_server_restart.py"},
 }
 
 
@@ -96,8 +105,11 @@ def selectors(item: pytest.Item) -> set[str]:
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip = pytest.mark.skip(reason="fault-matrix row: run with --matrix (benchmarks/fault_matrix.py)")
     for item in items:
         for mark, entries in MARKS.items():
             if item.path.is_relative_to(TESTS) and entries & selectors(item):
                 item.add_marker(mark)
+        if "matrix" in item.keywords and not config.getoption("--matrix"):
+            item.add_marker(skip)

@@ -76,7 +76,17 @@ def cmd_labels(args: argparse.Namespace) -> int:
                         title="open label requests")
         note_server(ws.root)
         return 0
-    if args.labels_command == "submit":
+    if args.labels_command == "export":
+        from activeseg.workspace.formats.service import export_round
+
+        prefix = args.image_prefix
+        image_url = (lambda item: f"{prefix.rstrip('/')}/{item.id}.png") if prefix else None
+        result = export_round(ws, ws.resolve(args.round), args.format, args.out, image_url=image_url)
+    elif args.labels_command == "import":
+        from activeseg.workspace.formats.service import import_round
+
+        result = import_round(ws, args.round, args.format, args.path, args.annotator, args.replace)
+    elif args.labels_command == "submit":
         result = ws.submit(args.round, args.dir, args.annotator, args.replace)
     elif args.labels_command == "ingest":
         result = ws.ingest(args.round, args.annotator, replace=args.replace)
@@ -152,7 +162,19 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
         labels.choices[name].add_argument("--replace", action="store_true",
                                           help="replace a batch that is staged and waits for review (recorded)")
     p = labels.add_parser("simulate", help="answer the request from ground truth as simulated-oracle")
-    for name in ("submit", "ingest", "simulate"):
+    formats = ("qupath", "cvat", "labelstudio")
+    p = labels.add_parser("export", help="write the round's request with the model's prediction for QuPath, CVAT "
+                                         "or Label Studio")
+    p.add_argument("--format", required=True, choices=formats)
+    p.add_argument("--out", required=True, type=Path, help="folder to write into")
+    p.add_argument("--image-prefix", help="Label Studio: URL prefix of the crops (default: local files, "
+                                          "/data/local-files/?d=images/)")
+    p = labels.add_parser("import", help="convert a QuPath, CVAT or Label Studio export to masks and submit them")
+    p.add_argument("path", type=Path, help="the tool's export: a file or a folder")
+    p.add_argument("--format", required=True, choices=formats)
+    p.add_argument("--annotator", required=True)
+    p.add_argument("--replace", action="store_true", help="replace a batch that is staged and waits for review")
+    for name in ("submit", "ingest", "simulate", "export", "import"):
         p = labels.choices[name]
         p.add_argument("--round", type=int, help="round (default: the round in progress)")
         where(p)

@@ -1,7 +1,8 @@
 """The local Prefect server killed (SIGKILL) while a round trains and while it is suspended: the worker
 starts it again on the same port, the run's process reconnects, and the round finishes as a clean one
 would (each ledger event once, the requested labels, one tag per round, a linear history, `audit
-verify` passing). Under a real local Prefect server and real worker processes; the rounds run in order."""
+verify` passing). Under a real local Prefect server and real worker processes; the rounds run in order.
+A fault-matrix row (minutes): runs with `--matrix` (benchmarks/fault_matrix.py)."""
 
 from __future__ import annotations
 
