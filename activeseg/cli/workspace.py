@@ -86,6 +86,9 @@ def cmd_labels(args: argparse.Namespace) -> int:
         from activeseg.workspace.formats.service import import_round
 
         result = import_round(ws, args.round, args.format, args.path, args.annotator, args.replace)
+    elif args.labels_command == "revoke":
+        regions = args.regions.split(",") if args.regions is not None else None
+        result = ws.revoke(args.round, args.by, args.reason, regions)
     elif args.labels_command == "submit":
         result = ws.submit(args.round, args.dir, args.annotator, args.replace)
     elif args.labels_command == "ingest":
@@ -164,7 +167,7 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     p = labels.add_parser("simulate", help="answer the request from ground truth as simulated-oracle")
     formats = ("qupath", "cvat", "labelstudio")
     p = labels.add_parser("export", help="write the round's request with the model's prediction for QuPath, CVAT "
-                                         "or Label Studio")
+                                         "or Label Studio (also into the store: requests/round-NNN/<format>/)")
     p.add_argument("--format", required=True, choices=formats)
     p.add_argument("--out", required=True, type=Path, help="folder to write into")
     p.add_argument("--image-prefix", help="Label Studio: URL prefix of the crops (default: local files, "
@@ -172,8 +175,16 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     p = labels.add_parser("import", help="convert a QuPath, CVAT or Label Studio export to masks and submit them")
     p.add_argument("path", type=Path, help="the tool's export: a file or a folder")
     p.add_argument("--format", required=True, choices=formats)
-    p.add_argument("--annotator", required=True)
+    p.add_argument("--annotator", help="who annotated, when the export names nobody (Label Studio completed_by, "
+                                       "CVAT assignee/owner, QuPath metadata annotator are taken first)")
     p.add_argument("--replace", action="store_true", help="replace a batch that is staged and waits for review")
+    p = labels.add_parser("revoke", help="revoke an accepted batch (or some of its regions): recorded, left out of "
+                                         "training from the next round, the regions asked again")
+    p.add_argument("--round", type=int, required=True, help="the round whose accepted batch is revoked")
+    p.add_argument("--by", required=True, help="who revokes it")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--regions", help="comma-separated region ids (default: every region of the batch)")
+    where(p)
     for name in ("submit", "ingest", "simulate", "export", "import"):
         p = labels.choices[name]
         p.add_argument("--round", type=int, help="round (default: the round in progress)")

@@ -4,14 +4,19 @@ Layout (see :mod:`activeseg.workspace.storage`)::
 
     requests/round-NNN/manifest.json          the request (written last: its presence means published)
     requests/round-NNN/<id>.png               the image around the region, with a context margin
-    requests/round-NNN/<id>.preview.png       the same crop with the region outlined
+    requests/round-NNN/<id>.preview.png       the same crop enlarged (>= 384 px long side) with the region outlined
+    requests/round-NNN/INSTRUCTIONS.md        what to label, the classes, mask sizes, file names, how to hand in
+    requests/round-NNN/manifest.schema.json   the manifest's JSON Schema (draft 2020-12)
+    requests/round-NNN/<format>/...           an export for QuPath, CVAT or Label Studio (`activeseg labels export`)
     labels/round-NNN/<id>.png                 the annotator's mask for each requested region
     quarantine/round-NNN/<timestamp>/report.json, files/...   a rejected batch
 
 The manifest lists each region: ``id`` (filesystem-safe), ``stem``, ``box`` [y0, x0, y1, x1] (it may
-reach past the image, which is mirror-padded there), ``label_size`` [h, w] (the in-image part of the
-box: the size of the mask to upload), ``cost`` (newly revealed pixels), ``score``, and where its crop
-(``crop_box`` in image coordinates, ``region_in_crop`` in crop coordinates), preview and label go.
+reach past the image, which is mirror-padded there; half-open, image pixels), ``label_size`` [h, w] (the
+in-image part of the box: the size of the mask to upload), ``cost`` (newly revealed pixels), ``score``, and
+where its crop (``crop_box`` in image coordinates, ``region_in_crop`` in crop coordinates), preview (enlarged
+``preview_scale`` times) and label go; beside them ``classes``, ``class_names`` and the keys of the
+instructions and the schema (:mod:`activeseg.workspace.request_docs`).
 The context margin is half the region's longer side on every side, clipped to the image.
 
 A batch is read whole, as :class:`BatchEntry` items, from a local folder or from the store: links are
@@ -38,6 +43,8 @@ from PIL import Image, ImageDraw
 from activeseg.core.data import Dataset
 from activeseg.core.partition import Region
 from activeseg.core.util import round_name
+from activeseg.workspace.request_docs import (INSTRUCTIONS, SCHEMA, default_class_names, instructions, manifest_schema,
+                                              preview_scale)
 from activeseg.workspace.storage import ObjectStore, StoreError, StoreUnavailable
 
 MANIFEST = "manifest.json"
@@ -83,21 +90,25 @@ def context_box(region: Region, height: int, width: int) -> tuple[int, int, int,
             min(height, ys.stop + margin), min(width, xs.stop + margin))
 
 
-def outlined(crop: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """An RGB copy of a uint8 crop with the box (y0, x0, y1, x1; end exclusive) outlined in yellow."""
+def outlined(crop: np.ndarray, box: tuple[int, int, int, int], scale: int = 1) -> np.ndarray:
+    """An RGB copy of a uint8 crop enlarged ``scale`` times (nearest neighbour) with the box (y0, x0, y1,
+    x1 in crop pixels; end exclusive) outlined in yellow on its edge pixels, ``max(1, scale // 2)`` wide."""
     img = Image.fromarray(crop).convert("RGB")
-    y0, x0, y1, x1 = box
-    ImageDraw.Draw(img).rectangle([x0, y0, x1 - 1, y1 - 1], outline=OUTLINE, width=1)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    y0, x0, y1, x1 = (v * scale for v in box)
+    ImageDraw.Draw(img).rectangle([x0, y0, x1 - 1, y1 - 1], outline=OUTLINE, width=max(1, scale // 2))
     return np.asarray(img)
 
 
 def publish_request(store: ObjectStore, round_number: int, regions: list[dict[str, Any]], dataset: Dataset,
                     meta: dict[str, Any]) -> dict[str, Any]:
-    """Write every region's crop and preview, then the manifest; returns the manifest.
+    """Write every region's crop and preview, ``INSTRUCTIONS.md`` and ``manifest.schema.json``, then the
+    manifest; returns the manifest.
 
     ``regions``: dicts with ``id``, ``stem``, ``box``, ``cost``, ``score``. ``meta`` goes into the
-    manifest as it is (round, strategy, ...). Publishing again overwrites the same objects with the
-    same bytes.
+    manifest as it is (round, strategy, ``classes`` (default: the dataset's), ...). Publishing again
+    overwrites the same objects with the same bytes.
     """
     prefix = round_prefix("requests", round_number)
     listed = []
@@ -109,13 +120,18 @@ def publish_request(store: ObjectStore, round_number: int, regions: list[dict[st
         crop = to_uint8(dataset.image(region.stem)[cy0:cy1, cx0:cx1])
         inner = (ys.start - cy0, xs.start - cx0, ys.stop - cy0, xs.stop - cx0)
         store.put_bytes(f"{prefix}{region.id}.png", png_bytes(crop))
-        store.put_bytes(f"{prefix}{region.id}.preview.png", png_bytes(outlined(crop, inner)))
+        scale = preview_scale(*crop.shape[:2])
+        store.put_bytes(f"{prefix}{region.id}.preview.png", png_bytes(outlined(crop, inner, scale)))
         listed.append({"id": region.id, "stem": region.stem, "box": list(item["box"]),
                        "label_size": [ys.stop - ys.start, xs.stop - xs.start], "cost": item["cost"],
                        "score": item["score"], "crop": f"{prefix}{region.id}.png", "crop_box": [cy0, cx0, cy1, cx1],
                        "region_in_crop": list(inner), "preview": f"{prefix}{region.id}.preview.png",
-                       "label": f"{round_prefix('labels', round_number)}{region.id}.png"})
-    manifest = {**meta, "round": round_number, "regions": listed}
+                       "preview_scale": scale, "label": f"{round_prefix('labels', round_number)}{region.id}.png"})
+    classes = meta.get("classes", dataset.classes)
+    manifest = {**meta, "round": round_number, "classes": classes, "class_names": list(default_class_names(classes)),
+                "instructions": prefix + INSTRUCTIONS, "schema": prefix + SCHEMA, "regions": listed}
+    store.put_bytes(prefix + SCHEMA, json.dumps(manifest_schema(), indent=1).encode())
+    store.put_bytes(prefix + INSTRUCTIONS, instructions(manifest, store.url).encode())
     store.put_bytes(prefix + MANIFEST, json.dumps(manifest, indent=1).encode())
     return manifest
 
@@ -158,6 +174,21 @@ def read_folder_batch(folder: str | Path, max_bytes: int) -> list[BatchEntry]:
             data = path.read_bytes() if kind == "file" and stat.st_size <= max_bytes else None
             entries.append(BatchEntry(path.relative_to(folder).as_posix(), kind, stat.st_size, data))
     return sorted(entries, key=lambda e: e.name)
+
+
+def read_path_batch(path: str | Path, max_bytes: int) -> list[BatchEntry]:
+    """What a path holds, as batch entries: a folder's entries (:func:`read_folder_batch`), else the
+    path itself as one entry named by its file name (a link is reported, never followed); nothing when
+    the path does not exist."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        return read_folder_batch(path, max_bytes)
+    if not path.is_symlink() and not path.exists():
+        return []
+    stat = path.lstat()
+    kind = "symlink" if path.is_symlink() else "file" if path.is_file() else "other"
+    data = path.read_bytes() if kind == "file" and stat.st_size <= max_bytes else None
+    return [BatchEntry(path.name, kind, stat.st_size, data)]
 
 
 def read_store_batch(store: ObjectStore, round_number: int, max_bytes: int) -> list[BatchEntry]:

@@ -50,7 +50,8 @@ def _intake_lock(ws: WorkspaceCore, round_number: int) -> Iterator[None]:
 
 
 def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | None = None,
-           source: Path | None = None, replace: bool = False) -> Staged | LabelsAccepted:
+           source: Path | None = None, replace: bool = False,
+           details: dict[str, Any] | None = None) -> Staged | LabelsAccepted:
     """Stage a label batch, from ``source`` (a local folder) or else from ``labels/round-NNN/`` in the
     store. The whole batch is validated first. Valid: uploaded (a folder) and staged for approval
     (:func:`approve`); returned as :class:`Staged`. Otherwise it is quarantined, the ledger records the
@@ -58,7 +59,8 @@ def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | 
 
     The batch already staged or accepted is returned as it is. While another batch is staged the
     new one is refused (naming the staged one) unless ``replace``: the replaced batch is then kept in
-    the quarantine when the store still holds it, and the replacement is recorded.
+    the quarantine when the store still holds it, and the replacement is recorded. ``details`` are
+    added to the ``labels_submitted`` event's data (e.g. a tool import's ``reviewed_unchanged``).
     """
     n = ws.resolve(round_number)
     with _intake_lock(ws, n):
@@ -92,16 +94,33 @@ def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | 
             prefix = _quarantine(ws, n, entries, digest, annotator, report.reasons, "validation", source is None,
                                  report.to_dict())
             raise BatchRejected(n, report.reasons, f"{ws.store.url}/{prefix}")
-        return _stage(ws, record, entries, digest, annotator, report, origin)
+        return _stage(ws, record, entries, digest, annotator, report, origin, details)
 
 
 def submit(ws: WorkspaceCore, round_number: int | None, folder: str | Path, annotator: str,
-           replace: bool = False) -> Staged | LabelsAccepted:
+           replace: bool = False, details: dict[str, Any] | None = None) -> Staged | LabelsAccepted:
     """Hand in a folder of masks as ``annotator``: validated whole, then uploaded to
-    ``labels/round-NNN/`` and staged for approval (or quarantined with :class:`BatchRejected`)."""
+    ``labels/round-NNN/`` and staged for approval (or quarantined with :class:`BatchRejected`);
+    ``details``: see :func:`ingest`."""
     if not annotator:
         raise WorkspaceError("an annotator name is required")
-    return ingest(ws, round_number, annotator, source=Path(folder), replace=replace)
+    return ingest(ws, round_number, annotator, source=Path(folder), replace=replace, details=details)
+
+
+def reject_unreadable(ws: WorkspaceCore, round_number: int, entries: list[BatchEntry], annotator: str,
+                      reasons: list[str], source: str) -> BatchRejected:
+    """Quarantine a hand-in that cannot be read as masks at all (a tool's export with a format error),
+    recorded like a batch that fails validation (``labels_received``, ``batch_rejected``); nothing is
+    applied. Returns the :class:`BatchRejected` to raise."""
+    with _intake_lock(ws, round_number):
+        _require_request(ws.record(round_number))
+        digest = batch_sha256(entries)
+        ws.ledger.append("labels_received", round_number, annotator, {
+            "annotator": annotator, "batch_sha256": digest, "files": len(entries), "source": source},
+            once_key=_attempt(ws, round_number, digest))
+        prefix = _quarantine(ws, round_number, entries, digest, annotator, reasons, "validation", False,
+                             {"source": source})
+    return BatchRejected(round_number, reasons, f"{ws.store.url}/{prefix}")
 
 
 def simulate_labels(ws: WorkspaceCore, round_number: int | None = None) -> Staged | LabelsAccepted:
@@ -220,7 +239,7 @@ def _quarantine(ws: WorkspaceCore, n: int, entries: list[BatchEntry], digest: st
 
 
 def _stage(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], digest: str, annotator: str,
-           report: ValidationReport, origin: str) -> Staged:
+           report: ValidationReport, origin: str, details: dict[str, Any] | None = None) -> Staged:
     """Upload a validated batch (from a folder) and record it as staged (ledger labels_submitted); a
     staged batch it replaces is kept in the quarantine first when the store still holds it."""
     n, replaced = record.round, record.staged
@@ -236,7 +255,7 @@ def _stage(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], di
     replaces = replaced.batch_sha256 if replaced else None
     event = ws.ledger.append("labels_submitted", n, annotator, {
         "annotator": annotator, "batch_sha256": digest, "files": len(entries), "source": origin,
-        "replaces": replaces}, once_key=_attempt(ws, n, digest))
+        "replaces": replaces, **(details or {})}, once_key=_attempt(ws, n, digest))
     record.staged = Staged(round=n, annotator=annotator, batch_sha256=digest, files=len(entries), time=event.time,
                            replaces=replaces)
     ws.records.save(record)

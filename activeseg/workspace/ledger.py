@@ -22,6 +22,8 @@ Event types (``data`` fields):
 - ``labels_committed``: annotator, regions, files ({path: sha256}), dvc ({path: md5}), commit, batch_sha256
 - ``pseudo_labeled``: regions, model (checkpoint sha256), mlflow_run_id
 - ``round_evaluated``: metrics, split, checkpoint_sha256
+- ``labels_revoked``: by, reason, regions, batch_sha256, annotator (of the revoked batch), revoked_pixels
+  (known pixels lost), returned_to (the round whose open request got the regions back, else None), returned
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ EVENT_TYPES = (
     "round_evaluated",
     "round_skipped",  # orchestration: trigger, flow_run_id, reason, active_flow_run_id
     "labels_approved",
+    "labels_revoked",
 )
 REGION_ID = re.compile(r"^(?P<stem>.+)_y\d+_x\d+_\d+x\d+$")
 
@@ -375,6 +378,10 @@ def summary(event: Event, sample: str | None = None) -> str:
         return f"by {d['by']}: " + "; ".join(d["reasons"][:3]) + (" ..." if len(d["reasons"]) > 3 else "")
     if event.type == "labels_committed":
         return f"annotator {d['annotator']}, {len(d['regions'])} regions, commit {short(d['commit'])}"
+    if event.type == "labels_revoked":
+        back = f"; back in round {d['returned_to']}'s request" if d.get("returned_to") is not None else ""
+        return (f"by {d['by']}: {d['reason']}; {len(d['regions'])} regions of batch {short(d['batch_sha256'])} "
+                f"from {d['annotator']}, {d['revoked_pixels']} px no longer known{back}")
     if event.type == "pseudo_labeled":
         return f"{len(d['regions'])} regions pseudo-labeled by model {short(d['model'])}"
     if event.type == "round_evaluated":

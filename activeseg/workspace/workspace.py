@@ -24,6 +24,7 @@ Layout::
     query/selection.json    the round's selection (stage output); pseudo/round-NNN.npz pseudo-labels
     metrics/evaluation.json test metrics of the round's model (git)
     labels/round-NNN/       accepted label increments, one .dvc file per round
+    labels/revoked.json     revoked labels (round, region ids, by, reason), never used for training (git)
     rounds/round-NNN/       record.json (what the round's steps did) and labels-validation.json (git)
     ledger.jsonl            export of the audit ledger (git); ledger.db is the SQLite ledger itself
                             (opening a workspace adds the exported events it lacks: a fresh clone)
@@ -52,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from activeseg.core.labels import LabelState
-from activeseg.workspace import audit, intake, state, steps
+from activeseg.workspace import audit, intake, revocation, state, steps
 from activeseg.workspace.base import SETTINGS, WorkspaceCore
 from activeseg.workspace.creation import all_or_nothing, plan, populate, prepare
 from activeseg.workspace.errors import BatchRejected, WorkspaceError
@@ -160,6 +161,12 @@ class Workspace(WorkspaceCore):
         """Send the batch waiting in ``labels/round-NNN/`` (staged or uploaded, not yet approved) to
         quarantine with the reason; the request stays open."""
         return intake.reject(self, round_number, by, reason)
+
+    def revoke(self, round_number: int, by: str, reason: str, regions: list[str] | None = None) -> dict[str, Any]:
+        """Revoke an accepted batch of round ``round_number`` (or its ``regions``) as ``by`` with ``reason``:
+        ledger ``labels_revoked``, ``labels/revoked.json`` and a commit; the labels leave the known masks and
+        the regions go back to the open request or the pool; see :func:`.revocation.revoke`."""
+        return revocation.revoke(self, round_number, by, reason, regions)
 
     # -- status and audit ----------------------------------------------------------------------------
 

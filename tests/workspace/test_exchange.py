@@ -55,14 +55,62 @@ def test_publish_request_writes_crops_previews_then_the_manifest(dataset: Datase
     crop = png(tmp_path / first["crop"])
     np.testing.assert_array_equal(crop, to_uint8(dataset.image("syn-001")[0:48, 16:64]))
     preview = png(tmp_path / first["preview"])
-    y0, x0, y1, x1 = first["region_in_crop"]
-    border = np.zeros(crop.shape[:2], bool)
-    border[y0:y1, [x0, x1 - 1]] = border[[y0, y1 - 1], x0:x1] = True
+    scale = first["preview_scale"]
+    assert scale == 8 and preview.shape == (48 * 8, 48 * 8, 3)  # a 48 px crop enlarged to 384 px
+    y0, x0, y1, x1 = (v * scale for v in first["region_in_crop"])
+    inner = np.zeros(preview.shape[:2], bool)
+    inner[y0 + 4:y1 - 4, x0 + 4:x1 - 4] = True
+    border = np.zeros(preview.shape[:2], bool)
+    border[y0:y1, x0:x1] = True
+    border &= ~inner  # the outline: 4 px (half a crop pixel) on the region's edge pixels
     assert (preview[border] == OUTLINE).all()
-    np.testing.assert_array_equal(preview[~border], crop[~border])
+    enlarged = np.repeat(np.repeat(crop, scale, 0), scale, 1)
+    np.testing.assert_array_equal(preview[~border], enlarged[~border])
     assert sorted(p.name for p in (tmp_path / "requests/round-003").iterdir()) == [
-        "manifest.json", "syn-001_y0000_x0032_32x32.png", "syn-001_y0000_x0032_32x32.preview.png",
-        "syn-002_y0048_x0048_32x32.png", "syn-002_y0048_x0048_32x32.preview.png"]
+        "INSTRUCTIONS.md", "manifest.json", "manifest.schema.json", "syn-001_y0000_x0032_32x32.png",
+        "syn-001_y0000_x0032_32x32.preview.png", "syn-002_y0048_x0048_32x32.png",
+        "syn-002_y0048_x0048_32x32.preview.png"]
+
+
+def test_request_documents_its_manifest_classes_and_mask_sizes(dataset: Dataset, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    regions = [{**Region("syn-001", 0, 32, 32, 64).to_dict(), "cost": 1024, "score": 0.5},
+               {**Region("syn-002", 40, 40, 80, 80).to_dict(), "cost": 576, "score": None}]
+    manifest = publish_request(store, 2, regions, dataset, {"strategy": "random", "classes": 2})
+    schema = json.loads((tmp_path / "requests/round-002/manifest.schema.json").read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert "[y0, x0, y1, x1]" in schema["properties"]["regions"]["items"]["properties"]["box"]["description"]
+    assert manifest["class_names"] == ["background", "foreground"]
+    assert manifest["instructions"] == "requests/round-002/INSTRUCTIONS.md"
+    try:
+        import jsonschema
+    except ImportError:  # check the required keys by hand
+        assert set(schema["required"]) <= set(manifest)
+        item_required = schema["properties"]["regions"]["items"]["required"]
+        assert all(set(item_required) <= set(r) for r in manifest["regions"])
+    else:
+        jsonschema.Draft202012Validator.check_schema(schema)
+        jsonschema.Draft202012Validator(schema).validate(manifest)
+        broken = {**manifest, "regions": [{**manifest["regions"][0], "box": [0, 0, 32]}]}
+        assert not jsonschema.Draft202012Validator(schema).is_valid(broken)
+    text = (tmp_path / "requests/round-002/INSTRUCTIONS.md").read_text()
+    assert "| 0 | background |" in text and "| 255 (1 is accepted too) | foreground |" in text
+    assert "| `syn-001_y0000_x0032_32x32.png` | 32 x 32 |" in text
+    assert "| `syn-002_y0040_x0040_40x40.png` | 24 x 24 |" in text  # label_size: the in-image part
+    assert "not the whole crop" in text and "activeseg labels submit" in text and "labels/round-002/" in text
+    assert "activeseg labels import" in text and "[y0, x0, y1, x1]" in text
+    for region in manifest["regions"]:
+        with Image.open(tmp_path / region["preview"]) as img:
+            assert max(img.size) >= 384
+
+
+def test_three_class_instructions_list_class_ids(dataset: Dataset, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    regions = [{**Region("syn-001", 0, 0, 32, 32).to_dict(), "cost": 1024, "score": 0.5}]
+    manifest = publish_request(store, 1, regions, dataset, {"classes": 3})
+    text = (tmp_path / "requests/round-001/INSTRUCTIONS.md").read_text()
+    assert manifest["class_names"] == ["background", "class 1", "class 2"]
+    assert "| 1 | class 1 |" in text and "| 2 | class 2 |" in text
 
 
 def test_mask_png_uses_the_dataset_convention() -> None:

@@ -89,14 +89,6 @@ class Request:
                               + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
 
 
-def default_class_names(classes: int) -> tuple[str, ...]:
-    """Class names when the campaign names none: ``background`` and ``foreground`` for two classes,
-    else ``background``, ``class 1``, ``class 2``, ..."""
-    if classes == 2:
-        return "background", "foreground"
-    return ("background",) + tuple(f"class {i}" for i in range(1, classes))
-
-
 def check_name(name: object, where: str) -> str:
     """A plain file name (no folder, no ``..``, no leading dot or odd characters), else a
     :class:`FormatError` about the path trick."""
@@ -121,3 +113,20 @@ def check_mask(mask: np.ndarray, item: RequestItem, classes: int) -> np.ndarray:
     if mask.size and int(mask.max()) >= classes:
         raise ValueError(f"region {item.id}: prediction has class {int(mask.max())}, only {classes} classes")
     return mask.astype(np.uint8)
+
+
+USER_KEYS = ("annotator", "author", "user", "username", "email")
+"""Keys under which a tool's export may name a person (checked in this order)."""
+
+
+def user_name(value: object, tool: str) -> str | None:
+    """A person named in an export: a name, a user object (email, username, name or id) or a numeric id
+    (``<tool> user <id>``); None when it names nobody."""
+    if isinstance(value, dict):
+        first = next((value[k] for k in (*USER_KEYS, "first_name") if isinstance(value.get(k), str) and value[k]), None)
+        return first or (user_name(value.get("id"), tool) if value.get("id") is not None else None)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{tool} user {value}"
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None

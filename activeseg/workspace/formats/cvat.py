@@ -21,7 +21,7 @@ import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as safe_xml
 
-from activeseg.workspace.formats.common import FormatError, Request, RequestItem, check_mask, region_of_name
+from activeseg.workspace.formats.common import FormatError, Request, RequestItem, check_mask, region_of_name, user_name
 from activeseg.workspace.formats.files import one_file, read_bytes
 from activeseg.workspace.formats.geometry import rasterize, ring_bounds
 
@@ -141,16 +141,33 @@ def _shape(element: ET.Element, item: RequestItem, where: str) -> np.ndarray:
     return rasterize([[np.vstack([points, points[:1]])]], item.in_crop)
 
 
-def read(path: Path, request: Request) -> dict[str, np.ndarray]:
-    """One (h, w) uint8 class-id mask per requested region from a CVAT for images 1.1 XML file (or the
-    ``annotations.xml`` in a folder); a :class:`FormatError` names the image and shape of any problem."""
+def _root(path: Path) -> tuple[Path, ET.Element]:
+    """The XML file (``path``, or the ``annotations.xml`` in a folder) and its parsed root, safely."""
     file = one_file(path, ANNOTATIONS, (".xml",))
     try:
-        root = safe_xml.fromstring(read_bytes(file))
+        return file, safe_xml.fromstring(read_bytes(file))
     except ET.ParseError as exc:
         raise FormatError(f"{file}: malformed XML: {exc}") from None
     except DefusedXmlException as exc:
         raise FormatError(f"{file}: XML refused ({exc!r}): entities and DTDs are not read") from None
+
+
+def annotators(path: Path) -> list[str]:
+    """Who CVAT names in ``<meta>`` (task, job or project): the assignee (the annotator), else the owner,
+    by ``<username>`` (else ``<email>``)."""
+    root = _root(path)[1]
+    for role in ("assignee", "owner"):
+        names = {user_name({k: e.findtext(k) for k in ("username", "email")}, "cvat")
+                 for e in root.iterfind(f"meta//{role}")}
+        if names - {None}:
+            return sorted(names - {None})
+    return []
+
+
+def read(path: Path, request: Request) -> dict[str, np.ndarray]:
+    """One (h, w) uint8 class-id mask per requested region from a CVAT for images 1.1 XML file (or the
+    ``annotations.xml`` in a folder); a :class:`FormatError` names the image and shape of any problem."""
+    file, root = _root(path)
     if root.tag != "annotations":
         raise FormatError(f"{file}: not CVAT for images XML (root <{root.tag}>, expected <annotations>)")
     task_name = root.findtext("meta/task/name") or root.findtext("meta/job/name") or ""

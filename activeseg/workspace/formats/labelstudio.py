@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from activeseg.workspace.formats.common import FormatError, Request, RequestItem, check_mask, check_name
+from activeseg.workspace.formats.common import FormatError, Request, RequestItem, check_mask, check_name, user_name
 from activeseg.workspace.formats.files import one_file, read_json, write_json
 
 CONFIG, TASKS, IMAGES = "labeling_config.xml", "tasks.json", "images"
@@ -130,15 +130,33 @@ def _brush(result: Any, item: RequestItem, request: Request, where: str) -> tupl
     return class_id, inside
 
 
-def read(path: Path, request: Request) -> dict[str, np.ndarray]:
-    """One (h, w) uint8 class-id mask per requested region from Label Studio's JSON export (a file, or
-    the only ``.json`` file in a folder); a :class:`FormatError` names the task and result of any problem."""
+def _tasks(path: Path) -> tuple[Path, list[Any]]:
+    """The export file and its tasks."""
     file = one_file(path, TASKS, (".json",))
     tasks = read_json(file)
     if isinstance(tasks, dict):
         tasks = [tasks]
     if not isinstance(tasks, list):
         raise FormatError(f"{file}: not a Label Studio JSON export (a list of tasks)")
+    return file, tasks
+
+
+def annotators(path: Path) -> list[str]:
+    """Who completed the annotations that :func:`read` takes (each task's latest one not cancelled):
+    ``completed_by``, a user id (``label-studio user 7``) or a user object (its email, else username)."""
+    names = set()
+    for index, entry in enumerate(_tasks(path)[1]):
+        found = _latest(entry.get("annotations", []), f"task {index}") if isinstance(entry, dict) else None
+        name = user_name(found.get("completed_by"), "label-studio") if found else None
+        if name:
+            names.add(name)
+    return sorted(names)
+
+
+def read(path: Path, request: Request) -> dict[str, np.ndarray]:
+    """One (h, w) uint8 class-id mask per requested region from Label Studio's JSON export (a file, or
+    the only ``.json`` file in a folder); a :class:`FormatError` names the task and result of any problem."""
+    file, tasks = _tasks(path)
     masks: dict[str, np.ndarray] = {}
     for index, entry in enumerate(tasks):
         data = entry.get("data") if isinstance(entry, dict) else None

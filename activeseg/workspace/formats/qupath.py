@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from activeseg.workspace.formats.common import REQUEST_CLASS, FormatError, Request, RequestItem, check_mask
+from activeseg.workspace.formats.common import (REQUEST_CLASS, USER_KEYS, FormatError, Request, RequestItem, check_mask,
+                                                user_name)
 from activeseg.workspace.formats.files import files_in, read_json, write_json
 from activeseg.workspace.formats.geometry import Polygon, mask_polygons, rasterize, ring_bounds
 
@@ -184,6 +185,22 @@ def read_file(path: Path, request: Request) -> tuple[list[RequestItem], list[tup
         else:
             shapes.append((where, request.class_id(name, where), _polygons(feature.get("geometry"), where)))
     return regions, shapes
+
+
+def annotators(path: Path) -> list[str]:
+    """Who the class shapes name, where QuPath (or a script) put it: an ``annotator``, ``author`` or
+    ``user`` in a feature's ``metadata`` or ``properties``. QuPath itself writes no user: usually none."""
+    names = set()
+    for file in files_in(path, SUFFIXES):
+        for feature in _features(read_json(file), str(file)):
+            props = feature.get("properties") if isinstance(feature, dict) else None
+            if not isinstance(props, dict) or _class_name(props) == REQUEST_CLASS:
+                continue
+            meta = props.get("metadata") if isinstance(props.get("metadata"), dict) else {}
+            found = next((v for d in (meta, props) for k in USER_KEYS if (v := user_name(d.get(k), "qupath"))), None)
+            if found:
+                names.add(found)
+    return sorted(names)
 
 
 def _inside(polygons: list[Polygon], item: RequestItem) -> bool:

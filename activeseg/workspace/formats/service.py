@@ -5,11 +5,20 @@ The request is the round's requested regions (:meth:`RoundRecord.requested`) in 
 first), each with its in-image box and the crop (context margin) of the object-store request. The
 prediction is the round's trained model (``record.trained``: the checkpoint must still be the one
 trained in that round) applied to each region's whole image.
+
+An export is also written into the round's request in the object store, ``requests/round-NNN/<format>/``,
+with the prediction it carries (:data:`PREDICTION`, beside the tool's files): on import, a region whose
+mask equals that prediction is recorded as ``reviewed_unchanged`` (an uncorrected prediction) in the
+``labels_submitted`` event. The annotator recorded is the one the tool's export names, else the one
+given. An export that cannot be read (:class:`FormatError`) is quarantined with its reason and recorded,
+like a batch that fails validation; nothing of it is applied.
 """
 
 from __future__ import annotations
 
+import io
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,13 +30,17 @@ from activeseg.core.partition import Region
 from activeseg.core.util import sha256_file
 from activeseg.workspace.base import WorkspaceCore
 from activeseg.workspace.errors import WorkspaceError
-from activeseg.workspace.exchange import context_box, mask_png, to_uint8
+from activeseg.workspace.exchange import context_box, mask_png, read_path_batch, round_prefix, to_uint8
 from activeseg.workspace.formats import cvat, labelstudio, qupath
-from activeseg.workspace.formats.common import Request, RequestItem, default_class_names
-from activeseg.workspace.intake import submit
+from activeseg.workspace.formats.common import FormatError, Request, RequestItem
+from activeseg.workspace.intake import reject_unreadable, submit
 from activeseg.workspace.records import LabelsAccepted, Staged
+from activeseg.workspace.request_docs import default_class_names
 
 FORMATS = ("qupath", "cvat", "labelstudio")
+PREDICTION = "activeseg-prediction.npz"
+"""The prediction an export carries: one (h, w) uint8 class-id array per region id (npz, no pickles)."""
+ANNOTATORS = {"qupath": qupath.annotators, "cvat": cvat.annotators, "labelstudio": labelstudio.annotators}
 Prediction = Callable[[RequestItem], np.ndarray]
 
 
@@ -100,8 +113,46 @@ def export_round(ws: WorkspaceCore, round_number: int, fmt: str, out: Path, pred
         files = labelstudio.export(request, predictions, out, crop, image_url)
     else:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **predictions)
+    (out / PREDICTION).write_bytes(buffer.getvalue())
+    files.append(out / PREDICTION)
+    store_prefix = export_prefix(round_number, fmt)
+    for file in files:
+        ws.store.put_bytes(store_prefix + file.relative_to(out).as_posix(), file.read_bytes())
     return {"format": fmt, "round": round_number, "regions": len(request.items), "out": str(out),
-            "files": len(files)}
+            "files": len(files), "store": f"{ws.store.url}/{store_prefix}"}
+
+
+def export_prefix(round_number: int, fmt: str) -> str:
+    """Where a round's export in ``fmt`` goes in the store: ``requests/round-NNN/<fmt>/``."""
+    return f"{round_prefix('requests', round_number)}{fmt}/"
+
+
+def exported_prediction(ws: WorkspaceCore, round_number: int, fmt: str, path: Path) -> dict[str, np.ndarray] | None:
+    """The prediction a round's export carried: the store's copy, else the :data:`PREDICTION` file beside
+    the export at ``path``; None when neither is there or it cannot be read."""
+    key = export_prefix(round_number, fmt) + PREDICTION
+    local = (path if path.is_dir() else path.parent) / PREDICTION
+    try:
+        if ws.store.exists(key):
+            data = ws.store.get_bytes(key)
+        elif local.is_file() and not local.is_symlink():
+            data = local.read_bytes()
+        else:
+            return None
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def reviewed_unchanged(masks: dict[str, np.ndarray], prediction: dict[str, np.ndarray] | None) -> list[str] | None:
+    """The regions (in ``masks`` order) whose mask equals the exported prediction; None when no
+    prediction is known."""
+    if prediction is None:
+        return None
+    return [rid for rid, mask in masks.items() if rid in prediction and np.array_equal(mask, prediction[rid])]
 
 
 def read_export(ws: WorkspaceCore, round_number: int, fmt: str, path: Path) -> dict[str, np.ndarray]:
@@ -113,14 +164,29 @@ def read_export(ws: WorkspaceCore, round_number: int, fmt: str, path: Path) -> d
     return readers[fmt](Path(path), request)
 
 
-def import_round(ws: WorkspaceCore, round_number: int | None, fmt: str, path: Path, annotator: str,
+def import_round(ws: WorkspaceCore, round_number: int | None, fmt: str, path: Path, annotator: str | None = None,
                  replace: bool = False) -> Staged | LabelsAccepted:
-    """Convert a tool's export to one PNG mask per requested region and hand them in as ``annotator``
-    through :func:`activeseg.workspace.intake.submit` (validated, staged or quarantined, recorded)."""
-    n = ws.resolve(round_number)
-    masks = read_export(ws, n, fmt, path)
+    """Convert a tool's export to one PNG mask per requested region and hand them in through
+    :func:`activeseg.workspace.intake.submit` (validated, staged or quarantined, recorded) as the
+    annotator the export names (several: joined by ``, ``), else ``annotator``. The ``labels_submitted``
+    event also records the format, the annotator given and ``reviewed_unchanged``. An export that cannot
+    be read is quarantined and recorded, and :class:`BatchRejected` raised with the reason."""
+    n, path = ws.resolve(round_number), Path(path)
+    try:
+        masks = read_export(ws, n, fmt, path)
+        named = ", ".join(ANNOTATORS[fmt](path))
+    except FormatError as exc:
+        entries = read_path_batch(path, ws.cfg.oracle.max_file_bytes)
+        if not entries:  # nothing was handed in: nothing to keep
+            raise
+        raise reject_unreadable(ws, n, entries, annotator or "unknown", [str(exc)], f"{fmt} export") from None
+    who = named or annotator
+    if not who:
+        raise WorkspaceError(f"{path}: the {fmt} export names no annotator; give one (--annotator NAME)")
+    details = {"format": fmt, "annotator_given": annotator,
+               "reviewed_unchanged": reviewed_unchanged(masks, exported_prediction(ws, n, fmt, path))}
     (ws.root / "tmp").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ws.root / "tmp") as folder:
         for region_id, mask in masks.items():
             (Path(folder) / f"{region_id}.png").write_bytes(mask_png(mask, ws.cfg.data.classes))
-        return submit(ws, n, folder, annotator, replace)
+        return submit(ws, n, folder, who, replace, details)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from activeseg.cli.main import main
@@ -54,3 +55,83 @@ def test_bad_export_fails_with_its_name(ws: Workspace, tmp_path: Path, capsys: p
     code, out = cli(capsys, "labels", "import", str(tmp_path / "bad.geojson"), "--round", "1", "--format", "qupath",
                     "--annotator", "x", "--workspace", str(ws.root))
     assert code != 0 and "bad.geojson: malformed JSON" in out
+
+
+# -- the import path: tool annotators, uncorrected predictions, bad exports quarantined ------------------
+
+def _truth(ws: Workspace) -> tuple:
+    """Round 1's request as the formats see it and each region's ground truth."""
+    from activeseg.core.partition import Region
+    from activeseg.loop.oracle import ground_truth
+    from activeseg.workspace.formats.service import build_request
+
+    request = build_request(ws, 1)
+    return request, {item.id: ground_truth(ws.dataset, Region(item.stem, *item.box)) for item in request.items}
+
+
+def test_export_is_kept_in_the_round_request(ws: Workspace, tmp_path: Path) -> None:
+    from activeseg.workspace.formats.service import PREDICTION, export_round
+
+    request, truth = _truth(ws)
+    summary = export_round(ws, 1, "cvat", tmp_path / "c", prediction=lambda item: truth[item.id])
+    assert summary["store"] == f"{ws.store.url}/requests/round-001/cvat/"
+    kept = ws.store.get_bytes("requests/round-001/cvat/annotations.xml")
+    assert kept == (tmp_path / "c/annotations.xml").read_bytes()
+    assert ws.store.exists(f"requests/round-001/cvat/images/{request.items[0].id}.png")
+    assert ws.store.get_bytes(f"requests/round-001/cvat/{PREDICTION}") == (tmp_path / "c" / PREDICTION).read_bytes()
+
+
+def test_labelstudio_import_records_its_annotator_and_unchanged_regions(ws: Workspace, tmp_path: Path) -> None:
+    from activeseg.workspace.formats import labelstudio
+    from activeseg.workspace.formats.service import export_round, import_round
+    from tests.workspace.formats.test_formats import annotated
+
+    request, truth = _truth(ws)
+    changed = request.items[0].id
+    sent = {**truth, changed: truth[changed] ^ np.eye(*truth[changed].shape, dtype=np.uint8)}
+    export_round(ws, 1, "labelstudio", tmp_path / "sent", prediction=lambda item: sent[item.id])
+    # the annotator corrects region 0 back to the truth and accepts the others as they were sent
+    labelstudio.export(request, truth, tmp_path / "ls", lambda item: np.zeros(
+        (item.crop_box[2] - item.crop_box[0], item.crop_box[3] - item.crop_box[1]), np.uint8))
+    tasks = annotated(json.loads((tmp_path / "ls/tasks.json").read_text()))
+    for task in tasks:
+        task["annotations"][0]["completed_by"] = {"id": 3, "email": "ann@lab.example"}
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+    staged = import_round(ws, 1, "labelstudio", tmp_path / "export.json", "given-name", replace=True)
+    assert staged.annotator == "ann@lab.example"
+    event = Workspace.open(ws.root).ledger.events(type="labels_submitted", round=1)[-1]
+    assert event.actor == "ann@lab.example" and event.data["annotator_given"] == "given-name"
+    assert event.data["format"] == "labelstudio"
+    assert event.data["reviewed_unchanged"] == [item.id for item in request.items if item.id != changed]
+
+
+def test_bad_export_is_quarantined_then_a_good_one_is_taken(ws: Workspace, tmp_path: Path) -> None:
+    from activeseg.workspace.errors import BatchRejected
+    from activeseg.workspace.formats.service import export_round, import_round
+
+    request, truth = _truth(ws)
+    sent = {rid: mask ^ np.eye(*mask.shape, dtype=np.uint8) for rid, mask in truth.items()}  # not the staged batch
+    export_round(ws, 1, "cvat", tmp_path / "c", prediction=lambda item: sent[item.id])
+    xml = (tmp_path / "c/annotations.xml").read_text()
+    xml = xml.replace("</task>", "<owner><username>owner1</username></owner>"
+                                 "<assignee><username>ann2</username></assignee></task>")
+    label = "label=\"foreground\""
+    (tmp_path / "c/annotations.xml").write_text(xml.replace(label, "label=\"cell\"", 1))
+    before = Workspace.open(ws.root).record(1).staged
+    with pytest.raises(BatchRejected, match="unknown class name 'cell'") as caught:
+        import_round(ws, 1, "cvat", tmp_path / "c", "given", replace=True)
+    after = Workspace.open(ws.root)
+    assert after.record(1).staged == before  # nothing applied
+    rejected = after.ledger.events(type="batch_rejected", round=1)[-1]
+    assert "unknown class name 'cell'" in rejected.data["reasons"][0] and rejected.data["annotator"] == "given"
+    assert after.ledger.events(type="labels_received", round=1)[-1].data["source"] == "cvat export"
+    prefix = caught.value.quarantine.removeprefix(f"{ws.store.url}/")
+    report = json.loads(ws.store.get_bytes(prefix + "report.json"))
+    assert report["reasons"] == caught.value.reasons and report["files"]["annotations.xml"]
+    assert ws.store.get_bytes(report["files"]["annotations.xml"]) == (tmp_path / "c/annotations.xml").read_bytes()
+
+    (tmp_path / "c/annotations.xml").write_text(xml)
+    staged = import_round(ws, 1, "cvat", tmp_path / "c", "given", replace=True)
+    assert staged.annotator == "ann2"  # the assignee the export names
+    event = Workspace.open(ws.root).ledger.events(type="labels_submitted", round=1)[-1]
+    assert event.data["reviewed_unchanged"] == [item.id for item in request.items]  # all sent back unchanged

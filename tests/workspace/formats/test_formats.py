@@ -348,3 +348,20 @@ def test_links_are_never_followed(dataset: Dataset, tmp_path: Path) -> None:
     (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
     with pytest.raises(FormatError, match="symbolic link"):
         labelstudio.read(tmp_path / "link.json", small_request(dataset))
+
+
+# -- who annotated -------------------------------------------------------------------------------------
+
+def test_each_tool_names_its_annotator(dataset: Dataset, tmp_path: Path) -> None:
+    request = small_request(dataset)
+    path = ls_export(dataset, tmp_path / "ls", lambda tasks: tasks[1]["annotations"][0].update(
+        completed_by={"id": 4, "email": "b@lab.example"}))
+    assert labelstudio.annotators(path) == ["b@lab.example", "label-studio user 7"]
+    xml = cvat_xml(dataset, tmp_path / "cvat", lambda root: ET.SubElement(
+        ET.SubElement(root.find("meta/task"), "owner"), "username").__setattr__("text", "owner1"))
+    assert cvat.annotators(xml) == ["owner1"]
+    assert cvat.annotators(export("cvat", dataset, request, tmp_path / "plain")) == []
+    features = qupath_written(request, request.items[0])
+    features[1]["properties"]["metadata"] = {"annotator": "dr-path"}
+    (tmp_path / "q.geojson").write_text(json.dumps(features))
+    assert qupath.annotators(tmp_path / "q.geojson") == ["dr-path"]
