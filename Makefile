@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean labelstudio-venv
 
 venv: $(STAMP)
 
@@ -21,6 +21,19 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# Label Studio for the live-loop test (tests/workspace/test_labelstudio_live.py): its own environment,
+# because label-studio==1.23.2 pins Django and pytz versions the project's environment cannot share.
+LS_VENV := .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.installed
+
+labelstudio-venv: $(LS_STAMP)
+
+$(LS_STAMP):
+	test -x $(LS_VENV)/bin/python || python3 -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LS_VENV)/bin/python -m pip install -q label-studio==1.23.2
+	touch $(LS_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/activeseg demo
 
@@ -28,4 +41,4 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache demo-output
+	rm -rf $(VENV) $(LS_VENV) .pytest_cache demo-output

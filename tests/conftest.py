@@ -87,13 +87,15 @@ MARKS = {
         "workspace/test_bad_input.py",
         "workspace/test_credentials.py",
         "workspace/test_kill.py",
+        "workspace/test_labelstudio_live.py",
         "flows/test_worker_recovery.py",
         "orchestration/test_server.py::test_start_status_stop_restart",
         "loop/test_simulate.py::test_mlflow_logs_every_training_run",
         "loop/test_protocol.py::test_simulation_reads_the_test_split_only_to_evaluate",
         "core/test_real_data.py::test_isbi2012_loads_partitions_trains_and_scores",
     },
-    "matrix": {"flows/test_faults.py", "flows/test_server_restart.py"},
+    # test_labelstudio_live: a real Label Studio server; `make labelstudio-venv` installs it first (about 2 min)
+    "matrix": {"flows/test_faults.py", "flows/test_server_restart.py", "workspace/test_labelstudio_live.py"},
 }
 
 
@@ -106,7 +108,8 @@ def selectors(item: pytest.Item) -> set[str]:
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    skip = pytest.mark.skip(reason="fault-matrix row: run with --matrix (benchmarks/fault_matrix.py)")
+    skip = pytest.mark.skip(reason="matrix row (takes minutes): run with --matrix (benchmarks/fault_matrix.py; Label "
+                                   "Studio: make labelstudio-venv)")
     for item in items:
         for mark, entries in MARKS.items():
             if item.path.is_relative_to(TESTS) and entries & selectors(item):

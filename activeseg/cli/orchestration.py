@@ -195,6 +195,11 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"{item['uploaded']} files uploaded, {item['rejected_batches']} batches rejected"
               + (f"; batch {item['staged']['batch_sha256']} staged" if item["staged"] else "")
               for item in result["pending"]]
+    for item in result["labelstudio"] or []:
+        lines.append(f"Label Studio, round {item['round']}: " + (
+            item["error"] if "error" in item else
+            f"{item['done']} of {item['tasks']} tasks done ({item['url']})"
+            + ("; every task is complete: `activeseg labels pull` stages the batch" * (item["done"] == item["tasks"]))))
     if result["collapsed"]:
         model = result["collapsed"]
         lines.append(f"model of round {model['round']} collapsed: {model['reason']} (val Dice {model['val_dice']:.4f})")

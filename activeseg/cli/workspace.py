@@ -86,6 +86,13 @@ def cmd_labels(args: argparse.Namespace) -> int:
         from activeseg.workspace.formats.service import import_round
 
         result = import_round(ws, args.round, args.format, args.path, args.annotator, args.replace)
+    elif args.labels_command == "pull":
+        from activeseg.workspace.formats.live import pull
+
+        result = pull(ws, args.round, args.replace)
+        print_json(result)
+        say(result["message"])
+        return 0
     elif args.labels_command == "revoke":
         regions = args.regions.split(",") if args.regions is not None else None
         result = ws.revoke(args.round, args.by, args.reason, regions)
@@ -178,6 +185,9 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     p.add_argument("--annotator", help="who annotated, when the export names nobody (Label Studio completed_by, "
                                        "CVAT assignee/owner, QuPath metadata annotator are taken first)")
     p.add_argument("--replace", action="store_true", help="replace a batch that is staged and waits for review")
+    p = labels.add_parser("pull", help="oracle.kind labelstudio: fetch the round's annotations from Label Studio; when "
+                                       "every task is done, import them (validated, staged for approval)")
+    p.add_argument("--replace", action="store_true", help="replace a batch that is staged and waits for review")
     p = labels.add_parser("revoke", help="revoke an accepted batch (or some of its regions): recorded, left out of "
                                          "training from the next round, the regions asked again")
     p.add_argument("--round", type=int, required=True, help="the round whose accepted batch is revoked")
@@ -185,7 +195,7 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     p.add_argument("--reason", required=True)
     p.add_argument("--regions", help="comma-separated region ids (default: every region of the batch)")
     where(p)
-    for name in ("submit", "ingest", "simulate", "export", "import"):
+    for name in ("submit", "ingest", "simulate", "export", "import", "pull"):
         p = labels.choices[name]
         p.add_argument("--round", type=int, help="round (default: the round in progress)")
         where(p)

@@ -140,10 +140,27 @@ class QueryConfig(Settings):
 
 
 class OracleConfig(Settings):
-    kind: Literal["simulated", "human"] = "simulated"
+    """Who answers the label requests: the ``simulated`` annotator (ground truth), a ``human`` handing in
+    masks or a tool's export, or ``labelstudio``: a live Label Studio server at ``labelstudio_url``, where the
+    query step fills a project with the round's tasks and ``activeseg labels pull`` fetches the annotations.
+    Its API token is read from the environment variable named by ``labelstudio_token_env`` only, never
+    from params."""
+
+    kind: Literal["simulated", "human", "labelstudio"] = "simulated"
     allow_empty_masks: bool = True
     max_file_bytes: int = 20_000_000
     timeout_hours: float = Field(168.0, gt=0)
+    labelstudio_url: str | None = None
+    labelstudio_token_env: str = Field("LABEL_STUDIO_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _labelstudio_url(self) -> "OracleConfig":
+        url = self.labelstudio_url
+        if self.kind == "labelstudio" and not url:
+            raise ValueError("labelstudio_url: required with oracle.kind labelstudio (e.g. http://127.0.0.1:8080)")
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"labelstudio_url: expected an http:// or https:// URL, got {url!r}")
+        return self
 
 
 class EvaluateConfig(Settings):

@@ -40,20 +40,25 @@ def plot_learning_curves(runs: list[dict], path: Path, title: str = "Active lear
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for strategy, c in sorted(curves(runs).items()):
+    all_curves = sorted(curves(runs).items())
+    many = len(all_curves) > 5  # distinct colours past the default ten, fainter bands, random in black
+    colours = iter(plt.get_cmap("tab20").colors if many else plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    fig, ax = plt.subplots(figsize=(9, 4.5) if many else (7, 4.5))
+    for strategy, c in all_curves:
         if len(c["fraction"]) == 1:  # a single point, e.g. ``full``: a reference line
             ax.axhline(c["dice"][0], ls="--", color="black", lw=1, label=f"{strategy} (reference)")
             continue
-        (line,) = ax.plot(c["fraction"] * 100, c["dice"], marker="o", ms=3, label=strategy)
+        colour = "black" if many and strategy == "random" else next(colours)
+        ax.plot(c["fraction"] * 100, c["dice"], marker="o", ms=3, label=strategy, color=colour,
+                lw=2 if strategy == "random" else 1.3)
         ax.fill_between(c["fraction"] * 100, np.clip(c["low"], 0, 1), np.clip(c["high"], 0, 1),
-                        color=line.get_color(), alpha=0.2)
+                        color=colour, alpha=0.06 if many else 0.2)
     ax.set_xlabel("revealed training pixels (%)")
     several_seeds = len({r["seed"] for r in runs}) > 1
     ax.set_ylabel("test Dice (mean, band: 95 % CI over seeds)" if several_seeds else "test Dice")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5)) if many else ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -150,5 +150,6 @@ def simulate(cfg: Config, dataset_dir: Path, strategies: list[str], seeds: list[
             runs += run_campaign(campaign, rounds or cfg.rounds, tracker, progress)
     results = {"runs": runs, "summary": summarize(runs)}
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    plot_learning_curves(runs, out / "learning_curves.png", title=f"{dataset_dir.name}: test Dice")
+    name = "synthetic" if cfg.data.dataset == "synthetic" else Path(dataset_dir).name
+    plot_learning_curves(runs, out / "learning_curves.png", title=f"{name}: test Dice")
     return results

@@ -43,7 +43,25 @@ def status(engine: RunEngine | None, ws: Workspace) -> dict[str, Any]:
             "round": claim.round_number if claim else None, "state": phase, "flow_run": run, "batch": batch,
             "hint": _hint(ws, phase, claim, state, batch, srv), "pending": open_requests,
             "schedule": ws.cfg.schedule.cron, "worker_pid": workers.worker_pid(ws.root),
-            "collapsed": collapsed, "stop": stop_reason(ws, ws.cfg.rounds), "rounds": learning_curve(ws)}
+            "collapsed": collapsed, "stop": stop_reason(ws, ws.cfg.rounds), "rounds": learning_curve(ws),
+            "labelstudio": labelstudio_progress(ws, open_requests)}
+
+
+def labelstudio_progress(ws: Workspace, open_requests: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """With ``oracle.kind: labelstudio``: for each open request, how many of its Label Studio tasks are done
+    (``round, project, done, tasks, url``; ``error`` when the server cannot say); else None."""
+    if ws.cfg.oracle.kind != "labelstudio":
+        return None
+    from activeseg.workspace.errors import WorkspaceError
+    from activeseg.workspace.formats.live import progress
+
+    found = []
+    for item in open_requests:
+        try:
+            found.append(progress(ws, item["round"]))
+        except WorkspaceError as exc:
+            found.append({"round": item["round"], "error": str(exc)})
+    return found
 
 
 def headline(result: dict[str, Any]) -> str:
@@ -90,6 +108,9 @@ def _hint(ws: Workspace, phase: str, claim: Claim | None, state: RunState | None
             return (f"batch {batch['sha256']} staged: approve it with `activeseg approve --round {n} --by NAME` "
                     f"(or in the Prefect UI's form with this batch hash), or `activeseg reject --round {n} --by NAME "
                     "--reason TEXT`")
+        if ws.cfg.oracle.kind == "labelstudio":
+            return (f"waiting for the labels of round {n} in Label Studio: `activeseg labels pull --round {n}` "
+                    f"imports them once every task is done, then `activeseg approve --round {n} --by NAME`")
         return (f"waiting for the labels of round {n}: `activeseg labels submit DIR --annotator NAME --round {n}`, "
                 f"then `activeseg approve --round {n} --by NAME`")
     if phase == "model_collapsed":

@@ -24,6 +24,8 @@ Event types (``data`` fields):
 - ``round_evaluated``: metrics, split, checkpoint_sha256
 - ``labels_revoked``: by, reason, regions, batch_sha256, annotator (of the revoked batch), revoked_pixels
   (known pixels lost), returned_to (the round whose open request got the regions back, else None), returned
+- ``labelstudio_published``: url, project, tasks, imported (``oracle.kind: labelstudio``: the round's tasks are
+  in the Label Studio project; never the token)
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ EVENT_TYPES = (
     "round_skipped",  # orchestration: trigger, flow_run_id, reason, active_flow_run_id
     "labels_approved",
     "labels_revoked",
+    "labelstudio_published",
 )
 REGION_ID = re.compile(r"^(?P<stem>.+)_y\d+_x\d+_\d+x\d+$")
 

@@ -146,8 +146,20 @@ def _trained(record: RoundRecord) -> Trained:
     return record.trained
 
 
+def query(ws: WorkspaceCore, round_number: int | None = None) -> Queried:
+    """Select the round's regions with the trained model and publish the label request (:func:`_query`);
+    with ``oracle.kind: labelstudio`` also fill the campaign's Label Studio project with the round's tasks
+    and predictions (each call imports the tasks missing there, so a call after an outage completes it)."""
+    queried = _query(ws, round_number)
+    if ws.cfg.oracle.kind == "labelstudio" and not ws.in_dvc:
+        from activeseg.workspace.formats.live import publish
+
+        publish(ws, queried.round)
+    return queried
+
+
 @round_step("queried")
-def query(ws: WorkspaceCore, record: RoundRecord) -> Queried:
+def _query(ws: WorkspaceCore, record: RoundRecord) -> Queried:
     """Select the round's regions with the trained model and publish the label request."""
     n, trained = record.round, _trained(record)
     if trained.collapsed and not ws.cfg.query.allow_collapsed_model:
