@@ -18,6 +18,7 @@ DEMO_SETTINGS = [
     "partition.initial_labeled=8",
     "model.width=8",
     "model.depth=2",
+    "train.passes=60",
     "train.min_steps=120",
     "train.max_steps=240",
     "train.crop=32",

@@ -89,7 +89,7 @@ class TrainConfig(Settings):
     """Label-bound training: ``ceil(passes x labeled pixels / (batch_size x crop^2))`` steps, clamped to
     ``[min_steps, max_steps]``, in epochs of ``steps_per_epoch`` steps (see activeseg.model.training)."""
 
-    passes: float = Field(60.0, gt=0)
+    passes: float = Field(240.0, gt=0)
     min_steps: int = Field(40, ge=1)
     max_steps: int = Field(1200, ge=1)
     steps_per_epoch: int = Field(20, ge=1)
@@ -125,7 +125,7 @@ class TrainConfig(Settings):
 
 
 class QueryConfig(Settings):
-    strategy: str = "mc_variance"
+    strategy: str = "suggestive"
     budget_fraction: float = Field(0.05, gt=0, le=1)
     budget_pixels: int | None = None
     mc_passes: int = Field(8, ge=1)

@@ -45,7 +45,8 @@ def test_revoked_regions_leave_training_and_are_candidates_again(ws: Workspace, 
     files_at_tag = ws.git("ls-tree", "-r", "--name-only", "round-001").split()
     batch = ws.record(1).labels_accepted
     ids = [r.id for r in ws.record(1).queried.regions]
-    gone = ids[:2]
+    assert len(ids) >= 2
+    gone = ids[:1]
     before = ws.label_state().revealed_pixels()
     check_state(ws, set())
 
@@ -85,7 +86,7 @@ def test_revoked_regions_leave_training_and_are_candidates_again(ws: Workspace, 
     assert trained["revealed_pixels"] == state.revealed_pixels()
     # the rest of the batch can be revoked later, but no region twice
     rest = ws.revoke(1, "pi", "whole batch suspect")
-    assert rest["regions"] == ids[2:]
+    assert rest["regions"] == ids[1:]
     check_state(ws, {(1, i) for i in ids})
     with pytest.raises(WorkspaceError, match="every label of the batch was revoked already"):
         ws.revoke(1, "pi", "again")
