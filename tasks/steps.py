@@ -120,7 +120,11 @@ def labels_taken(workspace: str, round_number: int) -> dict[str, Any] | None:
     """The round's batch as `ingest_labels` returns it when one was already taken in (by an earlier run of
     the round that failed after its approval, e.g. in the evaluate), else None. Never cached: it reads
     the workspace as it is now."""
-    ws, n = _open(workspace), round_number
+    return _taken(_open(workspace), round_number)
+
+
+def _taken(ws: Workspace, n: int) -> dict[str, Any] | None:
+    """Round `n`'s accepted batch and its approval (what `ingest_labels` returns), or None."""
     accepted = ws.record(n).labels_accepted
     if accepted is None:
         return None
@@ -149,13 +153,10 @@ def ingest_labels(workspace: str, round_number: int, approval: dict[str, Any]) -
             note = str(exc)
         return {"accepted": False, "reason": f"not approved by {by}: {reason} ({note})"}
     try:
-        accepted = ws.approve(n, by, approval.get("comment", ""), approval["batch_hash"], str(flow_run.get_id()))
+        ws.approve(n, by, approval.get("comment", ""), approval["batch_hash"], str(flow_run.get_id()))
     except WorkspaceError as exc:
         return {"accepted": False, "reason": str(exc)}
-    event = ws.ledger.last("labels_approved", round=n)
-    return {"accepted": True, "round": n, "batch_sha256": accepted["batch_sha256"], "annotator": accepted["annotator"],
-            "files": accepted["files"], "commit": accepted["commit"], "approver": event.data["approver"],
-            "comment": event.data["comment"], "approved": event.time}
+    return _taken(ws, n)
 
 
 @task(name="evaluate", version="1", **STEP, **RETRY)
