@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: demo test venv clean labelstudio-venv
+.PHONY: demo test venv clean labelstudio-venv chromium
 
 venv: $(STAMP)
 
@@ -34,10 +34,14 @@ $(LS_STAMP):
 	$(LS_VENV)/bin/python -m pip install -q label-studio==1.23.2
 	touch $(LS_STAMP)
 
+# Headless Chromium for the report's browser test (tests/report/test_browser.py): Debian's package.
+chromium:
+	test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q --no-install-recommends chromium)
+
 demo: $(STAMP)
 	$(VENV)/bin/activeseg demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest
 
 clean:

@@ -6,11 +6,10 @@ The same rounds (same data, split, initial labels, seeds) are run three ways:
    else;
 2. workspace: `Workspace` steps called in this process, no Prefect (adds DVC and git, the ledger,
    MLflow, Great Expectations validation, the label exchange); time spent in each is measured;
-3. Prefect: local server and worker, each round a flow run that suspends until the simulated
-   annotator's flow run has submitted and approved its labels, then resumes (what `make demo` does).
-   A round's wall time runs from its run being scheduled to Completed; "in tasks" is the time its
-   executed tasks and its annotator's labeling task took, the rest is Prefect's own (process starts,
-   polling, state changes, the suspension round trip).
+3. Prefect: local server and worker, each round a flow run that stages the simulated annotator's
+   labels, suspends until the worker approves them, then resumes (what `make demo` does). A round's
+   wall time runs from its run being scheduled to Completed; "in tasks" is the time its executed tasks
+   took, the rest is Prefect's own (process starts, polling, state changes, the suspension round trip).
 
 The fixed overhead per round (the last line) is the mean wall time per round of the Prefect path minus
 that of the bare compute. Overhead = (time per round - compute per round) / compute per round, in wall time (what a user waits;
@@ -181,17 +180,13 @@ def prefect_rounds(root: Path, rounds: int) -> tuple[list[dict[str, float]], dic
 
 def _round_times(engine: Any, round_run_id: str) -> dict[str, float]:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentTaskRunId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     history = engine.history(UUID(round_run_id))
     wall = _seconds(history[0][1], history[-1][1])
     with get_client(sync_client=True) as client:
         own = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(round_run_id)])))
-        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_task_run_id=FlowRunFilterParentTaskRunId(any_=[t.id for t in own])))
-        annotator = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[c.id for c in children])))
-    labeling = [t for t in annotator if t.name.startswith("simulate-labels")]  # its approve task mostly waits
-    in_tasks = sum((t.end_time - t.start_time).total_seconds() for t in [*own, *labeling]
+    in_tasks = sum((t.end_time - t.start_time).total_seconds() for t in own
                    if t.state.name == "Completed" and t.start_time and t.end_time)
     return {"wall": wall, "in tasks": in_tasks, "Prefect": wall - in_tasks}
 

@@ -10,8 +10,9 @@ submitted batch that passed validation is only staged; an approval takes it in o
 that staged batch; otherwise, or when it says "not approved" (the staged batch is quarantined), the
 round waits again.
 
-With `oracle.kind: simulated` the wait starts the simulated annotator's flow run, which submits the
-ground truth through the same path as a human and approves: the round really suspends and resumes.
+With `oracle.kind: simulated` the round submits the ground truth itself before each wait, through the
+same path as a human's batch (validated, uploaded, staged), and the worker approves it once the run is
+suspended: the round really suspends and resumes, and no process is started for the annotator.
 
 The first step claims the campaign: a trigger that finds another round running or waiting ends at
 once in the state "Skipped" (recorded in the ledger), so a campaign never runs two rounds.
@@ -27,7 +28,6 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from activeseg.core.util import round_name
-from activeseg.orchestration.engine import RunEngine
 from activeseg.orchestration.names import SKIPPED
 from flows.approval import await_approval
 from flows.engine import PrefectEngine
@@ -50,14 +50,14 @@ def al_round(workspace: str, round: int | None = None, trigger: str = "schedule"
     steps.partition(workspace, n)
     model = steps.train(workspace, n)
     selection = steps.query(workspace, n)
-    labels = await_labels(engine, workspace, n, start["oracle"], start["timeout_seconds"])
+    labels = await_labels(workspace, n, start["oracle"], start["timeout_seconds"])
     metrics = steps.evaluate(workspace, n)
     return {"round": n, "model": model["checkpoint_sha256"], "val_dice": model["val_dice"],
             "regions": selection["regions"], "labels": labels, "metrics": metrics["metrics"],
             "commit": metrics["commit"]}
 
 
-def await_labels(engine: RunEngine, workspace: str, n: int, oracle: str, timeout_seconds: int) -> dict[str, Any]:
+def await_labels(workspace: str, n: int, oracle: str, timeout_seconds: int) -> dict[str, Any]:
     """Publish the request, then wait, suspended, for an approval of the staged batch; its ingest record.
     A round whose batch was already taken in (by an earlier run that failed later) does not wait.
 
@@ -70,7 +70,7 @@ def await_labels(engine: RunEngine, workspace: str, n: int, oracle: str, timeout
         return taken
     for attempt in count():
         if oracle == "simulated":
-            steps.request_simulated_labels(workspace, n, str(flow_run.get_id()), attempt, engine)
+            steps.simulate_labels(workspace, n, attempt)
         approval = await_approval(key=f"{round_name(n)}-labels-{attempt}", timeout=timeout_seconds,
                                   description=_form_text(n, request, attempt))
         labels = steps.ingest_labels(workspace, n, approval.model_dump(mode="json"))

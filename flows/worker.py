@@ -1,10 +1,11 @@
-"""The worker of a campaign workspace: serves its three deployments (the round, with the params'
-`schedule.cron`, the simulated annotator and the campaign) and executes their runs, each in a process
-of its own. This module is the one place that starts a worker.
+"""The worker of a campaign workspace: serves its two deployments (the round, with the params'
+`schedule.cron`, and the campaign) and executes their runs, each in a process of its own. This module
+is the one place that starts a worker.
 
 On start it retries the campaign's round run if a worker died under it (`rounds.recover`); while it
 runs it restarts the local Prefect server when it stops answering and retries a round run lost to a
-dead process or server (`rounds.tend`). Run it as
+dead process or server (`rounds.tend`), and it is the simulated annotator's hand: it approves the batch
+a suspended round staged from the ground truth (`rounds.answer_simulated`). Run it as
 `activeseg worker` (foreground), `activeseg worker --background` (`start`, pid file `.prefect/worker.pid`,
 log `.prefect/worker.log`; `activeseg worker stop`), or in a container as
 `python -m flows.worker --workspace /campaigns/NAME`. `--flow module:attribute --name NAME` serves other
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import importlib
+import itertools
 import os
 import sys
 import threading
@@ -39,13 +41,14 @@ from activeseg.orchestration import rounds, server, workers
 from activeseg.orchestration.names import campaign_name
 from flows.engine import PrefectEngine, connect
 
-FLOWS = (("flows.al_round:al_round", True), ("flows.annotator:simulated_annotator", False),
-         ("flows.campaign:campaign", False))
+FLOWS = (("flows.al_round:al_round", True), ("flows.campaign:campaign", False))
 """The campaign's flows: (flow, whether the params' schedule applies to it)."""
-POLL_SECONDS = 2
+POLL_SECONDS = 1
 """How often a worker asks the server for runs to start (Prefect's default is 10 s)."""
 TEND_SECONDS = 5
 """How often a worker checks that the local server answers and that the round run has not been lost."""
+ANSWER_SECONDS = 1
+"""How often a worker looks for a suspended round whose simulated annotator's batch waits for approval."""
 
 
 def load_flow(ref: str) -> Flow:
@@ -84,13 +87,15 @@ def serve(root: Path, flow_refs: Sequence[str] = (), name: str | None = None, *,
 
 
 def _tend(root: Path, url: str) -> None:
-    """Every `TEND_SECONDS`, `rounds.tend`: restart the local server if it died, retry a lost round run."""
+    """Every `TEND_SECONDS`, `rounds.tend`: restart the local server if it died, retry a lost round run;
+    every `ANSWER_SECONDS`, `rounds.answer_simulated`: approve a simulated annotator's staged batch."""
     engine = PrefectEngine()
-    while True:
-        time.sleep(TEND_SECONDS)
+    for tick in itertools.count(1):
+        time.sleep(ANSWER_SECONDS)
         try:
-            for done in rounds.tend(engine, root, url):
-                print(done, flush=True)
+            done = rounds.tend(engine, root, url) if tick % (TEND_SECONDS // ANSWER_SECONDS) == 0 else []
+            for line in done + [answer for answer in [rounds.answer_simulated(engine, root)] if answer]:
+                print(line, flush=True)
         except Exception as exc:  # the server may be down or restarting: look again next time
             print(f"checking the server and the round run: {type(exc).__name__}: {exc}", flush=True)
 

@@ -25,10 +25,8 @@ from prefect.runtime import flow_run
 from activeseg.workspace.exchange import read_manifest, round_prefix
 from activeseg.core.util import canonical_json, sha256_text
 from activeseg.workspace.storage import StoreUnavailable
-from activeseg.orchestration import approval as approvals
 from activeseg.orchestration.engine import RunEngine
 from activeseg.orchestration.guard import claim_round
-from activeseg.orchestration.rounds import start_annotator
 from activeseg.workspace.workspace import Workspace, WorkspaceError
 from tasks import STEP
 
@@ -107,14 +105,6 @@ def publish_request(workspace: str, round_number: int) -> dict[str, Any]:
             "labels": f"{ws.store.url}/{round_prefix('labels', round_number)}"}
 
 
-@task(name="request-simulated-labels", version="1", **STEP)
-def request_simulated_labels(workspace: str, round_number: int, round_run_id: str, attempt: int,
-                             engine: RunEngine) -> dict[str, Any]:
-    """With `oracle.kind: simulated`: start the simulated annotator's flow run for this wait."""
-    run_id = start_annotator(engine, _open(workspace).root, round_number, round_run_id, attempt)
-    return {"round": round_number, "annotator_run": str(run_id)}
-
-
 @task(name="labels-taken", version="1", persist_result=False, cache_policy=NO_CACHE)
 def labels_taken(workspace: str, round_number: int) -> dict[str, Any] | None:
     """The round's batch as `ingest_labels` returns it when one was already taken in (by an earlier run of
@@ -161,20 +151,33 @@ def ingest_labels(workspace: str, round_number: int, approval: dict[str, Any]) -
 
 @task(name="evaluate", version="1", **STEP, **RETRY)
 def evaluate(workspace: str, round_number: int) -> dict[str, Any]:
-    """Test metrics of the round's model; closes the round (DVC push, git commit, tag round-NNN)."""
-    return _open(workspace).evaluate(round_number)
+    """Test metrics of the round's model; closes the round (DVC push, git commit, tag round-NNN); then
+    writes the campaign report (report.html in the workspace and reports/report.html in the object store)."""
+    ws = _open(workspace)
+    result = ws.evaluate(round_number)
+    return {**result, "report": _report(ws)}
+
+
+def _report(ws: Workspace) -> str | None:
+    """Write the campaign report; its path relative to the workspace, or None when it failed: the round is
+    closed already, and a report that cannot be drawn must not fail it (the error is in the run's log; an
+    outage of the object store is retried like the task's other transient failures). Imported here: only
+    the process that evaluates draws (matplotlib)."""
+    from activeseg.report.page import write_campaign_report
+
+    try:
+        return write_campaign_report(ws, upload=True).relative_to(ws.root).as_posix()
+    except TRANSIENT:
+        raise
+    except Exception as exc:  # noqa: BLE001  (any bug of the report; the round stays closed)
+        print(f"round report not written: {type(exc).__name__}: {exc}")
+        return None
 
 
 @task(name="simulate-labels", version="1", **STEP, **RETRY)
-def simulate_labels(workspace: str, round_number: int) -> dict[str, Any]:
-    """The simulated annotator's batch: masks from the ground truth, submitted (validated, uploaded,
-    staged for approval) exactly as a human's folder would be."""
+def simulate_labels(workspace: str, round_number: int, attempt: int) -> dict[str, Any]:
+    """With `oracle.kind: simulated`, before the round's wait number `attempt` (part of the cache key: each
+    wait submits again): masks from the ground truth, submitted (validated, uploaded, staged for approval)
+    exactly as a human's folder would be. The worker approves the staged batch once the run is suspended
+    (`activeseg.orchestration.rounds.answer_simulated`)."""
     return _open(workspace).simulate_labels(round_number)
-
-
-@task(name="approve", version="1", **STEP)
-def approve(workspace: str, round_number: int, by: str, comment: str, round_run_id: str,
-            engine: RunEngine) -> dict[str, Any]:
-    """Approve the round's staged batch once its flow run waits (as `activeseg approve` does)."""
-    return approvals.approve(engine, _open(workspace), round_number, by, comment, run_id=round_run_id,
-                             wait_seconds=approvals.ANNOTATOR_WAIT_SECONDS)

@@ -27,15 +27,15 @@ DEMO_SETTINGS = [
 """The demo's campaign: a few rounds in a few minutes on two CPU cores."""
 DEMO_THREADS = {"OMP_NUM_THREADS": "1"}
 """Compute threads per flow-run process in the demo (unless set): the demo's tiny model trains fastest
-on one, and a round and the simulated annotator may run at once on two cores (with two threads each,
-torch's threads spin while waiting for each other: ten times slower on a busy machine)."""
+on one, and the worker, the server and a round's process share two cores (with two threads each, torch's
+threads spin while waiting for each other: ten times slower on a busy machine)."""
 
 
 def run_demo(out: Path, rounds: int, overrides: list[str], params: Path | None = None) -> int:
     """Init a workspace in OUT/workspace, start its local Prefect server and a worker, run `rounds` rounds
     with the simulated annotator (every round suspends until its labels are approved, then resumes),
     print the learning curve, each round run's states and the audit history of one queried region,
-    write OUT/report.md, and stop the server and worker it started.
+    write OUT/report.md and the campaign report OUT/report.html, and stop the server and worker it started.
     """
     from activeseg.orchestration import server, workers
     from activeseg.workspace.workspace import Workspace
@@ -84,10 +84,12 @@ def _remove_previous(root: Path) -> None:
 
 
 def demo_report(engine: RunEngine, ws: Any, out: Path) -> Path:
-    """Print and write (OUT/report.md, OUT/learning_curve.png) the demo's results (inside connect)."""
+    """Print and write (OUT/report.md, OUT/learning_curve.png, OUT/report.html) the demo's results (inside
+    connect)."""
     from activeseg.loop.curves import plot_learning_curves
     from activeseg.workspace.audit import learning_curve
     from activeseg.orchestration.approval import describe
+    from activeseg.report.page import write_campaign_report
 
     rows = learning_curve(ws)
     print_curve(rows)
@@ -119,7 +121,9 @@ def demo_report(engine: RunEngine, ws: Any, out: Path) -> Path:
              f"learning curve plot: {plot}" if plot else "no round finished"]
     for line in where:
         console.print(line, highlight=False)
-    lines += ["", "## Where things are", ""] + [f"- {line}" for line in where]
+    page = write_campaign_report(ws, out / "report.html", engine)
+    console.print(f"campaign report (HTML, self-contained): {page}", highlight=False)
+    lines += ["", "## Where things are", ""] + [f"- {line}" for line in [*where, f"campaign report: {page}"]]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report

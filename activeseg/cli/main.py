@@ -2,9 +2,10 @@
 
 The library's commands are here; the campaign workspace's (``init``, ``step``, ``labels``, ``audit``) in
 ``cli/workspace.py``, the orchestration's (``server``, ``worker``, ``round``, ``status``, ``approve``,
-``reject``, ``campaign``) in ``cli/orchestration.py`` and ``demo`` in ``cli/demo.py``. `main` maps every
-error a user can act on to an exit status, in one place: 0 done, 1 data rejected or a round failed,
-2 usage, parameter or state error, 130 interrupted.
+``reject``, ``campaign``) in ``cli/orchestration.py``, ``demo`` in ``cli/demo.py`` and ``report`` (with
+the comparison pages of ``simulate`` and ``benchmark``) in ``cli/report.py``. `main` maps every error a
+user can act on to an exit status, in one place: 0 done, 1 data rejected or a round failed, 2 usage,
+parameter or state error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from activeseg.cli import demo, orchestration, workspace
+from activeseg.cli import demo, model, orchestration, workspace
+from activeseg.cli import report as pages
 from activeseg.cli.output import console, print_json, print_table, say
 from activeseg.core.config import Config, load_config
 
@@ -78,10 +80,16 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(results: dict) -> None:
-    rows = [(name, s["seeds"], s["rounds"], f"{s['auc_dice_mean']:.4f} +- {s['auc_dice_std']:.4f}",
+SUMMARY_COLUMNS = ("strategy", "seeds", "rounds", "AUC Dice (mean +- std)", "final Dice")
+
+
+def summary_rows(results: dict) -> list[tuple]:
+    return [(name, s["seeds"], s["rounds"], f"{s['auc_dice_mean']:.4f} +- {s['auc_dice_std']:.4f}",
              f"{s['final_dice_mean']:.4f}") for name, s in results["summary"].items()]
-    print_table(("strategy", "seeds", "rounds", "AUC Dice (mean +- std)", "final Dice"), rows, title="simulation")
+
+
+def print_summary(results: dict) -> None:
+    print_table(SUMMARY_COLUMNS, summary_rows(results), title="simulation")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -94,7 +102,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [cfg.train.seed]
     results = simulate(cfg, dataset, strategies, seeds, out, rounds=args.rounds, progress=not args.quiet)
     print_summary(results)
-    console.print(f"results: {out / 'results.json'}\nplot:    {out / 'learning_curves.png'}")
+    page = pages.write_comparison("simulation", out, SUMMARY_COLUMNS, summary_rows(results), [])
+    console.print(f"results: {out / 'results.json'}\nplot:    {out / 'learning_curves.png'}\nreport:  {page}")
     return 0
 
 
@@ -107,11 +116,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     strategies = [s for item in args.strategies for s in item.split(",")] if args.strategies else [cfg.query.strategy]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     report = run_benchmark(cfg, dataset, strategies, seeds, out, rounds=args.rounds, progress=not args.quiet)
-    print_table(COLUMNS, table_rows(report), title=f"benchmark ({report['granularity']}, seeds {report['seeds']})")
+    title = f"benchmark ({report['granularity']}, seeds {report['seeds']})"
+    print_table(COLUMNS, table_rows(report), title=title)
     for warning in report["protocol"]["warnings"]:
         say(f"warning: {warning}")
-    console.print(f"wall time {report['wall_seconds']:.0f} s; report {out / 'benchmark.md'} and "
-                  f"{out / 'benchmark.json'}; plot {out / 'learning_curves.png'}")
+    page = pages.write_comparison(title, out, COLUMNS, table_rows(report), report["protocol"]["warnings"])
+    console.print(f"wall time {report['wall_seconds']:.0f} s; report {out / 'benchmark.md'}, "
+                  f"{out / 'benchmark.json'} and {page}; plot {out / 'learning_curves.png'}")
     return 0
 
 
@@ -187,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_metrics)
 
     workspace.add_commands(sub, common)
+    model.add_commands(sub, common, config_from)
     orchestration.add_commands(sub)
+    pages.add_command(sub)
     return parser
 
 

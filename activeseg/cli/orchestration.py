@@ -189,7 +189,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                      + (f" ({run['message']})" if run["message"] else ""))
     if result["batch"]:
         batch = result["batch"]
-        lines.append(f"batch to approve: {batch['sha256']} (round {batch['round']}, from {batch['annotator']})")
+        unchanged = batch["reviewed_unchanged"]
+        lines.append(f"batch to approve: {batch['sha256']} (round {batch['round']}, from {batch['annotator']}"
+                     + (f"; {len(unchanged)} of {batch['files']} masks are the prediction unchanged" if unchanged
+                        is not None else "") + ")")
     lines += [result["hint"]] * bool(result["hint"])
     lines += [f"pending: round {item['round']}, {item['regions']} regions requested at {item['request']}; "
               f"{item['uploaded']} files uploaded, {item['rejected_batches']} batches rejected"
@@ -227,6 +230,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
     ws = Workspace.open(root)
     with _engine_for(ws, args.round) as engine:
         result = approve(engine, ws, args.round, args.by, args.comment or "")
+    if result["pulled"]:
+        console.print(f"round {args.round}: {result['pulled']}", highlight=False)
     done = (f"flow run {result['flow_run_id']} resumes and takes it in" if result["flow_run_id"]
             else f"taken in by hand (no round run waits for it), commit {result['commit'][:12]}")
     console.print(f"round {args.round}: batch {result['batch_sha256'][:12]} from {result['annotator']} approved by "

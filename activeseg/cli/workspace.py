@@ -138,7 +138,8 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     """Register ``init``, ``step``, ``labels`` and ``audit`` on the main parser's subcommands."""
     p = sub.add_parser("init", help="create a campaign workspace (git + DVC, dataset imported and pushed)")
     p.add_argument("dir", type=Path)
-    p.add_argument("--dataset", default="synthetic", help="dataset folder (images/ + masks/) or 'synthetic'")
+    p.add_argument("--dataset", default="synthetic",
+                   help="dataset folder (images/ + masks/, slides/ + slide_masks/, or both) or 'synthetic'")
     p.add_argument("--classes", type=int, help="classes including background (default: data.classes)")
     p.add_argument("--remote", help="folder (default: DIR-remote beside the workspace) or s3://bucket/prefix")
     p.add_argument("--endpoint", help="S3 endpoint URL for MinIO or any S3 service, e.g. http://127.0.0.1:9000")

@@ -64,12 +64,23 @@ class SyntheticConfig(Settings):
         return weights
 
 
+class SlidesConfig(Settings):
+    """Whole-slide images (``slides/`` in a dataset folder, ``activeseg.core.slides``): the pyramid level
+    the regions are cut at, the share of tissue a tile needs to be a candidate, and the side of the
+    tissue tiles that validation and evaluation score a slide on."""
+
+    level: int = Field(0, ge=0)
+    min_tissue: float = Field(0.25, gt=0, le=1)
+    eval_tile: int = Field(256, ge=16)
+
+
 class DataConfig(Settings):
     dataset: str = "synthetic"
     classes: int = Field(2, ge=2)
     split: SplitConfig = Field(default_factory=SplitConfig)
     seed: int = 0
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    slides: SlidesConfig = Field(default_factory=SlidesConfig)
 
 
 class PartitionConfig(Settings):
@@ -105,6 +116,9 @@ class TrainConfig(Settings):
     pseudo_weight: float = 0.5
     mode: Literal["scratch", "finetune"] = "finetune"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # processes of DistributedDataParallel training (one per GPU on CUDA, gloo processes on CPU); the global
+    # batch batch_size is split evenly across them
+    devices: int = Field(1, ge=1)
     seed: int = 0
 
     @model_validator(mode="before")
@@ -121,6 +135,9 @@ class TrainConfig(Settings):
     def _steps_in_order(self) -> TrainConfig:
         if self.min_steps > self.max_steps:
             raise ValueError(f"min_steps ({self.min_steps}) must not exceed max_steps ({self.max_steps})")
+        if self.batch_size % self.devices:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of devices ({self.devices}): each "
+                             "process trains on batch_size / devices crops of the global batch")
         return self
 
 

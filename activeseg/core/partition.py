@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a pool of a million tiles stays small
 class Region:
     """A box ``[y0, y1) x [x0, x1)`` of image ``stem``; it may reach past the image (mirror padding)."""
 
@@ -57,11 +57,9 @@ def patch_starts(length: int, side: int, overlap: float) -> list[int]:
 
 def partition_image(stem: str, height: int, width: int, side: int, overlap: float) -> list[Region]:
     """All patches of one image, row-major."""
-    return [
-        Region(stem, y, x, y + side, x + side)
-        for y in patch_starts(height, side, overlap)
-        for x in patch_starts(width, side, overlap)
-    ]
+    rows = [(y, y + side) for y in patch_starts(height, side, overlap)]
+    cols = [(x, x + side) for x in patch_starts(width, side, overlap)]
+    return [Region(stem, y0, x0, y1, x1) for y0, y1 in rows for x0, x1 in cols]  # shared ints: less memory
 
 
 def whole_image(stem: str, height: int, width: int) -> Region:
@@ -70,11 +68,13 @@ def whole_image(stem: str, height: int, width: int) -> Region:
 
 def crop(array: np.ndarray, region: Region) -> np.ndarray:
     """The region's pixels of an (H, W, ...) array, mirror-padded where the box leaves the image."""
-    h, w = array.shape[:2]
-    ys, xs = region.clipped(h, w)
-    part = array[ys, xs]
-    pad_y, pad_x = region.y1 - ys.stop, region.x1 - xs.stop
+    return mirror_pad(array[region.clipped(*array.shape[:2])], region)
+
+
+def mirror_pad(part: np.ndarray, region: Region) -> np.ndarray:
+    """The in-image part (h, w, ...) of the region's box, mirror-padded to the whole box."""
+    pad_y, pad_x = (region.y1 - region.y0) - part.shape[0], (region.x1 - region.x0) - part.shape[1]
     if pad_y or pad_x:
-        widths = [(0, pad_y), (0, pad_x)] + [(0, 0)] * (array.ndim - 2)
+        widths = [(0, pad_y), (0, pad_x)] + [(0, 0)] * (part.ndim - 2)
         part = np.pad(part, widths, mode="symmetric")
     return part

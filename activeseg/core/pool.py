@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from activeseg.core.config import Config
+from activeseg.core.config import Config, ConfigError
 from activeseg.core.data import Dataset
 from activeseg.core.labels import LabelState
-from activeseg.core.partition import Region, partition_image, whole_image
+from activeseg.core.partition import Region, whole_image
 
 
 def pool_regions(dataset: Dataset, stems: list[str], cfg: Config) -> list[Region]:
-    """Every region of the training pool: whole images or FocAnnot patches, in a stable order."""
+    """Every region of the training pool: whole images or FocAnnot patches (of a whole-slide image,
+    only those on tissue: :meth:`Dataset.tiles`), in a stable order."""
     p = cfg.partition
     regions: list[Region] = []
     for stem in sorted(stems):
         s = dataset.samples[stem]
-        if p.granularity == "image":
-            regions.append(whole_image(stem, s.height, s.width))
+        if p.granularity == "patch":
+            regions.extend(dataset.tiles(stem, p.side, p.overlap))
+        elif dataset.is_slide(stem):
+            raise ConfigError(f"partition.granularity: 'image' cannot query the whole-slide image {s.image_path}; "
+                              "use 'patch'")
         else:
-            regions.extend(partition_image(stem, s.height, s.width, p.side, p.overlap))
+            regions.append(whole_image(stem, s.height, s.width))
     return regions
 
 

@@ -348,3 +348,34 @@ def make_mask(layout: Layout, ring: np.ndarray, classes: int) -> np.ndarray:
     ids = np.where(inside, 1 + layout.kind[layout.labels], 0)
     ids[ring] = classes - 1
     return ids.astype(np.uint8)
+
+
+def synthesize_slides(out: str | Path, n: int = 2, blocks: tuple[int, int] = (2, 3), block: int = 128,
+                      blank_columns: int = 1, levels: int = 3, tile: int = 64, seed: int = 0,
+                      classes: int = 2) -> Path:
+    """Write ``n`` synthetic whole-slide images under ``out``; return ``out``.
+
+    Slide ``i`` is ``out/slides/slide-<i>.tif``: a mosaic of ``blocks`` = (rows, columns) rendered
+    ``block`` x ``block`` tiles in the bright-field styles, whose last ``blank_columns`` columns are
+    blank glass (white), written as a tiled pyramidal TIFF with ``levels`` levels; its mask (class ids,
+    {0, 255} when binary) is ``out/slide_masks/slide-<i>.tif`` at level 0. Seeded like :func:`synthesize`.
+    """
+    from activeseg.core.slides import write_pyramid
+
+    out = Path(out)
+    (out / "slides").mkdir(parents=True, exist_ok=True)
+    (out / "slide_masks").mkdir(parents=True, exist_ok=True)
+    bright = [s for s in STYLES if s.name != "darkfield"]
+    rows, cols = blocks
+    for i, child in enumerate(np.random.SeedSequence(seed).spawn(n)):
+        rng = np.random.default_rng(child)
+        image = np.full((rows * block, cols * block, 3), 255, np.uint8)
+        mask = np.zeros((rows * block, cols * block), np.uint8)
+        for r in range(rows):
+            for c in range(cols - blank_columns):
+                style = bright[int(rng.integers(len(bright)))]
+                box = np.s_[r * block : (r + 1) * block, c * block : (c + 1) * block]
+                image[box], mask[box] = render(rng, OBJECT_TYPES[0].shape(style), block, classes)
+        write_pyramid(out / "slides" / f"slide-{i}.tif", image, levels, tile)
+        write_pyramid(out / "slide_masks" / f"slide-{i}.tif", mask, 1, tile)
+    return out

@@ -13,9 +13,7 @@ SIMULATED = "simulated-oracle"
 
 def ground_truth(dataset: Dataset, region: Region) -> np.ndarray:
     """The in-image part of the region's true mask, (h, w) uint8 class ids."""
-    s = dataset.samples[region.stem]
-    ys, xs = region.clipped(s.height, s.width)
-    return dataset.mask(region.stem)[ys, xs]
+    return dataset.region_mask(region)
 
 
 def reveal_from_ground_truth(state: LabelState, dataset: Dataset, regions: list[Region], round_number: int) -> int:

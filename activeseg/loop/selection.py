@@ -23,12 +23,13 @@ def select_regions(cfg: Config, strategy_name: str, dataset: Dataset, split: dic
                    ) -> tuple[Selection, QueryContext]:
     """One query with the model at ``checkpoint`` over the unlabeled ``regions``: the strategy's
     selection and the context it saw. ``model_id`` (default: the checkpoint path) names the model in
-    the context, e.g. as the origin of pseudo-labels. The query (MC dropout) draws from torch's random state seeded
-    from (``seed``, ``round_number``) and restored afterwards, so the same model picks the same regions
-    in any process."""
+    the context, e.g. as the origin of pseudo-labels. The query draws from torch's random state seeded
+    from (``seed``, ``round_number``) and restored afterwards, and MC dropout draws each region's masks
+    from (that seed, the region id), so the same model picks the same regions in any process, batch or shard."""
     device = pick_device(cfg.train.device, cfg.train.threads)
+    query_seed = int(np.random.SeedSequence([seed, round_number]).generate_state(1)[0])
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(int(np.random.SeedSequence([seed, round_number]).generate_state(1)[0]))
+        torch.manual_seed(query_seed)
         model, _ = load_checkpoint(checkpoint, device)
         strategy = get_strategy(strategy_name, cfg.query.options.get(strategy_name))
         ctx = QueryContext(
@@ -39,7 +40,8 @@ def select_regions(cfg: Config, strategy_name: str, dataset: Dataset, split: dic
             rng=np.random.default_rng([seed, round_number]),
             score_pool=lambda regs, hooks=None: mc_dropout_scores(
                 model, dataset, regs, cfg.query.mc_passes, cfg.query.batch_size, device, progress=progress,
-                reduction=RegionReduction(cfg.query.reduction, cfg.query.top_fraction), hooks=hooks),
+                reduction=RegionReduction(cfg.query.reduction, cfg.query.top_fraction), hooks=hooks,
+                seed=query_seed),
             round_number=round_number,
             model_id=model_id or str(checkpoint),
             extras={"model": model, "device": device, "cfg": cfg, "split": split, "cache_dir": cache_dir},

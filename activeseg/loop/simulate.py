@@ -138,7 +138,7 @@ def simulate(cfg: Config, dataset_dir: Path, strategies: list[str], seeds: list[
         get_strategy(name, cfg.query.options.get(name))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(dataset_dir, cfg.data.classes)
+    dataset = load_dataset(dataset_dir, cfg.data.classes, cfg.data.slides)
     split = load_or_create_split(out / "split.json", dataset.stems, cfg.data.split.train, cfg.data.split.val,
                                  cfg.data.seed)
     dump_config(cfg, out / "params.yaml")

@@ -12,14 +12,16 @@ from activeseg.model.network import EDConvNet
 
 
 def evaluate_model(model: EDConvNet, dataset: Dataset, stems: list[str], device: torch.device) -> dict:
-    """``{"per_image": {stem: metrics}, "mean": metrics}``; binary metrics on foreground = class > 0,
-    plus ``per_class`` for more than two classes."""
+    """``{"per_image": {unit: metrics}, "mean": metrics}``; binary metrics on foreground = class > 0,
+    plus ``per_class`` for more than two classes. The units are :meth:`Dataset.eval_units`: each image
+    whole, each whole-slide image as its tissue tiles (a slide is never predicted whole; HD95 and MSD
+    are then per tile, and the mean is over images and tiles)."""
     per_image, per_class = {}, {}
-    for stem in stems:
-        pred, gt = predict_mask(model, dataset.image(stem), device), dataset.mask(stem)
-        per_image[stem] = binary_metrics(pred, gt)
+    for name, region in dataset.eval_units(stems).items():
+        pred, gt = predict_mask(model, dataset.region_pixels(region), device), dataset.region_mask(region)
+        per_image[name] = binary_metrics(pred, gt)
         if dataset.classes > 2:
-            per_class[stem] = {str(c): m for c, m in per_class_metrics(pred, gt, dataset.classes).items()}
+            per_class[name] = {str(c): m for c, m in per_class_metrics(pred, gt, dataset.classes).items()}
     result = {"per_image": per_image, "mean": mean_metrics(per_image)}
     if per_class:
         result["per_class"] = per_class
@@ -30,10 +32,11 @@ def predicted_classes(model: EDConvNet, dataset: Dataset, stems: list[str], devi
     """The class ids the model predicts on at least one pixel of the images ``stems``, ascending: a
     single class means the model collapsed to it."""
     found = set()
-    for stem in stems:
-        found.update(np.unique(predict_mask(model, dataset.image(stem), device)).tolist())
+    for region in dataset.eval_units(stems).values():
+        found.update(np.unique(predict_mask(model, dataset.region_pixels(region), device)).tolist())
     return sorted(found)
 
 
 def foreground_fraction(dataset: Dataset, stems: list[str]) -> float:
-    return float(np.mean([(dataset.mask(s) > 0).mean() for s in stems]))
+    """Mean foreground share over the evaluation units of ``stems``."""
+    return float(np.mean([(dataset.region_mask(r) > 0).mean() for r in dataset.eval_units(stems).values()]))

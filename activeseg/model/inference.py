@@ -1,9 +1,14 @@
 """Deterministic prediction and streaming MC-dropout inference over a pool of regions.
 
-MC dropout (Gal and Ghahramani; Jethaliya / Gorriz et al. use T stochastic passes): dropout in train
-mode, batch norm in eval mode. The encoder has no dropout, so each batch is encoded once; its features
-are decoded T times. A batch's T probability maps (T, B, C, H, W) are reduced at once and dropped, so memory is
-O(T x batch x C x H x W) whatever the pool size.
+MC dropout (Gal and Ghahramani; Jethaliya / Gorriz et al. use T stochastic passes): spatial dropout
+sampled, batch norm in eval mode. The encoder has no dropout, so each batch is encoded once; its features
+are decoded T times by the :class:`FoldedDecoder` (batch norm folded, the skip half of each decoder
+convolution computed once per batch, channels-last). A batch's T probability maps (T, B, C, H, W) are
+reduced at once and dropped, so memory is O(T x batch x C x H x W) whatever the pool size.
+
+Decided here (the papers draw dropout from one global random stream): each region's dropout masks (T
+per dropout site, ``nn.Dropout2d``'s distribution) come from a generator seeded by a hash of (``seed``,
+region id), so a region's scores do not depend on the batch or shard it is scored in, nor on the order.
 
 Per-pixel scores (natural logarithm), each reduced to one score per region over the region's pixels
 inside the image by a :class:`RegionReduction` (``query.reduction``): the mean (default), or the mean
@@ -29,8 +34,9 @@ import torch
 from torch.nn import functional as F
 
 from activeseg.core.data import Dataset
-from activeseg.model.network import EDConvNet, mc_mode
-from activeseg.core.partition import Region, crop
+from activeseg.core.util import sha256_text
+from activeseg.model.network import EDConvNet, FoldedDecoder, dropout_masks
+from activeseg.core.partition import Region
 
 EPS = 1e-12
 
@@ -82,11 +88,14 @@ class RegionReduction:
 
     def __call__(self, scores: torch.Tensor) -> float:
         """(h, w) per-pixel scores -> the region's score."""
+        return float(self.rows(scores.flatten()))
+
+    def rows(self, scores: torch.Tensor) -> torch.Tensor:
+        """(..., n) per-pixel scores, a region's n pixels per row -> (...) the regions' scores."""
         if self.kind == "mean":
-            return float(scores.mean())
-        flat = scores.flatten()
-        count = max(1, math.ceil(self.top_fraction * flat.numel() - 1e-9))
-        return float(flat.topk(count).values.mean())
+            return scores.mean(-1)
+        count = max(1, math.ceil(self.top_fraction * scores.shape[-1] - 1e-9))
+        return scores.topk(count).values.mean(-1)
 
 
 class ScorePool(Protocol):
@@ -140,23 +149,60 @@ def region_batches(
                 r = regions[i]
                 s = dataset.samples[r.stem]
                 ys, xs = r.clipped(s.height, s.width)
-                crops.append(to_tensor(crop(dataset.image(r.stem), r)))
+                crops.append(to_tensor(dataset.region_pixels(r)))
                 valid.append((ys.stop - ys.start, xs.stop - xs.start))
             yield chunk, torch.stack(crops), valid
 
 
-def sample_decoder(model: EDConvNet, features: list[torch.Tensor], passes: int) -> torch.Tensor:
-    """T stochastic decoder passes over the same features: logits (T, B, C, H, W). One pass per call:
-    on the CPU, repeating the features to decode several passes in one call measured 2x slower."""
-    return torch.stack([model.decode(features) for _ in range(passes)])
+def region_generator(seed: int, region_id: str) -> torch.Generator:
+    """The generator of a region's dropout masks, seeded from a stable hash of (``seed``, region id), so a
+    region's scores do not depend on the other regions of its batch or shard, nor on their order."""
+    return torch.Generator().manual_seed(int(sha256_text(f"{seed}/{region_id}")[:16], 16))
 
 
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H, W)."""
-    return -(p * torch.log(p + EPS)).sum(dim=1)
+def batch_masks(model: EDConvNet, ids: list[str], passes: int, seed: int) -> list[torch.Tensor]:
+    """Per dropout site of the model, the (T, B, C) channel multipliers of the regions ``ids``."""
+    per_region = [dropout_masks(region_generator(seed, i), passes, model.dropout_channels, model.dropout.p)
+                  for i in ids]
+    return [torch.stack(site, dim=1) for site in zip(*per_region)]
 
 
-@torch.no_grad()
+def sample_logits(decoder: FoldedDecoder, features: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
+    """T stochastic decoder passes over the same features, one (T, B, C_l) multiplier per dropout site:
+    logits (T, B, C, H, W). One pass per call: on the CPU, repeating the features to decode several
+    passes in one call measured 2x slower."""
+    terms = decoder.batch_terms(features)
+    return torch.stack([decoder(terms, [m[t] for m in masks]) for t in range(len(masks[0]))])
+
+
+def pixel_scores(logits: torch.Tensor) -> PixelMaps:
+    """(T, B, C, h, w) logits -> the per-pixel maps; entropy H(mean_t p_t), variance mean_c var_t p_t and
+    bald H(mean_t p_t) - mean_t H(p_t)."""
+    logp = torch.log_softmax(logits.float(), dim=2)
+    p = logp.exp()
+    mean_p = p.mean(0)
+    entropy = -(mean_p * torch.log(mean_p + EPS)).sum(dim=1)
+    variance = (p - mean_p).square().mean(0).mean(dim=1)  # 5x faster than p.var(0) on these strides
+    bald = entropy + (p * logp).sum(dim=2).mean(0)
+    return PixelMaps(p, mean_p, entropy, variance, bald)
+
+
+def reduce_regions(maps: dict[str, torch.Tensor], valid: list[tuple[int, int]],
+                   reduction: RegionReduction) -> dict[str, np.ndarray]:
+    """Per-pixel maps (B, h, w) -> (B,) scores over each region's in-image (h, w) part, regions with the
+    same in-image size reduced together."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for j, size in enumerate(valid):
+        groups[size].append(j)
+    out = {name: np.zeros(len(valid), np.float64) for name in maps}
+    for (vh, vw), js in groups.items():
+        stacked = torch.stack([m[js, :vh, :vw] for m in maps.values()]).flatten(2)  # (K, G, vh x vw)
+        for name, scores in zip(maps, reduction.rows(stacked).cpu().numpy()):
+            out[name][js] = scores
+    return out
+
+
+@torch.inference_mode()
 def mc_dropout_scores(
     model: EDConvNet,
     dataset: Dataset,
@@ -168,9 +214,11 @@ def mc_dropout_scores(
     progress: bool = False,
     reduction: RegionReduction = RegionReduction(),
     hooks: Mapping[str, PixelHook] | None = None,
+    seed: int = 0,
 ) -> PoolScores:
     """Stream the pool through T = ``passes`` MC-dropout passes; see the module docstring. Each hook's
-    per-pixel score is reduced per region by ``reduction`` like the built-in ones."""
+    per-pixel score is reduced per region by ``reduction`` like the built-in ones. A region's dropout
+    masks come from (``seed``, its id) (:func:`region_generator`), so its scores are the same in any batch."""
     from tqdm import tqdm
 
     n = len(regions)
@@ -179,34 +227,29 @@ def mc_dropout_scores(
     descriptors = np.zeros((n, model.descriptor_dim), np.float32)
     maps: dict[str, dict[str, np.ndarray]] = {}
     keep_maps = keep_maps or set()
-    mc_mode(model)
+    model.eval()
+    use_amp = device.type == "cuda"
+    decoder = FoldedDecoder(model)
     multiple = 2**model.depth
     bar = tqdm(total=n, desc="MC dropout", unit="region", disable=not progress, leave=False)
-    use_amp = device.type == "cuda"
     for chunk, x, valid in region_batches(dataset, regions, batch_size):
         x = x.to(device, non_blocking=True)
+        masks = [m.to(device) for m in batch_masks(model, [regions[i].id for i in chunk], passes, seed)]
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            features = model.encode(pad_to_multiple(x, multiple))
+            features = model.encode(pad_to_multiple(x, multiple).contiguous(memory_format=torch.channels_last))
             descriptors[chunk] = model.descriptor(features).float().cpu().numpy()
-            logits = sample_decoder(model, features, passes)[..., : x.shape[-2], : x.shape[-1]]
-        logp = torch.log_softmax(logits.float(), dim=2)  # (T, B, C, h, w)
-        p = logp.exp()
-        mean_p = p.mean(0)
-        entropy = _entropy(mean_p)
-        variance = p.var(0, unbiased=False).mean(dim=1)
-        bald = entropy + (p * logp).sum(dim=2).mean(0)
-        pixel = PixelMaps(p, mean_p, entropy, variance, bald)
-        per_pixel = {"entropy": entropy, "variance": variance, "bald": bald}
+            logits = sample_logits(decoder, features, masks)[..., : x.shape[-2], : x.shape[-1]]
+        pixel = pixel_scores(logits)
+        per_pixel = {"entropy": pixel.entropy, "variance": pixel.variance, "bald": pixel.bald}
         per_pixel.update({name: hook(pixel) for name, hook in hooks.items()})
+        for name, scores in reduce_regions(per_pixel, valid, reduction).items():
+            out[name][chunk] = scores
         for j, i in enumerate(chunk):
-            vh, vw = valid[j]
-            for name, m in per_pixel.items():
-                out[name][i] = reduction(m[j, :vh, :vw])
             if regions[i].id in keep_maps:
-                maps[regions[i].id] = {"mean_prob": mean_p[j, :, :vh, :vw].cpu().numpy()}
+                vh, vw = valid[j]
+                maps[regions[i].id] = {"mean_prob": pixel.mean_prob[j, :, :vh, :vw].cpu().numpy()}
                 maps[regions[i].id].update({name: m[j, :vh, :vw].cpu().numpy() for name, m in per_pixel.items()})
         bar.update(len(chunk))
     bar.close()
-    model.eval()
     return PoolScores([r.id for r in regions], out["entropy"], out["variance"], out["bald"], descriptors, maps,
                       {name: out[name] for name in hooks})

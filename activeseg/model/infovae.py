@@ -41,7 +41,7 @@ from torch.nn import functional as F
 
 from activeseg.core.config import Settings
 from activeseg.core.data import Dataset
-from activeseg.core.partition import Region, crop
+from activeseg.core.partition import Region
 
 
 class InfoVAESettings(Settings):
@@ -120,7 +120,7 @@ def region_inputs(dataset: Dataset, regions: list[Region], size: int) -> np.ndar
     """(N, C, size, size) float32: each region's crop resized and normalised (training and query alike)."""
     out = np.zeros((len(regions), dataset.channels, size, size), np.float32)
     for i, region in enumerate(regions):
-        part = torch.from_numpy(np.ascontiguousarray(crop(dataset.image(region.stem), region).transpose(2, 0, 1)))
+        part = torch.from_numpy(np.ascontiguousarray(dataset.region_pixels(region).transpose(2, 0, 1)))
         resized = F.interpolate(part[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out[i] = normalise(resized)[0].numpy()
     return out

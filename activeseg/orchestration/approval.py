@@ -15,9 +15,6 @@ from activeseg.workspace import Workspace
 from activeseg.workspace import ledger as ledger_module
 from activeseg.workspace.ledger import Event
 
-ANNOTATOR_WAIT_SECONDS = 600.0
-"""How long the simulated annotator waits for the round's run to suspend before giving up."""
-
 
 def waiting_run(engine: RunEngine, ws: Workspace, round_number: int,
                 run_id: str | None = None) -> tuple[Claim, RunState]:
@@ -42,25 +39,28 @@ def run_owns_round(ws: Workspace, round_number: int) -> bool:
 
 
 def approve(engine: RunEngine | None, ws: Workspace, round_number: int, by: str, comment: str = "", *,
-            run_id: str | None = None, wait_seconds: float = 0.0) -> dict[str, Any]:
+            run_id: str | None = None) -> dict[str, Any]:
     """Approve the round's staged batch (the one that passed validation; see `activeseg.workspace.intake`).
 
     A round that no round run claimed (run by hand, `activeseg step`; `engine` may be None): the batch
     is taken in at once. Otherwise the run that waits for it is resumed with an approval naming the
     staged batch, and the run takes it in. Fails with RoundError, leaving the run suspended, when no
-    batch is staged or no run waits. `wait_seconds`: first wait that long for the run to suspend (the
-    simulated annotator). Approving the accepted batch again records no second approval.
+    batch is staged or no run waits (`run_id`: only that run). Approving the accepted batch again records
+    no second approval. With `oracle.kind: labelstudio` and no batch yet, the round's completed
+    annotations are pulled from Label Studio first (`pulled`: what that staged; see :func:`pull_labels`).
     """
     if not by:
         raise RoundError("an approver name is required (--by NAME)")
     if run_id is None and not run_owns_round(ws, round_number):
+        pulled = pull_labels(ws, round_number)
         accepted = ws.approve(round_number, by, comment)
         event = ws.ledger.last("labels_approved", round=round_number)  # None: accepted before approvals gated
         approval = event.data if event else {"approver": by, "comment": comment}
         return {"round": round_number, "flow_run_id": None, "approver": approval["approver"],
                 "comment": approval["comment"], "batch_sha256": accepted["batch_sha256"],
-                "annotator": accepted["annotator"], "commit": accepted["commit"]}
-    claim, _ = _wait_for_suspension(engine, ws, round_number, run_id, wait_seconds)
+                "annotator": accepted["annotator"], "commit": accepted["commit"], "pulled": pulled}
+    claim, _ = waiting_run(engine, ws, round_number, run_id)
+    pulled = pull_labels(ws, round_number)
     record = ws.record(round_number)
     batch = record.staged or record.labels_accepted
     if batch is None:
@@ -69,7 +69,29 @@ def approve(engine: RunEngine | None, ws: Workspace, round_number: int, by: str,
     engine.resume(claim.run_id, {"approved": True, "approver": by, "comment": comment,
                                  "batch_hash": batch.batch_sha256})
     return {"round": round_number, "flow_run_id": claim.flow_run_id, "approver": by, "comment": comment,
-            "batch_sha256": batch.batch_sha256, "annotator": batch.annotator, "commit": None}
+            "batch_sha256": batch.batch_sha256, "annotator": batch.annotator, "commit": None, "pulled": pulled}
+
+
+def pull_labels(ws: Workspace, round_number: int) -> str | None:
+    """With `oracle.kind: labelstudio` and no batch staged or accepted for the round: fetch the completed
+    annotations of the round's Label Studio tasks and stage them (`activeseg labels pull`: validated,
+    staged or quarantined with BatchRejected). Returns what it staged, in words; None when there was
+    nothing to pull (another oracle, or a batch already there). RoundError, naming how many tasks are
+    done, while some are not: the batch is staged only once every task is complete."""
+    record = ws.record(round_number)
+    if ws.cfg.oracle.kind != "labelstudio" or record.staged is not None or record.labels_accepted is not None:
+        return None
+    from activeseg.workspace.formats.live import pull
+
+    result = pull(ws, round_number)
+    batch = result.get("staged")
+    if batch is None:
+        raise RoundError(f"round {round_number}: no label batch is staged, so there is nothing to approve yet: "
+                         f"{result['message']} (or approve again)")
+    unchanged = batch["reviewed_unchanged"]
+    corrected = f", {len(unchanged)} of them the prediction unchanged" if unchanged is not None else ""
+    return (f"pulled from Label Studio: {result['done']} of {result['tasks']} tasks done, batch "
+            f"{batch['batch_sha256'][:12]} from {batch['annotator']} staged ({batch['files']} masks{corrected})")
 
 
 def reject(engine: RunEngine | None, ws: Workspace, round_number: int, by: str, reason: str) -> dict[str, Any]:
@@ -94,19 +116,6 @@ def describe(event: Event, sample: str | None = None) -> str:
     if event.type == "round_skipped":
         return f"{d['trigger']} trigger, flow run {d['flow_run_id']}: {d['reason']}"
     return ledger_module.summary(event, sample)
-
-
-def _wait_for_suspension(engine: RunEngine, ws: Workspace, round_number: int, run_id: str | None,
-                         wait_seconds: float) -> tuple[Claim, RunState]:
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            return waiting_run(engine, ws, round_number, run_id)
-        except RoundError:
-            state = engine.state(UUID(run_id)) if run_id else None
-            if time.monotonic() > deadline or (state is not None and state.final):
-                raise
-            time.sleep(0.5)
 
 
 def _settle(run_id: UUID, timeout: float = 30.0) -> None:

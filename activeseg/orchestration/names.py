@@ -1,8 +1,7 @@
 """What a campaign's things are called on the workflow engine.
 
 One workspace is one campaign. Its deployments are named after the workspace folder
-(`al-round/<campaign>`, `simulated-annotator/<campaign>`, `campaign/<campaign>`), so several campaigns
-can share one server.
+(`al-round/<campaign>`, `campaign/<campaign>`), so several campaigns can share one server.
 """
 
 from __future__ import annotations
@@ -11,9 +10,8 @@ import re
 from pathlib import Path
 
 ROUND_FLOW = "al-round"
-ANNOTATOR_FLOW = "simulated-annotator"
 CAMPAIGN_FLOW = "campaign"
-FLOW_NAMES = (ROUND_FLOW, ANNOTATOR_FLOW, CAMPAIGN_FLOW)
+FLOW_NAMES = (ROUND_FLOW, CAMPAIGN_FLOW)
 SKIPPED = "Skipped"
 """The name of the final state of a round run that found another round of the campaign active."""
 

@@ -1,5 +1,5 @@
-"""Starting a campaign's round runs and the simulated annotator's, waiting for them, and retrying a
-round run whose worker died."""
+"""Starting a campaign's round runs, waiting for them, answering the simulated annotator's waits, and
+retrying a round run whose worker died."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 from uuid import UUID
 
 from activeseg.core.util import round_name
-from activeseg.orchestration import server, workers
+from activeseg.loop.oracle import SIMULATED
+from activeseg.orchestration import approval, server, workers
 from activeseg.orchestration.engine import RunEngine, RunState, wait_for
 from activeseg.orchestration.guard import read_claim
-from activeseg.orchestration.names import ANNOTATOR_FLOW, ROUND_FLOW, campaign_name, deployment_name
+from activeseg.orchestration.names import ROUND_FLOW, campaign_name, deployment_name
 from activeseg.workspace import Workspace
 
 SHUTDOWN_MESSAGE = "Runner is shutting down."
@@ -30,12 +31,23 @@ def start_round(engine: RunEngine, root: Path, round_number: int | None = None, 
     return engine.start(deployment_name(ROUND_FLOW, root), parameters, tags)
 
 
-def start_annotator(engine: RunEngine, root: Path, round_number: int, round_run_id: str, attempt: int) -> UUID:
-    """Create the simulated annotator's run for one wait of a round run (once per wait)."""
-    parameters = {"workspace": str(Path(root).resolve()), "round": round_number, "round_run_id": round_run_id}
-    return engine.start(deployment_name(ANNOTATOR_FLOW, root), parameters,
-                        [campaign_name(root), round_name(round_number)],
-                        idempotency_key=f"{round_run_id}-labels-{attempt}")
+SIMULATED_COMMENT = "automatic approval (oracle: simulated)"
+
+
+def answer_simulated(engine: RunEngine, root: Path) -> str | None:
+    """The simulated annotator's approval (`oracle.kind: simulated`): once the round run is suspended
+    with a batch staged (its `simulate-labels` step submitted the ground truth before it suspended),
+    resume it with an approval of that batch, exactly as `activeseg approve` does. What was done, or
+    None. A worker calls this every second or so; the rounds never start a process of their own for it."""
+    claim = read_claim(root)
+    state = engine.state(claim.run_id) if claim else None
+    if state is None or not state.suspended:
+        return None
+    ws = Workspace.open(root)
+    if ws.cfg.oracle.kind != "simulated" or ws.record(claim.round_number).staged is None:
+        return None
+    done = approval.approve(engine, ws, claim.round_number, SIMULATED, SIMULATED_COMMENT, run_id=claim.flow_run_id)
+    return f"round {claim.round_number}: approved the simulated annotator's batch {done['batch_sha256'][:12]}"
 
 
 def wait_for_round(engine: RunEngine, run_id: UUID, *, until_final: bool, timeout: float,

@@ -37,7 +37,8 @@ def status(engine: RunEngine | None, ws: Workspace) -> dict[str, Any]:
     open_requests = pending(ws)
     staged = next((item for item in open_requests if item["staged"]), None)
     batch = {"round": staged["round"], "sha256": staged["staged"]["batch_sha256"],
-             "annotator": staged["staged"]["annotator"]} if staged else None
+             "annotator": staged["staged"]["annotator"], "files": staged["staged"]["files"],
+             "reviewed_unchanged": staged["staged"]["reviewed_unchanged"]} if staged else None
     return {"campaign": campaign_name(ws.root), "workspace": str(ws.root), "strategy": ws.cfg.query.strategy,
             "oracle": ws.cfg.oracle.kind, "server": srv.url if srv else None, "current_round": ws.current_round(),
             "round": claim.round_number if claim else None, "state": phase, "flow_run": run, "batch": batch,

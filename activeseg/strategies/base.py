@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from activeseg.core.config import Settings, build
+from activeseg.core.config import ConfigError, Settings, build
 from activeseg.core.data import Dataset
 from activeseg.model.inference import PixelHook, PoolScores, ScorePool
 from activeseg.core.labels import LabelState
@@ -142,6 +142,15 @@ class Strategy:
     def score(self, ctx: QueryContext) -> np.ndarray:
         """(N,) higher means query first."""
         raise NotImplementedError(f"{type(self).__name__} must define score() or select()")
+
+    def refuse_slides(self, ctx: QueryContext, stems: list[str], why: str) -> None:
+        """A :class:`ConfigError` when one of ``stems`` is a whole-slide image, which this strategy
+        cannot query: ``why`` (it reads images whole, and a slide is only ever read per region)."""
+        slide = next((s for s in stems if ctx.dataset.is_slide(s)), None)
+        if slide is not None:
+            raise ConfigError(f"query.strategy: {self.name!r} cannot query whole-slide images "
+                              f"({ctx.dataset.samples[slide].image_path}): {why}; a slide is only read per region. "
+                              "Choose a strategy that scores regions (entropy, bald, ...)")
 
     def select(self, ctx: QueryContext) -> Selection:
         scores = np.asarray(self.score(ctx), dtype=np.float64)

@@ -27,6 +27,8 @@ Decisions the paper leaves open (and two bugs of the reference code not copied):
   per pool: it is kept in ``ctx.extras["cache_dir"]`` (``simulate`` passes ``OUT/cache``) under a key
   of the pool's region ids, image pixels and the VAE parameters. Without a cache dir it is retrained
   at every query.
+- Whole-slide images (:mod:`activeseg.core.slides`) are refused at the start of the query with a
+  ``ConfigError``: the cache key hashes each pool image's pixels whole, and a slide is read per region.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ class BsqStrategy(Strategy):
         self.vae_params = InfoVAEParams(**vae, seed=self.options.vae_seed)
 
     def select(self, ctx: QueryContext) -> Selection:
+        self.refuse_slides(ctx, ctx.extras["split"]["train"], "its infoVAE cache key hashes every pool image's "
+                           "pixels whole")
         pool = pool_regions(ctx.dataset, ctx.extras["split"]["train"], ctx.extras["cfg"])
         index = {r.id: j for j, r in enumerate(pool)}
         missing = [r.id for r in ctx.candidates if r.id not in index]

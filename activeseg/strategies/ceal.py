@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from typing import Self
 
 import numpy as np
-import torch
 from pydantic import Field, model_validator
 
 from activeseg.core.config import Settings
@@ -104,11 +103,8 @@ def mc_mean_masks(ctx: QueryContext, regions: list[Region]) -> list[np.ndarray]:
     if not regions:
         return []
     cfg, model, device = ctx.extras["cfg"], ctx.extras["model"], ctx.extras["device"]
-    seed = int(ctx.rng.integers(2**31))
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        scores = mc_dropout_scores(model, ctx.dataset, regions, cfg.query.mc_passes, cfg.query.batch_size,
-                                   device, keep_maps={r.id for r in regions})
+    scores = mc_dropout_scores(model, ctx.dataset, regions, cfg.query.mc_passes, cfg.query.batch_size,
+                               device, keep_maps={r.id for r in regions}, seed=int(ctx.rng.integers(2**31)))
     return [scores.maps[r.id]["mean_prob"].argmax(0).astype(np.uint8) for r in regions]
 
 

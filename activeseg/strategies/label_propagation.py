@@ -29,6 +29,10 @@ Each round:
 The paper trains twice per round (once on the labeled set alone to make the pseudo-masks, then on the
 labeled and pseudo-labeled sets). We train once per round: the pseudo-masks come from the model of the
 current round, trained on the labeled regions and the previous round's pseudo-labels.
+
+Whole-slide images (:mod:`activeseg.core.slides`) in the training or validation split are refused at
+the start of the query with a ``ConfigError``: the pseudo-masks and t* come from predictions of whole
+images, and a slide is only read per region.
 """
 
 from __future__ import annotations
@@ -144,6 +148,9 @@ class LabelPropagationStrategy(Strategy):
     def select(self, ctx: QueryContext) -> Selection:
         k = self.options.k
         distance = js_divergence if self.options.distance == "histogram_js" else euclidean
+        split = ctx.extras["split"]
+        self.refuse_slides(ctx, split["train"] + split["val"], "its pseudo-labels come from predictions of "
+                           "whole pool and validation images")
         pool = pool_regions(ctx.dataset, ctx.extras["split"]["train"], ctx.extras["cfg"])
         index = {r.id: j for j, r in enumerate(pool)}
         missing = [r.id for r in ctx.candidates if r.id not in index]

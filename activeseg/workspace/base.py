@@ -80,7 +80,7 @@ class WorkspaceCore:
 
     @cached_property
     def dataset(self) -> Dataset:
-        return load_dataset(self.root / "data", self.cfg.data.classes)
+        return load_dataset(self.root / "data", self.cfg.data.classes, self.cfg.data.slides)
 
     def split(self) -> dict[str, list[str]]:
         return read_json(self.root / "split.json")

@@ -30,7 +30,7 @@ from activeseg.workspace.vcs import Remote
 
 PROJECT_ROOT = Path(activeseg.__file__).resolve().parents[1]
 INITIAL_ANNOTATOR = "initial-ground-truth"
-GITIGNORE = "/ledger.db*\n/mlflow/\n/tmp/\n/cache/\n/state/\n/.prefect/\n"
+GITIGNORE = "/ledger.db*\n/mlflow/\n/tmp/\n/cache/\n/state/\n/.prefect/\n/report.html\n"
 
 
 def write_params(base: Path, target: Path, overrides: list[str]) -> None:
@@ -79,7 +79,7 @@ def plan(root: str | Path, dataset: str | Path, classes: int | None, remote: str
     cfg = load_config(base, overrides)
     source = None if str(dataset) == "synthetic" else Path(dataset).resolve()
     if source is not None:
-        report = validate_dataset(source, cfg.data.classes, cfg.partition.side)
+        report = validate_dataset(source, cfg.data.classes, cfg.partition.side, slides=cfg.data.slides)
         if not report.success:
             raise ValidationFailed(f"dataset {source}", report)
     return Plan(root, base, overrides, cfg, source, Remote.choose(root, remote, endpoint))
@@ -116,8 +116,14 @@ def prepare(plan: Plan) -> None:
     subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True, capture_output=True)
 
 
+DATASET_FOLDERS = ("images", "masks", "slides", "slide_masks")
+
+
 def _import_dataset(ws: WorkspaceCore, source: Path | None) -> None:
-    """data/: generated from ``data.synthetic`` (``source`` None) or copied from ``source``."""
+    """data/: generated from ``data.synthetic`` (``source`` None) or copied from ``source`` (those of
+    :data:`DATASET_FOLDERS` it has). Slides are copied too, not hard-linked: a link would share the
+    file with the user's folder, so an edit there (or DVC protecting or replacing the file here) would
+    change the registered dataset behind the ledger's back; ``dvc add`` then caches the copy."""
     data = ws.root / "data"
     if source is None:
         from activeseg.core.synthetic import synthesize
@@ -126,7 +132,7 @@ def _import_dataset(ws: WorkspaceCore, source: Path | None) -> None:
         synthesize(data, n=s.n, size=s.size, seed=s.seed, classes=ws.cfg.data.classes,
                    style_weights=s.style_weights, object_weights=s.object_weights)
         return
-    for part in ("images", "masks"):
+    for part in (p for p in DATASET_FOLDERS if (source / p).is_dir()):
         (data / part).mkdir(parents=True)
         for path in sorted((source / part).iterdir()):
             if path.is_file() and not path.name.startswith("."):
@@ -134,15 +140,19 @@ def _import_dataset(ws: WorkspaceCore, source: Path | None) -> None:
 
 
 def _register(ws: WorkspaceCore) -> None:
-    """Freeze the split; ledger dataset_registered (with a hash of every file) and split_frozen."""
+    """Freeze the split; ledger dataset_registered (with a hash of every file: per stem the image's or
+    slide's and the mask's, ``None`` for a slide without one; files are hashed streaming, so a slide is
+    never held in memory) and split_frozen."""
     cfg, dataset = ws.cfg, ws.dataset
     split = load_or_create_split(ws.root / "split.json", dataset.stems, cfg.data.split.train, cfg.data.split.val,
                                  cfg.data.seed)
-    digest = sha256_text(canonical_json([[s, sha256_file(dataset.samples[s].image_path),
-                                          sha256_file(dataset.samples[s].mask_path)] for s in dataset.stems]))
+    samples = [dataset.samples[s] for s in dataset.stems]
+    digest = sha256_text(canonical_json([[s.stem, sha256_file(s.image_path),
+                                          sha256_file(s.mask_path) if s.mask_path else None] for s in samples]))
+    slides = sum(dataset.is_slide(s.stem) for s in samples)
     ws.ledger.append("dataset_registered", 0, ws.actor,
-                     {"images": len(dataset.stems), "classes": cfg.data.classes, "source": cfg.data.dataset,
-                      "content_sha256": digest}, once_key=digest)
+                     {"images": len(samples) - slides, "classes": cfg.data.classes, "source": cfg.data.dataset,
+                      "content_sha256": digest, **({"slides": slides} if slides else {})}, once_key=digest)
     split_sha = sha256_file(ws.root / "split.json")
     ws.ledger.append("split_frozen", 0, ws.actor, {"split": split, "split_sha256": split_sha}, once_key=split_sha)
 

@@ -117,7 +117,7 @@ def publish_request(store: ObjectStore, round_number: int, regions: list[dict[st
         sample = dataset.samples[region.stem]
         ys, xs = region.clipped(sample.height, sample.width)
         cy0, cx0, cy1, cx1 = context_box(region, sample.height, sample.width)
-        crop = to_uint8(dataset.image(region.stem)[cy0:cy1, cx0:cx1])
+        crop = to_uint8(dataset.read_box(region.stem, (cy0, cx0, cy1, cx1)))
         inner = (ys.start - cy0, xs.start - cx0, ys.stop - cy0, xs.stop - cx0)
         store.put_bytes(f"{prefix}{region.id}.png", png_bytes(crop))
         scale = preview_scale(*crop.shape[:2])

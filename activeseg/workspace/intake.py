@@ -240,8 +240,9 @@ def _quarantine(ws: WorkspaceCore, n: int, entries: list[BatchEntry], digest: st
 
 def _stage(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], digest: str, annotator: str,
            report: ValidationReport, origin: str, details: dict[str, Any] | None = None) -> Staged:
-    """Upload a validated batch (from a folder) and record it as staged (ledger labels_submitted); a
-    staged batch it replaces is kept in the quarantine first when the store still holds it."""
+    """Upload a validated batch (from a folder) and record it as staged (ledger labels_submitted, with
+    ``details``; their ``reviewed_unchanged`` also in the record); a staged batch it replaces is kept in
+    the quarantine first when the store still holds it."""
     n, replaced = record.round, record.staged
     cap = ws.cfg.oracle.max_file_bytes
     if replaced is not None and origin == "folder":
@@ -257,14 +258,14 @@ def _stage(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], di
         "annotator": annotator, "batch_sha256": digest, "files": len(entries), "source": origin,
         "replaces": replaces, **(details or {})}, once_key=_attempt(ws, n, digest))
     record.staged = Staged(round=n, annotator=annotator, batch_sha256=digest, files=len(entries), time=event.time,
-                           replaces=replaces)
+                           replaces=replaces, reviewed_unchanged=(details or {}).get("reviewed_unchanged"))
     ws.records.save(record)
     return record.staged
 
 
 def _accept(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], staged: Staged) -> LabelsAccepted:
     """Write the approved batch to labels/, rebuild the known masks, commit; the record's staged
-    entry becomes its labels_accepted."""
+    entry becomes its labels_accepted (``reviewed_unchanged`` kept)."""
     n = record.round
     folder = ws.root / "labels" / round_name(n)
     staging = ws.root / "tmp" / f"labels-{round_name(n)}"
@@ -275,7 +276,8 @@ def _accept(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], s
     shutil.rmtree(folder, ignore_errors=True)
     staging.replace(folder)
     state = save_state(ws, ws.records.accepted() + [(n, staged.annotator)])
-    record.labels_accepted = commit_labels(ws, record, staged.annotator, staged.batch_sha256, state)
+    accepted = commit_labels(ws, record, staged.annotator, staged.batch_sha256, state)
+    record.labels_accepted = accepted.model_copy(update={"reviewed_unchanged": staged.reviewed_unchanged})
     record.staged = None
     ws.records.save(record)
     return record.labels_accepted

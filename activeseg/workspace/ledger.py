@@ -10,7 +10,8 @@ SQLite triggers refuse UPDATE and DELETE, so only a deliberate edit of the file 
 
 Event types (``data`` fields):
 
-- ``dataset_registered``: images, classes, source, content_sha256, dvc (md5 of data/)
+- ``dataset_registered``: images, slides (whole-slide images, when any), classes, source, content_sha256,
+  dvc (md5 of data/)
 - ``split_frozen``: split ({train, val, test: stems}), split_sha256
 - ``round_started``: strategy, params_sha256
 - ``queried``: regions (ids), scores, costs, strategy, options, budget, checkpoint_sha256, mlflow_run_id
@@ -394,7 +395,8 @@ def summary(event: Event, sample: str | None = None) -> str:
     if event.type == "split_frozen":
         return ", ".join(f"{k} {len(v)}" for k, v in d["split"].items())
     if event.type == "dataset_registered":
-        return f"{d['images']} images, {d['classes']} classes, from {d['source']}"
+        slides = f", {d['slides']} slides" if d.get("slides") else ""
+        return f"{d['images']} images{slides}, {d['classes']} classes, from {d['source']}"
     if event.type == "round_started":
         return f"strategy {d['strategy']}"
     return canonical_json(d)

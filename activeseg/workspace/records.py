@@ -25,6 +25,16 @@ class Entry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class GrownEntry(Entry):
+    """An entry that gained fields after its first version (those with a default): they are left out
+    while None, so a record written before them saves back unchanged."""
+
+    @model_serializer(mode="wrap")
+    def _leave_out_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None or type(self).model_fields[k].is_required()}
+
+
 class RegionRef(Entry):
     """A region as stored: its id, image stem and box ``[y0, x0, y1, x1]``."""
 
@@ -51,7 +61,7 @@ class Initial(Entry):
     regions: list[RequestedRegion]
 
 
-class Trained(Entry):
+class Trained(GrownEntry):
     """The round's model; ``train_steps``, ``stop_epoch`` and ``train_seconds`` are None in records
     written before training length followed the labels."""
 
@@ -70,13 +80,6 @@ class Trained(Entry):
     """The classes the model predicts anywhere on the validation images (None in records of earlier versions)."""
     collapsed: str | None = None
     """Why the model counts as collapsed (one class everywhere on validation, or val Dice 0), else None."""
-
-    @model_serializer(mode="wrap")
-    def _leave_out_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """The fields added after the first version (those with a default) are left out while None, so a
-        record written before them saves back unchanged."""
-        data = handler(self)
-        return {k: v for k, v in data.items() if v is not None or type(self).model_fields[k].is_required()}
 
 
 class PseudoLabels(Entry):
@@ -116,10 +119,14 @@ class Staged(Entry):
     files: int
     time: str
     replaces: str | None = None
+    reviewed_unchanged: list[str] | None = None
+    """The regions whose label is the exported model prediction sent back unchanged (a tool import that
+    knows the prediction it exported), else None."""
 
 
-class LabelsAccepted(Entry):
-    """The accepted label batch (``batch_sha256`` None for the initial set) and its commit."""
+class LabelsAccepted(GrownEntry):
+    """The accepted label batch (``batch_sha256`` None for the initial set) and its commit;
+    ``reviewed_unchanged``: the staged batch's (the labels that are uncorrected predictions)."""
 
     round: int
     annotator: str
@@ -129,6 +136,7 @@ class LabelsAccepted(Entry):
     revealed_pixels: int
     known_pixel_fraction: float
     time: str
+    reviewed_unchanged: list[str] | None = None
 
 
 class Evaluated(Entry):

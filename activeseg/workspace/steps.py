@@ -11,6 +11,7 @@ import numpy as np
 import yaml
 
 from activeseg.core.config import from_dict
+from activeseg.core.partition import Region
 from activeseg.core.pool import pool_regions
 from activeseg.core.util import canonical_json, read_json, round_name, sha256_file, sha256_text, utc_now, write_json
 from activeseg.metrics import METRICS
@@ -20,6 +21,7 @@ from activeseg.workspace.exchange import publish_request, round_prefix
 from activeseg.workspace.intake import label_targets
 from activeseg.workspace.ledger import region_stem
 from activeseg.workspace.records import Evaluated, Queried, RoundRecord, Trained
+from activeseg.workspace.query_maps import maps_path, save_query_maps
 from activeseg.workspace.state import label_state
 from activeseg.workspace.validation import ValidationFailed, ValidationReport, validate_dataset
 
@@ -50,7 +52,7 @@ def check_dataset(ws: WorkspaceCore) -> ValidationReport:
     queried = {region_stem(r) for e in ws.ledger.events(type="queried") for r in e.data["regions"]}
     intact = frozen is not None and frozen.data["split_sha256"] == sha256_file(ws.root / "split.json")
     report = validate_dataset(ws.root / "data", ws.cfg.data.classes, ws.cfg.partition.side, ws.split(),
-                              split_intact=intact, queried_stems=queried)
+                              split_intact=intact, queried_stems=queried, slides=ws.cfg.data.slides)
     write_json(ws.root / "validation" / "dataset.json", report.to_dict())
     if not report.success:
         raise ValidationFailed("dataset data/", report)
@@ -174,6 +176,8 @@ def _query(ws: WorkspaceCore, record: RoundRecord) -> Queried:
     selection = read_json(path) if path.is_file() else None
     if not (selection and (selection["round"], selection["checkpoint_sha256"]) == (n, model_sha)):
         selection = _select(ws, n, trained, checkpoint)
+        picked = [Region.from_dict(r) for r in selection["regions"]]
+        save_query_maps(ws.cfg, ws.dataset, picked, checkpoint, maps_path(ws.root, n), ws.cfg.train.seed * 1000 + n)
         write_json(path, selection)
     classes = ws.cfg.data.classes
     meta = {"strategy": selection["strategy"], "created": selection["created"], "classes": classes,
@@ -250,12 +254,32 @@ def evaluate(ws: WorkspaceCore, round_number: int | None = None) -> dict[str, An
 @round_step("evaluated")
 def _record_evaluation(ws: WorkspaceCore, record: RoundRecord) -> Evaluated:
     result = _evaluation(ws, record)
+    _register_model(ws, record, result)
     ws.vcs.stage_done("evaluate")
     # the round's one push; labels named by their .dvc files (with the folder itself among stage targets,
     # dvc push left both that folder and the train stage's model out)
     labels = [f"{target}.dvc" for target in label_targets(record)]
     ws.dvc("push", "-q", "partition", "train", "query", *labels)
     return result
+
+
+def _register_model(ws: WorkspaceCore, record: RoundRecord, evaluated: Evaluated) -> None:
+    """The round's model in the campaign's MLflow model registry, when tracking is on (once per round:
+    :meth:`activeseg.model.tracking.ModelRegistry.register`). Its commit is the workspace's HEAD (the
+    round's labels committed); its label batches those of the earlier rounds, which it was trained on.
+    A model trained while tracking was off has no logged checkpoint to register."""
+    tracker, trained = ws.tracker(), _trained(record)
+    if not tracker.enabled or trained.mlflow_run_id is None:
+        return
+    from activeseg.model.tracking import ModelRegistry, RoundModel
+
+    n = record.round
+    batches = [f"{round_name(r.round)}:{(r.labels_accepted.batch_sha256 or 'initial')[:12]}"
+               for r in ws.records.all() if r.round < n and r.labels_accepted is not None]
+    ModelRegistry(tracker).register(RoundModel(
+        round_number=n, run_id=trained.mlflow_run_id, checkpoint_sha256=trained.checkpoint_sha256,
+        split=evaluated.split, metrics=evaluated.metrics, commit=ws.git("rev-parse", "HEAD").strip(),
+        label_batches=batches, strategy=record.queried.strategy))
 
 
 def _evaluation(ws: WorkspaceCore, record: RoundRecord) -> Evaluated:

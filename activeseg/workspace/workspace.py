@@ -22,6 +22,7 @@ Layout::
     pool/regions.json       the partition of the training pool (stage output)
     model/                  model.pt and train.json of the round's model (stage output)
     query/selection.json    the round's selection (stage output); pseudo/round-NNN.npz pseudo-labels
+    query/maps/round-NNN.npz  the asking model's uncertainty and prediction around each queried region
     metrics/evaluation.json test metrics of the round's model (git)
     labels/round-NNN/       accepted label increments, one .dvc file per round
     labels/revoked.json     revoked labels (round, region ids, by, reason), never used for training (git)
@@ -29,6 +30,7 @@ Layout::
     ledger.jsonl            export of the audit ledger (git); ledger.db is the SQLite ledger itself
                             (opening a workspace adds the exported events it lacks: a fresh clone)
     state/                  known masks (LabelState), rebuilt from the accepted labels (not versioned)
+    report.html             the campaign report (activeseg.report; written by the evaluate task, not versioned)
     mlflow/                 the MLflow SQLite store (not versioned: a lab points tracking.uri at its server)
 
 Every step is idempotent and restartable: its outputs are written first and its entry in

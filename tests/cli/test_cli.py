@@ -64,3 +64,5 @@ def test_simulate_command_runs_and_prints_the_table(tmp_path, tiny_data_dir, cap
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "AUC Dice" in out and "learning_curves.png" in out
+    page = (tmp_path / "o" / "report.html").read_text()  # the comparison page: the curves and the table
+    assert "<td>random</td><td>1</td><td>2</td>" in page and page.count("data:image/png;base64,") == 1

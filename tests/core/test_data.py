@@ -95,7 +95,8 @@ def test_split_is_frozen_once_written(tmp_path):
 
 
 def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
-    from activeseg.core.data import MAX_PIXELS, read_image, read_mask
+    from activeseg.core.data import read_image, read_mask
+    from activeseg.core.errors import MAX_PIXELS
     from tests.conftest import bomb_png
 
     write_pair(tmp_path, "a")

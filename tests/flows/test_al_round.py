@@ -170,6 +170,9 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
     assert approved["batch_sha256"] == committed["batch_sha256"] and approved["flow_run_id"] == str(run_id)
     assert ws.git("tag", "-l").split() == ["round-000", "round-001"]
     assert ws.verify().ok
+    report = (root / "report.html").read_text()  # the evaluate task wrote the campaign report, also in the store
+    assert report.count('class="thumbnail"') == len(requested)
+    assert ws.store.get_bytes("reports/report.html") == report.encode()
     tasks = task_states(run_id)  # the flow ran twice: up to the wait, then from the top after the resume
     assert {name: tasks[name] for name in STEPS} == {name: ["Completed", "Cached"] for name in STEPS}
     assert (tasks["ingest-labels"], tasks["evaluate"]) == (["Completed"], ["Completed"])

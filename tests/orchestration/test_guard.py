@@ -15,7 +15,7 @@ import pytest
 from activeseg.orchestration import processes, server, workers
 from activeseg.orchestration.engine import wait_for
 from activeseg.orchestration.guard import CLAIM_FILE, active_run, claim_round, read_claim
-from activeseg.orchestration.rounds import start_annotator, start_round
+from activeseg.orchestration.rounds import start_round
 from activeseg.orchestration.status import headline
 from tests.orchestration.fake_engine import FakeEngine
 
@@ -73,13 +73,11 @@ def test_two_runs_claiming_at_once_get_one_claim(tmp_path: Path):
     assert len(ws.ledger.events) == len(runs) - 1
 
 
-def test_rounds_and_annotators_start_on_the_campaign_deployments(tmp_path: Path):
+def test_rounds_start_on_the_campaign_deployment(tmp_path: Path):
     engine, root = FakeEngine(), tmp_path / "my lab"
     start_round(engine, root, 3, trigger="manual")
-    start_annotator(engine, root, 3, "run-1", attempt=0)
-    (round_deployment, params, tags, key), annotator = engine.started
+    [(round_deployment, params, tags, key)] = engine.started
     assert (round_deployment, params["round"], tags, key) == ("al-round/my-lab", 3, ["my-lab", "round-003"], None)
-    assert (annotator[0], annotator[3]) == ("simulated-annotator/my-lab", "run-1-labels-0")
 
 
 def test_wait_for_reports_each_state_and_times_out_naming_the_last():

@@ -1,6 +1,7 @@
 """`rounds.recover`, which a starting worker calls: which states of the campaign's round run mean a
-worker died under it (retried) and which do not (left alone), with an in-memory engine and a stand-in
-workspace (recover reads only its round in progress)."""
+worker died under it (retried) and which do not (left alone); and `rounds.answer_simulated`, with which
+a worker approves the simulated annotator's staged batch of a suspended round. With an in-memory engine
+and a stand-in workspace (they read only its round in progress, settings and round record)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,35 @@ def test_while_a_worker_runs_a_run_counts_as_lost_only_after_the_grace_period(tm
     old = engine.state(run_id)
     engine.states[run_id][-1] = old.__class__(run_id, "PENDING", "Pending", None, old.since - timedelta(seconds=31))
     assert rounds.recover(engine, ws.root, grace_seconds=30).endswith("was Pending (its worker was killed); it runs again")
+
+
+def simulated_workspace(root: Path, kind: str, staged: str | None) -> SimpleNamespace:
+    ws = workspace(root)
+    ws.cfg.oracle.kind = kind
+    batch = SimpleNamespace(batch_sha256=staged, annotator="simulated-oracle") if staged else None
+    ws.record = lambda n: SimpleNamespace(staged=batch, labels_accepted=None)
+    return ws
+
+
+@pytest.mark.parametrize("kind, type, name, staged, answered", [
+    ("simulated", "PAUSED", "Suspended", "ab" * 32, True),
+    ("simulated", "RUNNING", "Running", "ab" * 32, False),  # not suspended yet: the next look answers
+    ("simulated", "PAUSED", "Suspended", None, False),  # nothing staged (the run waits for a person)
+    ("human", "PAUSED", "Suspended", "ab" * 32, False),  # a person's batch waits for a person's approval
+])
+def test_a_worker_approves_only_a_suspended_rounds_simulated_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     kind: str, type: str, name: str,
+                                                                     staged: str | None, answered: bool):
+    engine, ws = FakeEngine(), simulated_workspace(tmp_path / "lab", kind, staged)
+    monkeypatch.setattr(rounds, "Workspace", SimpleNamespace(open=lambda root: ws))
+    run_id = uuid4()
+    claim_round(engine, ws, None, str(run_id), "manual")
+    engine.set(run_id, type, name)
+    done = rounds.answer_simulated(engine, ws.root)
+    if not answered:
+        assert done is None and engine.resumed == []
+        return
+    assert done == f"round 2: approved the simulated annotator's batch {'ab' * 6}"
+    assert engine.resumed == [(run_id, {"approved": True, "approver": "simulated-oracle",
+                                        "comment": rounds.SIMULATED_COMMENT, "batch_hash": "ab" * 32})]
+    assert rounds.answer_simulated(engine, ws.root) is None  # resumed: not approved twice

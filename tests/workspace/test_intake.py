@@ -64,7 +64,8 @@ def test_a_batch_is_staged_rejected_resubmitted_and_taken_in_only_when_approved(
     assert main(["labels", "pending", "--json", *where]) == 0
     assert json.loads(capsys.readouterr().out)[0]["staged"]["batch_sha256"] == a
     assert main(["status", "--json", *where]) == 0
-    assert json.loads(capsys.readouterr().out)["batch"] == {"round": 1, "sha256": a, "annotator": "alice"}
+    assert json.loads(capsys.readouterr().out)["batch"] == {"round": 1, "sha256": a, "annotator": "alice",
+                                                           "files": len(ids), "reviewed_unchanged": None}
     # submitting the same batch again changes nothing; another one is refused, naming the staged one
     assert ws.submit(1, first, "alice") == staged
     with pytest.raises(WorkspaceError, match=f"round 1: batch {a} from alice is staged and waits for review"):

@@ -129,6 +129,38 @@ def test_live_loop_query_annotate_pull_status(labelstudio_server: Server, tmp_pa
     assert server.token not in json.dumps([e.to_dict() for e in ws.ledger.events()])
 
 
+def test_approve_pulls_the_completed_annotations_first(labelstudio_server: Server, tmp_path: Path,  # noqa: F811
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`activeseg approve` with nothing staged: while tasks are open it says how many are done and stages
+    nothing; once all are done it pulls them (as `labels pull`), says what it staged and approves that."""
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio_server.token)
+    ws = Workspace.init(tmp_path / "ws", "synthetic", overrides=[
+        *SETTINGS, "oracle.kind=labelstudio", f"oracle.labelstudio_url={labelstudio_server.url}"])
+    ws.train(1)
+    ids = [r["id"] for r in ws.query(1)["regions"]]
+    ls = client(ws)
+    tasks = list(project_tasks(ls, json.loads((ws.root / STATE).read_text())["project"], "all"))
+    approve = ["approve", "--round", "1", "--by", "pi", "--workspace", str(ws.root)]
+
+    annotate(ls, tasks[0], ws)
+    code, out, err = run_cli(capsys, *approve)
+    assert code != 0 and f"nothing to approve yet: 1 of {len(ids)} tasks of round 1 are done" in out + err
+    assert ws.record(1).staged is None and ws.record(1).labels_accepted is None
+
+    for t in tasks[1:]:
+        annotate(ls, t, ws)
+    code, out, err = run_cli(capsys, *approve)
+    assert code == 0, out + err
+    accepted = ws.record(1).labels_accepted
+    assert accepted is not None and accepted.annotator == labelstudio_server.email
+    assert (f"pulled from Label Studio: {len(ids)} of {len(ids)} tasks done, batch {accepted.batch_sha256[:12]} from "
+            f"{labelstudio_server.email} staged ({len(ids)} masks") in out
+    assert "approved by pi" in out
+    assert [e.type for e in ws.ledger.events(round=1)][-4:] == [
+        "labels_received", "labels_submitted", "labels_approved", "labels_committed"]
+
+
 def test_without_a_token_or_with_a_wrong_one_the_query_says_so(labelstudio_server: Server,  # noqa: F811
                                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)

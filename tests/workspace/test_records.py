@@ -53,6 +53,17 @@ def test_an_existing_record_reads_typed_and_saves_back_unchanged(tmp_path: Path)
     assert path.read_text() == before
 
 
+def test_which_labels_are_uncorrected_predictions_is_kept(tmp_path: Path) -> None:
+    accepted = {**OLD_RECORD["labels_accepted"], "reviewed_unchanged": [REGION["id"]]}
+    path = write_record(tmp_path, {**OLD_RECORD, "labels_accepted": accepted})
+    before = path.read_text()
+    records = Records(tmp_path)
+    record = records.read(1)
+    assert record.labels_accepted.reviewed_unchanged == [REGION["id"]]
+    records.save(record)
+    assert path.read_text() == before
+
+
 def test_absent_entries_are_none_and_left_out_of_the_file(tmp_path: Path) -> None:
     records = Records(tmp_path)
     assert records.read(3) == RoundRecord(round=3) and records.numbers() == []

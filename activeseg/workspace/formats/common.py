@@ -54,12 +54,14 @@ class RequestItem:
 class Request:
     """A round's request as the formats see it. ``class_names[i]`` names class id ``i`` (0: background);
     ``elsewhere`` maps region ids requested in other rounds to their round, to name a different
-    round's export."""
+    round's export. ``downsample`` maps each whole-slide image to its level-0 pixels per region pixel
+    (absent: 1), the factor between region boxes and QuPath's coordinates."""
 
     round: int
     class_names: tuple[str, ...]
     items: tuple[RequestItem, ...]
     elsewhere: Mapping[str, int] = field(default_factory=dict)
+    downsample: Mapping[str, float] = field(default_factory=dict)
 
     def by_id(self) -> dict[str, RequestItem]:
         return {item.id: item for item in self.items}

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as safe_xml
+from shapely.geometry import Polygon
 
 from activeseg.workspace.formats.common import FormatError, Request, RequestItem, check_mask, region_of_name, user_name
 from activeseg.workspace.formats.files import one_file, read_bytes
-from activeseg.workspace.formats.geometry import rasterize, ring_bounds
+from activeseg.workspace.formats.geometry import rasterize
 
 ANNOTATIONS = "annotations.xml"
 IMAGES = "images"
@@ -134,11 +135,12 @@ def _shape(element: ET.Element, item: RequestItem, where: str) -> np.ndarray:
         raise FormatError(f"{where}: polygon points are not 'x,y;x,y;...'") from None
     if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3:
         raise FormatError(f"{where}: a polygon needs at least 3 points")
-    xmin, ymin, xmax, ymax = ring_bounds(points)
+    polygon = Polygon(points)
+    xmin, ymin, xmax, ymax = polygon.bounds
     if xmin < rx0 - 1 or ymin < ry0 - 1 or xmax > rx1 + 1 or ymax > ry1 + 1:
         raise FormatError(f"{where}: polygon reaches outside the region (x {xmin:g}..{xmax:g}, y {ymin:g}..{ymax:g}; "
                           f"the region is x {rx0}..{rx1}, y {ry0}..{ry1} of the crop)")
-    return rasterize([[np.vstack([points, points[:1]])]], item.in_crop)
+    return rasterize([polygon], item.in_crop)
 
 
 def _root(path: Path) -> tuple[Path, ET.Element]:

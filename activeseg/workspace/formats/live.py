@@ -100,9 +100,8 @@ def _project(ws: WorkspaceCore, ls: Any, state: dict[str, Any], config: str) -> 
 def _data_uri(ws: WorkspaceCore, item: RequestItem) -> str:
     from PIL import Image
 
-    cy0, cx0, cy1, cx1 = item.crop_box
     buffer = io.BytesIO()
-    Image.fromarray(to_uint8(ws.dataset.image(item.stem)[cy0:cy1, cx0:cx1])).save(buffer, format="PNG")
+    Image.fromarray(to_uint8(ws.dataset.read_box(item.stem, item.crop_box))).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -1,7 +1,8 @@
 """QuPath GeoJSON: export a round's request with the model's prediction, read QuPath's export back.
 
 Coordinates are QuPath's: ``x, y`` in full-resolution pixels of the whole image, origin at the top-left
-corner (see :mod:`.geometry`). One FeatureCollection per image, ``<stem>.geojson``:
+corner (see :mod:`.geometry`); for a whole-slide image cut at a pyramid level, level-0 pixels (region
+coordinates times the level's downsample, ``Request.downsample``), and read back divided by it. One FeatureCollection per image, ``<stem>.geojson``:
 
 - each requested region: a locked rectangle annotation over its in-image part, classification
   ``activeseg request``, ``name`` the region id (also in ``metadata``: QuPath measurements are numbers
@@ -24,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from shapely.affinity import scale
+from shapely.geometry import Polygon, mapping
 
 from activeseg.workspace.formats.common import (REQUEST_CLASS, USER_KEYS, FormatError, Request, RequestItem, check_mask,
                                                 user_name)
 from activeseg.workspace.formats.files import files_in, read_json, write_json
-from activeseg.workspace.formats.geometry import Polygon, mask_polygons, rasterize, ring_bounds
+from activeseg.workspace.formats.geometry import mask_polygons, rasterize
 
 SUFFIXES = (".geojson", ".json")
 TOLERANCE = 1.0
@@ -37,12 +40,10 @@ REQUEST_COLOR = [255, 255, 0]
 ROUND, SCORE, RANK = "activeseg round", "activeseg score", "activeseg rank"
 
 
-def _feature(fid: str, rings: Polygon | list[Polygon], props: dict[str, Any]) -> dict[str, Any]:
-    multi = bool(rings) and isinstance(rings[0], list)
-    coords = [[r.tolist() for r in p] for p in rings] if multi else [r.tolist() for r in rings]
-    return {"type": "Feature", "id": fid,
-            "geometry": {"type": "MultiPolygon" if multi else "Polygon", "coordinates": coords},
-            "properties": props}
+def _feature(fid: str, polygon: Polygon, props: dict[str, Any], factor: float = 1.0) -> dict[str, Any]:
+    """A GeoJSON feature of ``polygon`` (region pixels) scaled by ``factor`` into QuPath's coordinates."""
+    geometry = mapping(scale(polygon, factor, factor, origin=(0, 0)) if factor != 1 else polygon)
+    return {"type": "Feature", "id": fid, "geometry": geometry, "properties": props}
 
 
 def _color(class_id: int) -> list[int]:
@@ -53,30 +54,31 @@ def _color(class_id: int) -> list[int]:
 def region_features(request: Request, item: RequestItem, prediction: np.ndarray) -> list[dict[str, Any]]:
     """The request rectangle of one region, then its predicted objects (one feature per polygon)."""
     y0, x0, y1, x1 = item.box
-    rect = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=float)
+    rect = Polygon([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
     measurements = {ROUND: request.round, RANK: item.rank}
     if item.score is not None:
         measurements[SCORE] = item.score
     ns = f"activeseg/{request.round}/{item.id}"
-    features = [_feature(str(uuid.uuid5(uuid.NAMESPACE_URL, ns)), [rect], {
+    factor = request.downsample.get(item.stem, 1.0)
+    features = [_feature(str(uuid.uuid5(uuid.NAMESPACE_URL, ns)), rect, {
         "objectType": "annotation", "name": item.id, "isLocked": True,
         "classification": {"name": REQUEST_CLASS, "color": REQUEST_COLOR},
         "metadata": {"activeseg_region_id": item.id, "activeseg_round": str(request.round)},
-        "measurements": measurements})]
+        "measurements": measurements}, factor)]
     mask = check_mask(prediction, item, len(request.class_names))
     for class_id in range(1, len(request.class_names)):
         for k, polygon in enumerate(mask_polygons(mask == class_id, x0, y0)):
             features.append(_feature(str(uuid.uuid5(uuid.NAMESPACE_URL, f"{ns}/{class_id}/{k}")), polygon, {
                 "objectType": "annotation", "isLocked": False,
                 "classification": {"name": request.class_names[class_id], "color": _color(class_id)},
-                "metadata": {"activeseg_region_id": item.id, "activeseg_source": "prediction"}}))
+                "metadata": {"activeseg_region_id": item.id, "activeseg_source": "prediction"}}, factor))
     return features
 
 
 def export(request: Request, predictions: Mapping[str, np.ndarray], out: Path,
-           image: Callable[[str], np.ndarray] | None = None) -> list[Path]:
+           image: Callable[[str], np.ndarray | None] | None = None) -> list[Path]:
     """Write ``<stem>.geojson`` per image of the request (and ``<stem>.png``, the full image, when
-    ``image`` gives it) into ``out``; ``predictions`` maps region id -> (h, w) class ids of the region's
+    ``image`` gives it: never a whole-slide image) into ``out``; ``predictions`` maps region id -> (h, w) class ids of the region's
     in-image part. Returns the files written."""
     from PIL import Image
 
@@ -88,8 +90,9 @@ def export(request: Request, predictions: Mapping[str, np.ndarray], out: Path,
     for stem, items in stems.items():
         features = [f for item in items for f in region_features(request, item, predictions[item.id])]
         written.append(write_json(out / f"{stem}.geojson", {"type": "FeatureCollection", "features": features}))
-        if image is not None:
-            Image.fromarray(image(stem)).save(out / f"{stem}.png")
+        pixels = image(stem) if image is not None else None
+        if pixels is not None:
+            Image.fromarray(pixels).save(out / f"{stem}.png")
             written.append(out / f"{stem}.png")
     return written
 
@@ -138,7 +141,7 @@ def _ring(ring: Any, where: str) -> np.ndarray:
 
 
 def _polygons(geometry: Any, where: str) -> list[Polygon]:
-    """The polygons of a Polygon or MultiPolygon geometry."""
+    """The polygons (exterior ring, then holes) of a Polygon or MultiPolygon geometry."""
     kind = geometry.get("type") if isinstance(geometry, dict) else None
     coords = geometry.get("coordinates") if isinstance(geometry, dict) else None
     if kind not in ("Polygon", "MultiPolygon"):
@@ -150,7 +153,8 @@ def _polygons(geometry: Any, where: str) -> list[Polygon]:
     for part in parts:
         if not isinstance(part, list) or not part:
             raise FormatError(f"{where}: an empty polygon")
-        polygons.append([_ring(r, where) for r in part])
+        rings = [_ring(r, where) for r in part]
+        polygons.append(Polygon(rings[0], rings[1:]))
     return polygons
 
 
@@ -206,7 +210,7 @@ def annotators(path: Path) -> list[str]:
 def _inside(polygons: list[Polygon], item: RequestItem) -> bool:
     y0, x0, y1, x1 = item.box
     for polygon in polygons:
-        xmin, ymin, xmax, ymax = ring_bounds(polygon[0])
+        xmin, ymin, xmax, ymax = polygon.bounds
         if xmin < x0 - TOLERANCE or ymin < y0 - TOLERANCE or xmax > x1 + TOLERANCE or ymax > y1 + TOLERANCE:
             return False
     return True
@@ -232,9 +236,11 @@ def read(path: Path, request: Request) -> dict[str, np.ndarray]:
                 raise FormatError(f"{file}: region {item.id} appears twice")
             masks[item.id] = np.zeros(item.shape, dtype=np.uint8)
         candidates = [item for item in request.items if item.stem == stem]
+        factor = request.downsample.get(stem, 1.0)
         for where, class_id, polygons in shapes:
+            polygons = [scale(p, 1 / factor, 1 / factor, origin=(0, 0)) for p in polygons] if factor != 1 else polygons
             if not any(_inside(polygons, item) for item in candidates):
-                xmin, ymin, xmax, ymax = np.array([ring_bounds(p[0]) for p in polygons]).T
+                xmin, ymin, xmax, ymax = np.array([p.bounds for p in polygons]).T
                 raise FormatError(f"{where}: shape outside the requested regions of {stem} (x {xmin.min():g}.."
                                   f"{xmax.max():g}, y {ymin.min():g}..{ymax.max():g}); draw inside a region's "
                                   "rectangle")

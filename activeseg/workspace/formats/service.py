@@ -53,7 +53,8 @@ def make_request(dataset: Dataset, round_number: int, regions: list[tuple[Region
         ys, xs = region.clipped(sample.height, sample.width)
         items.append(RequestItem(region.id, region.stem, (ys.start, xs.start, ys.stop, xs.stop),
                                  context_box(region, sample.height, sample.width), score, rank))
-    return Request(round_number, class_names, tuple(items), elsewhere or {})
+    downsample = {r.stem: dataset.slide(r.stem).downsample for r, _ in regions if dataset.is_slide(r.stem)}
+    return Request(round_number, class_names, tuple(items), elsewhere or {}, downsample)
 
 
 def build_request(ws: WorkspaceCore, round_number: int) -> Request:
@@ -85,6 +86,11 @@ def model_prediction(ws: WorkspaceCore, round_number: int) -> Prediction:
     cache: dict[str, np.ndarray] = {}
 
     def predict(item: RequestItem) -> np.ndarray:
+        if ws.dataset.is_slide(item.stem):  # never predicted whole: the region with its context
+            cy0, cx0 = item.crop_box[:2]
+            mask = predict_mask(model, ws.dataset.read_box(item.stem, item.crop_box), device)
+            y0, x0, y1, x1 = item.box
+            return mask[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
         if item.stem not in cache:
             cache[item.stem] = predict_mask(model, ws.dataset.image(item.stem), device)
         y0, x0, y1, x1 = item.box
@@ -102,11 +108,14 @@ def export_round(ws: WorkspaceCore, round_number: int, fmt: str, out: Path, pred
     predictions = {item.id: predict(item) for item in request.items}
 
     def crop(item: RequestItem) -> np.ndarray:
-        cy0, cx0, cy1, cx1 = item.crop_box
-        return to_uint8(ws.dataset.image(item.stem)[cy0:cy1, cx0:cx1])
+        return to_uint8(ws.dataset.read_box(item.stem, item.crop_box))
+
+    def whole(stem: str) -> np.ndarray | None:
+        """The image QuPath opens beside the GeoJSON; none for a whole-slide image (QuPath opens the slide)."""
+        return None if ws.dataset.is_slide(stem) else to_uint8(ws.dataset.image(stem))
 
     if fmt == "qupath":
-        files = qupath.export(request, predictions, out, lambda stem: to_uint8(ws.dataset.image(stem)))
+        files = qupath.export(request, predictions, out, whole)
     elif fmt == "cvat":
         files = cvat.export(request, predictions, out, crop)
     elif fmt == "labelstudio":

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from PIL import Image
 
-from activeseg.core.data import MAX_PIXELS
+from activeseg.core.errors import MAX_PIXELS
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where a table is built: only a process that validates pays for it

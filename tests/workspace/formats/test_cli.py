@@ -135,3 +135,28 @@ def test_bad_export_is_quarantined_then_a_good_one_is_taken(ws: Workspace, tmp_p
     assert staged.annotator == "ann2"  # the assignee the export names
     event = Workspace.open(ws.root).ledger.events(type="labels_submitted", round=1)[-1]
     assert event.data["reviewed_unchanged"] == [item.id for item in request.items]  # all sent back unchanged
+
+
+def test_the_record_keeps_which_labels_are_uncorrected_predictions(ws: Workspace, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """Last in this module: it takes round 1's labels in."""
+    from activeseg.workspace.formats import qupath
+    from activeseg.workspace.formats.service import export_round, import_round
+    from activeseg.workspace.intake import approve
+
+    request, truth = _truth(ws)
+    changed = request.items[-1].id
+    sent = {**truth, changed: truth[changed] ^ np.eye(*truth[changed].shape, dtype=np.uint8)}
+    export_round(ws, 1, "qupath", tmp_path / "sent", prediction=lambda item: sent[item.id])
+    qupath.export(request, truth, tmp_path / "back")  # the pathologist corrected the last region only
+    unchanged = [item.id for item in request.items if item.id != changed]
+    staged = import_round(ws, 1, "qupath", tmp_path / "back", "pathologist", replace=True)
+    assert staged.reviewed_unchanged == unchanged
+    code, out = cli(capsys, "status", "--workspace", str(ws.root))
+    assert code == 0 and f"{len(unchanged)} of {len(request.items)} masks are the prediction unchanged" in out
+    accepted = approve(Workspace.open(ws.root), 1, "lead")
+    assert accepted.reviewed_unchanged == unchanged
+    reopened = Workspace.open(ws.root)
+    assert reopened.record(1).staged is None
+    saved = json.loads(reopened.records.path(1).read_text())["labels_accepted"]
+    assert saved["reviewed_unchanged"] == unchanged and saved["annotator"] == "pathologist"

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
+from shapely.geometry import Polygon
+from skimage.measure import label
 
 from activeseg.core.data import Dataset, load_dataset
 from activeseg.core.partition import Region, partition_image
@@ -71,21 +74,55 @@ READERS = {"qupath": qupath.read, "cvat": cvat.read, "labelstudio": labelstudio.
 
 def test_mask_polygons_rasterize_back_bit_exact_with_holes() -> None:
     rng = np.random.default_rng(0)
-    for _ in range(100):
+    for _ in range(40):
         mask = rng.random((17, 21)) < rng.uniform(0.2, 0.8)
-        assert (rasterize(mask_polygons(mask, 3, 5), (5, 3, 22, 24)) == mask).all()
+        polygons = mask_polygons(mask, 3, 5)
+        assert all(p.is_valid for p in polygons)
+        assert (rasterize(polygons, (5, 3, 22, 24)) == mask).all()
+        assert len(polygons) == label(mask, connectivity=1).max()  # one polygon per 4-connected object
+        assert shapely.union_all(polygons).area == pytest.approx(sum(p.area for p in polygons))  # no overlap
+
+
+def test_a_hole_is_an_interior_ring() -> None:
     ring = np.zeros((8, 8), bool)
     ring[1:7, 1:7] = True
     ring[3:5, 3:5] = False
-    (polygon,) = mask_polygons(ring)
-    assert len(polygon) == 2  # the exterior and one hole
+    (polygon,) = mask_polygons(ring, 10, 20)
+    assert polygon.is_valid and len(polygon.interiors) == 1
+    # marching squares halfway between pixel centres: the 6 x 6 square and the 2 x 2 hole with their
+    # corners cut (a half-pixel triangle, 1/8 px^2, at each corner)
+    assert polygon.exterior.bounds == (11, 21, 17, 27)
+    assert polygon.interiors[0].bounds == (13, 23, 15, 25)
+    assert polygon.area == (36 - 4 / 8) - (4 - 4 / 8)
+    assert (rasterize([polygon], (20, 10, 28, 18)) == ring).all()
+
+
+def test_objects_touching_at_a_corner_are_two_polygons() -> None:
+    mask = np.zeros((5, 5), bool)
+    mask[1:3, 1:3] = True  # 2 x 2 block
+    mask[3, 3] = True  # one pixel touching its corner diagonally
+    first, second = sorted(mask_polygons(mask), key=lambda p: p.bounds)
+    assert first.bounds == (1.0, 1.0, 3.0, 3.0) and second.bounds == (3.0, 3.0, 4.0, 4.0)
+    assert first.area == 4 - 4 / 8 and second.area == 0.5  # the single pixel is a diamond
+    assert not first.intersects(second)  # not even at a point: both stay valid GeoJSON polygons
+    assert (rasterize([first, second], (0, 0, 5, 5)) == mask).all()
 
 
 def test_pixel_aligned_rectangle_rasterizes_exactly() -> None:
-    square = [[np.array([[2, 1], [6, 1], [6, 4], [2, 4], [2, 1]], float)]]
+    square = [Polygon([(2, 1), (6, 1), (6, 4), (2, 4)])]
     expected = np.zeros((8, 8), bool)
     expected[1:4, 2:6] = True
     assert (rasterize(square, (0, 0, 8, 8)) == expected).all()
+
+
+def test_rasterize_subtracts_holes_but_keeps_an_island_inside_a_hole() -> None:
+    frame = Polygon([(0, 0), (6, 0), (6, 6), (0, 6)], [[(1, 1), (5, 1), (5, 5), (1, 5)]])
+    island = Polygon([(2, 2), (4, 2), (4, 4), (2, 4)])
+    expected = np.ones((6, 6), bool)
+    expected[1:5, 1:5] = False
+    expected[2:4, 2:4] = True
+    assert (rasterize([frame, island], (0, 0, 6, 6)) == expected).all()
+    assert (rasterize([island, frame], (0, 0, 6, 6)) == expected).all()
 
 
 # -- round trips ---------------------------------------------------------------------------------------

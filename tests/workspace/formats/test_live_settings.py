@@ -4,13 +4,19 @@ server in tests/workspace/test_labelstudio_live.py)."""
 
 from __future__ import annotations
 
+import json
 import socket
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from activeseg.cli.main import main
 from activeseg.core.config import ConfigError, load_config
-from activeseg.workspace.formats.live import LabelStudioError, _api, client
+from activeseg.orchestration.approval import approve
+from activeseg.workspace import Workspace
+from activeseg.workspace.formats.live import STATE, LabelStudioError, _api, client
+from tests.conftest import TINY
 
 TOKEN = "secret-token-0123456789abcdef"
 
@@ -51,3 +57,21 @@ def test_an_unreachable_server_is_named_without_the_token(monkeypatch: pytest.Mo
         with _api(ws, "listing projects"):
             client(ws).projects.list()
     assert TOKEN not in str(caught.value)
+
+
+def test_approve_with_nothing_staged_pulls_from_label_studio_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`activeseg approve` of a round with no staged batch asks Label Studio for the annotations (as `labels
+    pull`) instead of answering that nothing is staged; here nothing listens, so it says that (the pull that
+    stages and the approval: tests/workspace/test_labelstudio_live.py)."""
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    url = f"http://127.0.0.1:{closed_port()}"
+    ws = Workspace.init(tmp_path / "ws", "synthetic", overrides=[*TINY, "oracle.kind=labelstudio",
+                                                                   f"oracle.labelstudio_url={url}"])
+    with pytest.raises(LabelStudioError, match="round 1: no Label Studio tasks were published"):
+        approve(None, ws, 1, "pi")
+    (ws.root / STATE).write_text(json.dumps({"url": url, "project": 7, "rounds": {"1": {"tasks": {"r": 70}}}}))
+    assert main(["approve", "--round", "1", "--by", "pi", "--workspace", str(ws.root)]) != 0
+    said = "".join(capsys.readouterr())
+    assert f"Label Studio at {url}: reading the annotations of project 7 failed" in said and TOKEN not in said
+    assert ws.record(1).labels_accepted is None and not ws.ledger.events(type="labels_approved")

@@ -1,0 +1,114 @@
+"""The report's pictures as PNG bytes: the learning curve (matplotlib) and one thumbnail per queried
+region (four panels side by side, drawn with numpy and Pillow: fast, and pixel-exact at small sizes).
+
+Thumbnail panels, each the region's context crop enlarged to about ``PANEL`` pixels with the region
+outlined in yellow: the image; the uncertainty of the model that asked (predictive entropy, scaled from
+0 to ln C, colour map ``magma`` without its pale end); its prediction over the image; and, once labeled,
+the annotator's mask over the image with the pixels where the prediction disagrees with it in red
+(inside the region only: only there is the truth known). A panel without data (no maps stored, labels
+not in yet) is grey.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+from activeseg.loop.curves import curves
+from activeseg.report.campaign import RegionView
+from activeseg.workspace.exchange import outlined, png_bytes
+
+PANEL = 120
+"""The long side of a thumbnail panel, in pixels (at least: crops are enlarged by whole factors)."""
+GAP = 4
+CLASS_COLOURS = np.array([(0, 0, 0), (0, 200, 255), (255, 140, 0), (120, 255, 80), (255, 80, 200),
+                          (160, 120, 255), (255, 255, 255)], np.float32)
+"""Overlay colour of class ids 1, 2, ... (row 0, the background, is never drawn); repeated past the end."""
+DISAGREE = np.array((255, 0, 0), np.float32)
+EMPTY = 96
+HEAT_TOP = 0.85
+
+
+def learning_curve_png(curve: list[tuple[float, float]], strategy: str, reference: list[dict]) -> bytes:
+    """Test Dice against the labeled-pixel fraction of the campaign's rounds; with ``reference`` (a
+    simulation's runs) its ``random`` curve (mean over seeds, band: the 95 % t interval, as
+    :mod:`activeseg.loop.curves` computes it) for comparison."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    random = curves([r for r in reference if r["strategy"] == "random"]).get("random")
+    if random is not None:
+        ax.plot(random["fraction"] * 100, random["dice"], color="grey", ls="--", marker=".",
+                label="random (simulation)")
+        ax.fill_between(random["fraction"] * 100, np.clip(random["low"], 0, 1), np.clip(random["high"], 0, 1),
+                        color="grey", alpha=0.2)
+    if curve:
+        fraction, dice = zip(*curve)
+        ax.plot(np.array(fraction) * 100, dice, marker="o", color="tab:blue", lw=2, label=f"this campaign ({strategy})")
+    ax.set_xlabel("labeled training pixels (%)")
+    ax.set_ylabel("test Dice")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=100)
+    plt.close(fig)
+    return out.getvalue()
+
+
+def overlay(image: np.ndarray, classes: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """(h, w, 3) uint8 image with each pixel of class id > 0 in ``classes`` (h, w) blended with its colour."""
+    colours = CLASS_COLOURS[np.clip(classes, 0, len(CLASS_COLOURS) - 1)]
+    out = image.astype(np.float32)
+    fg = classes > 0
+    out[fg] = (1 - alpha) * out[fg] + alpha * colours[fg]
+    return np.round(out).astype(np.uint8)
+
+
+def heat(uncertainty: np.ndarray, classes: int) -> np.ndarray:
+    """(h, w) entropy -> (h, w, 3) uint8 through ``magma``, 0 to ln(classes) (the largest entropy) onto the
+    map's first ``HEAT_TOP`` (its pale yellow end would hide the yellow outline)."""
+    from matplotlib import colormaps
+
+    scaled = np.clip(uncertainty.astype(np.float32) / math.log(classes), 0, 1)
+    return (colormaps["magma"](scaled * HEAT_TOP)[:, :, :3] * 255).astype(np.uint8)
+
+
+def label_panel(view: RegionView) -> np.ndarray | None:
+    """The annotator's mask over the crop (inside the region) with the disagreement in red, or None."""
+    if view.label is None:
+        return None
+    y0, x0, y1, x1 = view.inner
+    panel = view.image.copy()
+    panel[y0:y1, x0:x1] = overlay(view.image[y0:y1, x0:x1], view.label)
+    if view.prediction is not None:
+        wrong = view.prediction[y0:y1, x0:x1] != view.label
+        panel[y0:y1, x0:x1][wrong] = DISAGREE.astype(np.uint8)
+    return panel
+
+
+def panels(view: RegionView, classes: int) -> list[np.ndarray | None]:
+    """The four (h, w, 3) panels of a thumbnail (None: no data for it)."""
+    return [view.image,
+            heat(view.uncertainty, classes) if view.uncertainty is not None else None,
+            overlay(view.image, view.prediction) if view.prediction is not None else None,
+            label_panel(view)]
+
+
+def thumbnail_png(view: RegionView, classes: int) -> bytes:
+    """The region's four panels side by side (see the module docstring), as one PNG."""
+    h, w = view.image.shape[:2]
+    scale = max(1, math.ceil(PANEL / max(h, w)))
+    drawn = [outlined(p if p is not None else np.full((h, w, 3), EMPTY, np.uint8), view.inner, scale)
+             for p in panels(view, classes)]
+    sheet = np.full((h * scale, len(drawn) * (w * scale + GAP) - GAP, 3), 255, np.uint8)
+    for i, panel in enumerate(drawn):
+        sheet[:, i * (w * scale + GAP): i * (w * scale + GAP) + w * scale] = panel
+    return png_bytes(sheet)
+
