@@ -10,9 +10,10 @@ submitted batch that passed validation is only staged; an approval takes it in o
 that staged batch; otherwise, or when it says "not approved" (the staged batch is quarantined), the
 round waits again.
 
-With `oracle.kind: simulated` the round submits the ground truth itself before each wait, through the
-same path as a human's batch (validated, uploaded, staged), and the worker approves it once the run is
-suspended: the round really suspends and resumes, and no process is started for the annotator.
+With `oracle.kind: simulated` the worker plays the annotator: once the run is suspended it submits the
+ground truth through the same path as a person's batch (validated, uploaded, staged) and approves it
+(`activeseg.orchestration.rounds.answer_simulated`): the round really suspends and resumes, and no
+process is started for the annotator.
 
 The first step claims the campaign: a trigger that finds another round running or waiting ends at
 once in the state "Skipped" (recorded in the ledger), so a campaign never runs two rounds.
@@ -50,14 +51,14 @@ def al_round(workspace: str, round: int | None = None, trigger: str = "schedule"
     steps.partition(workspace, n)
     model = steps.train(workspace, n)
     selection = steps.query(workspace, n)
-    labels = await_labels(workspace, n, start["oracle"], start["timeout_seconds"])
+    labels = await_labels(workspace, n, start["timeout_seconds"])
     metrics = steps.evaluate(workspace, n)
     return {"round": n, "model": model["checkpoint_sha256"], "val_dice": model["val_dice"],
             "regions": selection["regions"], "labels": labels, "metrics": metrics["metrics"],
             "commit": metrics["commit"]}
 
 
-def await_labels(workspace: str, n: int, oracle: str, timeout_seconds: int) -> dict[str, Any]:
+def await_labels(workspace: str, n: int, timeout_seconds: int) -> dict[str, Any]:
     """Publish the request, then wait, suspended, for an approval of the staged batch; its ingest record.
     A round whose batch was already taken in (by an earlier run that failed later) does not wait.
 
@@ -69,8 +70,6 @@ def await_labels(workspace: str, n: int, oracle: str, timeout_seconds: int) -> d
     if taken:  # an earlier run of this round was approved and took the batch in
         return taken
     for attempt in count():
-        if oracle == "simulated":
-            steps.simulate_labels(workspace, n, attempt)
         approval = await_approval(key=f"{round_name(n)}-labels-{attempt}", timeout=timeout_seconds,
                                   description=_form_text(n, request, attempt))
         labels = steps.ingest_labels(workspace, n, approval.model_dump(mode="json"))

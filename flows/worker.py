@@ -4,8 +4,8 @@ is the one place that starts a worker.
 
 On start it retries the campaign's round run if a worker died under it (`rounds.recover`); while it
 runs it restarts the local Prefect server when it stops answering and retries a round run lost to a
-dead process or server (`rounds.tend`), and it is the simulated annotator's hand: it approves the batch
-a suspended round staged from the ground truth (`rounds.answer_simulated`). Run it as
+dead process or server (`rounds.tend`), and it plays the simulated annotator: it labels a suspended
+round from the ground truth and approves (`rounds.answer_simulated`). Run it as
 `activeseg worker` (foreground), `activeseg worker --background` (`start`, pid file `.prefect/worker.pid`,
 log `.prefect/worker.log`; `activeseg worker stop`), or in a container as
 `python -m flows.worker --workspace /campaigns/NAME`. `--flow module:attribute --name NAME` serves other
@@ -48,7 +48,7 @@ POLL_SECONDS = 1
 TEND_SECONDS = 5
 """How often a worker checks that the local server answers and that the round run has not been lost."""
 ANSWER_SECONDS = 1
-"""How often a worker looks for a suspended round whose simulated annotator's batch waits for approval."""
+"""How often a worker looks for a suspended round that waits for the simulated annotator."""
 
 
 def load_flow(ref: str) -> Flow:
@@ -88,7 +88,8 @@ def serve(root: Path, flow_refs: Sequence[str] = (), name: str | None = None, *,
 
 def _tend(root: Path, url: str) -> None:
     """Every `TEND_SECONDS`, `rounds.tend`: restart the local server if it died, retry a lost round run;
-    every `ANSWER_SECONDS`, `rounds.answer_simulated`: approve a simulated annotator's staged batch."""
+    every `ANSWER_SECONDS`, `rounds.answer_simulated`: label and approve a round waiting for the simulated
+    annotator."""
     engine = PrefectEngine()
     for tick in itertools.count(1):
         time.sleep(ANSWER_SECONDS)

@@ -83,8 +83,14 @@ def train(workspace: str, round_number: int) -> dict[str, Any]:
 
 @task(name="query", version="1", **STEP, **RETRY)
 def query(workspace: str, round_number: int) -> dict[str, Any]:
-    """Select the round's regions with the trained model; the workspace publishes the request too."""
-    queried = _open(workspace).query(round_number)
+    """Select the round's regions with the trained model; the workspace publishes the request too. With
+    ``query.cluster``, MC-dropout scoring runs in shards on that Dask cluster (`tasks.scoring`)."""
+    ws = _open(workspace)
+    if ws.cfg.query.cluster:
+        from tasks.scoring import dask_shards  # Dask only where a cluster is used
+
+        ws.run_shards = dask_shards(ws.cfg.query.cluster)
+    queried = ws.query(round_number)
     return {"round": round_number, "strategy": queried["strategy"], "regions": [r["id"] for r in queried["regions"]],
             "budget": queried["budget"], "spent": queried["spent"], "request": queried["request"],
             "manifest_sha256": queried["manifest_sha256"], "checkpoint_sha256": queried["checkpoint_sha256"]}
@@ -172,12 +178,3 @@ def _report(ws: Workspace) -> str | None:
     except Exception as exc:  # noqa: BLE001  (any bug of the report; the round stays closed)
         print(f"round report not written: {type(exc).__name__}: {exc}")
         return None
-
-
-@task(name="simulate-labels", version="1", **STEP, **RETRY)
-def simulate_labels(workspace: str, round_number: int, attempt: int) -> dict[str, Any]:
-    """With `oracle.kind: simulated`, before the round's wait number `attempt` (part of the cache key: each
-    wait submits again): masks from the ground truth, submitted (validated, uploaded, staged for approval)
-    exactly as a human's folder would be. The worker approves the staged batch once the run is suspended
-    (`activeseg.orchestration.rounds.answer_simulated`)."""
-    return _open(workspace).simulate_labels(round_number)

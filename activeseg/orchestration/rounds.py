@@ -35,19 +35,23 @@ SIMULATED_COMMENT = "automatic approval (oracle: simulated)"
 
 
 def answer_simulated(engine: RunEngine, root: Path) -> str | None:
-    """The simulated annotator's approval (`oracle.kind: simulated`): once the round run is suspended
-    with a batch staged (its `simulate-labels` step submitted the ground truth before it suspended),
-    resume it with an approval of that batch, exactly as `activeseg approve` does. What was done, or
-    None. A worker calls this every second or so; the rounds never start a process of their own for it."""
+    """The simulated annotator (`oracle.kind: simulated`), as a person would act: once the round run is
+    suspended waiting for labels, submit the ground truth of the request (`activeseg labels simulate`:
+    validated, uploaded, staged) unless a batch is staged already, then resume the run with an approval
+    of the staged batch (`activeseg approve`). What was done, or None. A worker calls this every second
+    or so, so the annotator costs no process start and its imports (Great Expectations) are paid once per
+    worker, not once per round."""
     claim = read_claim(root)
     state = engine.state(claim.run_id) if claim else None
     if state is None or not state.suspended:
         return None
-    ws = Workspace.open(root)
-    if ws.cfg.oracle.kind != "simulated" or ws.record(claim.round_number).staged is None:
+    ws, n = Workspace.open(root), claim.round_number
+    if ws.cfg.oracle.kind != "simulated" or ws.record(n).labels_accepted is not None:
         return None
-    done = approval.approve(engine, ws, claim.round_number, SIMULATED, SIMULATED_COMMENT, run_id=claim.flow_run_id)
-    return f"round {claim.round_number}: approved the simulated annotator's batch {done['batch_sha256'][:12]}"
+    if ws.record(n).staged is None:
+        ws.simulate_labels(n)
+    done = approval.approve(engine, ws, n, SIMULATED, SIMULATED_COMMENT, run_id=claim.flow_run_id)
+    return f"round {n}: approved the simulated annotator's batch {done['batch_sha256'][:12]}"
 
 
 def wait_for_round(engine: RunEngine, run_id: UUID, *, until_final: bool, timeout: float,

@@ -23,7 +23,7 @@ from activeseg.workspace.ledger import region_stem
 from activeseg.workspace.records import Evaluated, Queried, RoundRecord, Trained
 from activeseg.workspace.query_maps import maps_path, save_query_maps
 from activeseg.workspace.state import label_state
-from activeseg.workspace.validation import ValidationFailed, ValidationReport, validate_dataset
+from activeseg.workspace.validation import ValidationFailed, ValidationReport, dataset_fingerprint, validate_dataset
 
 
 STAGES_BEFORE_LABELS = ("validate", "partition", "train", "query")
@@ -46,14 +46,24 @@ def check_frozen_data(ws: WorkspaceCore) -> None:
 
 
 def check_dataset(ws: WorkspaceCore) -> ValidationReport:
-    """The dataset suite on data/ with the frozen split, written to validation/dataset.json; raises
-    :class:`ValidationFailed` naming every file and expectation that failed."""
+    """The dataset suite on data/ with the frozen split, written to validation/dataset.json with its
+    inputs' fingerprint; raises :class:`ValidationFailed` naming every file and expectation that failed.
+    A passed report whose fingerprint is the current one (nothing it depends on changed:
+    :func:`~activeseg.workspace.validation.dataset.dataset_fingerprint`) is reused, as DVC skips a stage
+    whose deps did not change: the round's process then never imports Great Expectations."""
     frozen = ws.ledger.last("split_frozen")
     queried = {region_stem(r) for e in ws.ledger.events(type="queried") for r in e.data["regions"]}
     intact = frozen is not None and frozen.data["split_sha256"] == sha256_file(ws.root / "split.json")
-    report = validate_dataset(ws.root / "data", ws.cfg.data.classes, ws.cfg.partition.side, ws.split(),
-                              split_intact=intact, queried_stems=queried, slides=ws.cfg.data.slides)
-    write_json(ws.root / "validation" / "dataset.json", report.to_dict())
+    inputs = {"classes": ws.cfg.data.classes, "patch_side": ws.cfg.partition.side, "split": ws.split(),
+              "split_intact": intact, "queried_stems": queried, "slides": ws.cfg.data.slides}
+    fingerprint = dataset_fingerprint(ws.root / "data", **inputs)
+    path = ws.root / "validation" / "dataset.json"
+    last = read_json(path) if path.is_file() else {}
+    if last.get("success") and last.get("fingerprint") == fingerprint:
+        report = ValidationReport.from_dict(last)
+    else:
+        report = validate_dataset(ws.root / "data", **inputs)
+    write_json(path, {**report.to_dict(), "fingerprint": fingerprint})
     if not report.success:
         raise ValidationFailed("dataset data/", report)
     return report
@@ -218,8 +228,11 @@ def _select(ws: WorkspaceCore, n: int, trained: Trained, checkpoint: Path) -> di
     from activeseg.strategies import get_strategy
 
     cfg, name = ws.cfg, ws.cfg.query.strategy
+    from activeseg.model.pool_scoring import local_shards
+
     selection, ctx = select_regions(cfg, name, ws.dataset, ws.split(), label_state(ws), ws.regions(), checkpoint,
-                                    n, cfg.train.seed, ws.root / "cache", model_id=trained.checkpoint_sha256)
+                                    n, cfg.train.seed, ws.root / "cache", model_id=trained.checkpoint_sha256,
+                                    run_shards=ws.run_shards or local_shards)
     if not selection.indices:
         raise WorkspaceError(f"round {n}: nothing left to query (every region of the pool is labeled)")
     picked = [{**ctx.candidates[i].to_dict(), "cost": c, "score": s}

@@ -72,33 +72,44 @@ def test_while_a_worker_runs_a_run_counts_as_lost_only_after_the_grace_period(tm
     assert rounds.recover(engine, ws.root, grace_seconds=30).endswith("was Pending (its worker was killed); it runs again")
 
 
-def simulated_workspace(root: Path, kind: str, staged: str | None) -> SimpleNamespace:
+def simulated_workspace(root: Path, kind: str, staged: bool) -> SimpleNamespace:
+    """A stand-in workspace whose `simulate_labels` stages a batch (and counts its calls)."""
     ws = workspace(root)
     ws.cfg.oracle.kind = kind
-    batch = SimpleNamespace(batch_sha256=staged, annotator="simulated-oracle") if staged else None
-    ws.record = lambda n: SimpleNamespace(staged=batch, labels_accepted=None)
+    record = SimpleNamespace(staged=None, labels_accepted=None)
+    ws.record, ws.simulated = (lambda n: record), []
+
+    def simulate_labels(n: int) -> None:
+        ws.simulated.append(n)
+        record.staged = SimpleNamespace(batch_sha256="ab" * 32, annotator="simulated-oracle")
+
+    ws.simulate_labels = simulate_labels
+    if staged:
+        simulate_labels(2)
     return ws
 
 
-@pytest.mark.parametrize("kind, type, name, staged, answered", [
-    ("simulated", "PAUSED", "Suspended", "ab" * 32, True),
-    ("simulated", "RUNNING", "Running", "ab" * 32, False),  # not suspended yet: the next look answers
-    ("simulated", "PAUSED", "Suspended", None, False),  # nothing staged (the run waits for a person)
-    ("human", "PAUSED", "Suspended", "ab" * 32, False),  # a person's batch waits for a person's approval
+@pytest.mark.parametrize("kind, type, name, staged, simulated, answered", [
+    ("simulated", "PAUSED", "Suspended", False, [2], True),  # the worker submits the ground truth, approves
+    ("simulated", "PAUSED", "Suspended", True, [2], True),  # staged already (`labels simulate`): approved as is
+    ("simulated", "RUNNING", "Running", False, [], False),  # not suspended yet: the next look answers
+    ("human", "PAUSED", "Suspended", False, [], False),  # a person's round waits for a person
+    ("human", "PAUSED", "Suspended", True, [2], False),  # ... and a person's approval
 ])
-def test_a_worker_approves_only_a_suspended_rounds_simulated_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                     kind: str, type: str, name: str,
-                                                                     staged: str | None, answered: bool):
+def test_a_worker_answers_only_a_suspended_simulated_round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             kind: str, type: str, name: str, staged: bool,
+                                                             simulated: list[int], answered: bool):
     engine, ws = FakeEngine(), simulated_workspace(tmp_path / "lab", kind, staged)
     monkeypatch.setattr(rounds, "Workspace", SimpleNamespace(open=lambda root: ws))
     run_id = uuid4()
     claim_round(engine, ws, None, str(run_id), "manual")
     engine.set(run_id, type, name)
     done = rounds.answer_simulated(engine, ws.root)
+    assert ws.simulated == simulated
     if not answered:
         assert done is None and engine.resumed == []
         return
     assert done == f"round 2: approved the simulated annotator's batch {'ab' * 6}"
     assert engine.resumed == [(run_id, {"approved": True, "approver": "simulated-oracle",
                                         "comment": rounds.SIMULATED_COMMENT, "batch_hash": "ab" * 32})]
-    assert rounds.answer_simulated(engine, ws.root) is None  # resumed: not approved twice
+    assert rounds.answer_simulated(engine, ws.root) is None and ws.simulated == simulated  # resumed: done once

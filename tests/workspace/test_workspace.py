@@ -22,7 +22,7 @@ from activeseg.strategies import STRATEGIES, QueryContext, Selection, Strategy, 
 from activeseg.core.synthetic import synthesize
 from activeseg.workspace.validation import ValidationFailed
 from activeseg.core.util import sha256_file
-from activeseg.workspace import BatchRejected, Workspace, WorkspaceError
+from activeseg.workspace import BatchRejected, Workspace, WorkspaceError, steps
 from tests.conftest import TINY
 from tests.workspace.s3 import s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
 
@@ -379,6 +379,21 @@ def test_cli_labels_and_audit(ws: Workspace, tmp_path: Path, capsys: pytest.Capt
                                                                                       "batch_rejected"]
     assert main(["step", "evaluate", *where]) == 0
     assert json.loads(capsys.readouterr().out)["round"] == 1
+
+
+def test_step_validate_reuses_its_report_while_nothing_it_depends_on_changed(ws: Workspace,
+                                                                              monkeypatch: pytest.MonkeyPatch):
+    ws.validate()
+    report = json.loads((ws.root / "validation/dataset.json").read_text())
+    suites = []
+    run_suite = steps.validate_dataset
+    monkeypatch.setattr(steps, "validate_dataset", lambda *a, **k: suites.append(a[0]) or run_suite(*a, **k))
+    assert ws.validate()["success"] and suites == []  # same files, settings, split, queries and suite code
+    assert json.loads((ws.root / "validation/dataset.json").read_text()) == report
+    image = sorted((ws.root / "data" / "images").iterdir())[0]
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 1))  # touched: validated again
+    assert ws.validate()["success"] and suites == [ws.root / "data"]
+    assert ws.validate()["success"] and len(suites) == 1
 
 
 def test_step_validate_checks_the_frozen_split(ws: Workspace) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 from activeseg.core.config import SlidesConfig
 from activeseg.core.data import IMAGE_EXTENSIONS, Dataset, DatasetError, Sample, read_image
 from activeseg.core.slides import SLIDE_EXTENSIONS, Slide, open_tiff
-from activeseg.core.util import sha256_file
+from activeseg.core.util import canonical_json, sha256_file, sha256_text
 from activeseg.workspace.validation.suite import (SAFE_STEM, Check, ValidationFailed, ValidationReport, decode_png,
                                                   num_text, pixels_outside_classes, run_suite, size_text)
 
@@ -165,6 +165,26 @@ def dataset_table(root: Path, classes: int, split: dict[str, list[str]] | None, 
 
 def _masks_folder(row: dict) -> str:
     return "slide_masks" if row["kind"] == "slide" else "masks"
+
+
+DATA_FOLDERS = ("images", "masks", "slides", "slide_masks")
+
+
+def dataset_fingerprint(root: str | Path, classes: int, patch_side: int, split: dict[str, list[str]] | None,
+                        split_intact: bool, queried_stems: Iterable[str], slides: SlidesConfig) -> str:
+    """What the dataset suite's verdict depends on, hashed: every file under ``root``'s data folders
+    (path, size, modification time: as DVC and make tell a changed file, without reading it), the
+    suite's inputs, and the suite's own code (this package's sources). The same fingerprint gives the
+    same report, so a round whose data did not change reuses the last one instead of importing Great
+    Expectations again (see :func:`activeseg.workspace.steps.check_dataset`)."""
+    root = Path(root)
+    files = [(p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+             for folder in DATA_FOLDERS if (root / folder).is_dir()
+             for p in sorted((root / folder).rglob("*")) if p.is_file()]
+    code = [sha256_file(p) for p in sorted(Path(__file__).parent.glob("*.py"))]
+    return sha256_text(canonical_json({
+        "files": files, "classes": classes, "patch_side": patch_side, "split": split, "split_intact": split_intact,
+        "queried": sorted(set(queried_stems)), "slides": slides.model_dump(), "code": code}))
 
 
 def validate_dataset(root: str | Path, classes: int, patch_side: int, split: dict[str, list[str]] | None = None,

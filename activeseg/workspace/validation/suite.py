@@ -60,6 +60,10 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         return {"suite": self.suite, "success": self.success, "reasons": self.reasons, "gx_result": self.result}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ValidationReport":
+        return cls(data["suite"], data["success"], data["reasons"], data["gx_result"])
+
 
 class ValidationFailed(ValueError):
     """Data failed a suite; the message lists every file and expectation that failed."""
