@@ -32,10 +32,10 @@ def score_shard(job: ScoringJob, regions: list[Region], hooks: Mapping[str, Pixe
 
 
 def task_runner(cluster: str) -> DaskTaskRunner:
-    """``local``: a temporary cluster on this machine, one single-threaded worker process per core; else
-    the scheduler at the address ``tcp://host:port``."""
+    """``local``: a temporary cluster on this machine, one single-threaded worker process per core (no
+    dashboard); else the scheduler at the address ``tcp://host:port``."""
     if cluster == "local":
-        return DaskTaskRunner(cluster_kwargs={"processes": True, "threads_per_worker": 1})
+        return DaskTaskRunner(cluster_kwargs={"processes": True, "threads_per_worker": 1, "dashboard_address": None})
     return DaskTaskRunner(address=cluster)
 
 

@@ -76,6 +76,7 @@ MARKS = {
     "prefect": {"flows", "orchestration/test_server.py", "test_infra.py"},
     "slow": {
         "flows/test_faults.py",
+        "flows/test_cluster_scoring.py",
         "flows/test_server_restart.py",
         "flows/test_al_round.py",
         "flows/test_suspend_resume.py",

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 from prefect.flows import load_flow_from_entrypoint
 
+from activeseg.core.config import load_config
 from activeseg.orchestration.server import TELEMETRY_OFF
 from activeseg.orchestration.names import FLOW_NAMES, campaign_name
 from flows import worker
@@ -25,7 +26,7 @@ def compose() -> dict:
 def test_compose_has_the_lab_services_and_ports():
     services = compose()["services"]
     assert set(services) == {"minio", "minio-init", "postgres", "prefect-server", "mlflow", "worker", "deploy",
-                             "pool-worker"}
+                             "pool-worker", "scheduler", "dask-worker"}
     ports = {name: sorted(p.split(":")[0] for p in s.get("ports", [])) for name, s in services.items()}
     assert (ports["minio"], ports["prefect-server"], ports["mlflow"]) == (["9000", "9001"], ["4200"], ["5000"])
     assert services["prefect-server"]["image"] == "prefecthq/prefect:3.9.1-python3.11"
@@ -33,8 +34,23 @@ def test_compose_has_the_lab_services_and_ports():
         "postgresql+asyncpg://prefect:")
     assert services["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert {s.get("profiles", [None])[0] for s in (services["deploy"], services["pool-worker"])} == {"pool"}
-    for name in ("worker", "mlflow", "deploy", "pool-worker"):
+    for name in ("worker", "mlflow", "deploy", "pool-worker", "scheduler", "dask-worker"):
         assert services[name]["build"] == {"context": "..", "dockerfile": "infra/Dockerfile"}
+
+
+def test_a_dask_scheduler_and_two_workers_score_the_pool_of_the_campaigns_volume():
+    services = compose()["services"]
+    scheduler, worker = services["scheduler"], services["dask-worker"]
+    assert scheduler["command"].startswith("dask scheduler --host 0.0.0.0 --port 8786")
+    assert sorted(p.split(":")[0] for p in scheduler["ports"]) == ["8786", "8787"]
+    assert worker["command"] == "dask worker tcp://scheduler:8786 --nworkers 1 --nthreads 1"
+    assert worker["deploy"]["replicas"] == 2 and worker["depends_on"] == ["scheduler"]
+    assert worker["volumes"] == ["campaigns:/campaigns:ro"]  # the workspace at the same path as the worker's
+    assert worker["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    assert {k: scheduler["environment"][k] for k in TELEMETRY_OFF} == TELEMETRY_OFF
+    readme = (INFRA / "README.md").read_text()
+    assert "query.cluster: tcp://scheduler:8786" in readme
+    assert load_config(None, ["query.cluster=tcp://scheduler:8786"]).query.cluster == "tcp://scheduler:8786"
 
 
 def test_activeseg_services_reach_the_server_and_store_with_telemetry_off():

@@ -154,6 +154,18 @@ class QueryConfig(Settings):
     allow_collapsed_model: bool = False
     # per strategy name, that strategy's options: {focannot: {lam: 0.5}, ...}; checked by the strategies
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # MC-dropout scoring of the pool: in the query's process (null), on a temporary Dask cluster on this
+    # machine (local) or on the Dask scheduler at tcp://host:port; shard_size regions per shard (a task)
+    cluster: str | None = None
+    shard_size: int = Field(256, ge=1)
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, cluster: str | None) -> str | None:
+        address = r"tcp://[A-Za-z0-9.\-\[\]:]+:\d+"
+        if cluster is not None and cluster != "local" and not re.fullmatch(address, cluster):
+            raise ValueError(f"expected null, local or a Dask scheduler address tcp://host:port, got {cluster!r}")
+        return cluster
 
 
 class OracleConfig(Settings):

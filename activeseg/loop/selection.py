@@ -12,25 +12,32 @@ from activeseg.core.data import Dataset
 from activeseg.core.labels import LabelState
 from activeseg.core.partition import Region
 from activeseg.core.pool import round_budget, unlabeled
-from activeseg.model.inference import RegionReduction, mc_dropout_scores
-from activeseg.model.network import load_checkpoint, pick_device
+from activeseg.core.util import sha256_file
+from activeseg.model.inference import RegionReduction
+from activeseg.model.network import pick_device
+from activeseg.model.pool_scoring import ScoreCache, ScoringJob, ShardRunner, cached_scorer, local_shards
 from activeseg.strategies import QueryContext, Selection, get_strategy
 
 
 def select_regions(cfg: Config, strategy_name: str, dataset: Dataset, split: dict[str, list[str]],
                    state: LabelState, regions: list[Region], checkpoint: Path, round_number: int, seed: int,
-                   cache_dir: Path, progress: bool = False, model_id: str | None = None
-                   ) -> tuple[Selection, QueryContext]:
+                   cache_dir: Path, progress: bool = False, model_id: str | None = None,
+                   run_shards: ShardRunner = local_shards) -> tuple[Selection, QueryContext]:
     """One query with the model at ``checkpoint`` over the unlabeled ``regions``: the strategy's
     selection and the context it saw. ``model_id`` (default: the checkpoint path) names the model in
     the context, e.g. as the origin of pseudo-labels. The query draws from torch's random state seeded
     from (``seed``, ``round_number``) and restored afterwards, and MC dropout draws each region's masks
-    from (that seed, the region id), so the same model picks the same regions in any process, batch or shard."""
-    device = pick_device(cfg.train.device, cfg.train.threads)
+    from (that seed, the region id), so the same model picks the same regions in any process, batch or shard.
+
+    MC dropout runs through ``run_shards`` (default: in this process; the query task passes a Dask one
+    with ``query.cluster``) in shards of ``query.shard_size``, its scores cached in
+    ``cache_dir/scores/<checkpoint sha256>.sqlite`` (:func:`activeseg.model.pool_scoring.cached_scorer`)."""
     query_seed = int(np.random.SeedSequence([seed, round_number]).generate_state(1)[0])
+    job = scoring_job(cfg, dataset, checkpoint, query_seed, progress)
+    device = pick_device(cfg.train.device, cfg.train.threads)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model, _ = job.model()  # built before the seed, so a model cached in this process changes nothing
         torch.manual_seed(query_seed)
-        model, _ = load_checkpoint(checkpoint, device)
         strategy = get_strategy(strategy_name, cfg.query.options.get(strategy_name))
         ctx = QueryContext(
             candidates=unlabeled(regions, state),
@@ -38,15 +45,22 @@ def select_regions(cfg: Config, strategy_name: str, dataset: Dataset, split: dic
             state=state,
             dataset=dataset,
             rng=np.random.default_rng([seed, round_number]),
-            score_pool=lambda regs, hooks=None: mc_dropout_scores(
-                model, dataset, regs, cfg.query.mc_passes, cfg.query.batch_size, device, progress=progress,
-                reduction=RegionReduction(cfg.query.reduction, cfg.query.top_fraction), hooks=hooks,
-                seed=query_seed),
+            score_pool=cached_scorer(job, ScoreCache(cache_dir / "scores", job.checkpoint_sha256),
+                                     cfg.query.shard_size, run_shards),
             round_number=round_number,
             model_id=model_id or str(checkpoint),
             extras={"model": model, "device": device, "cfg": cfg, "split": split, "cache_dir": cache_dir},
         )
         return strategy.select(ctx), ctx
+
+
+def scoring_job(cfg: Config, dataset: Dataset, checkpoint: Path, query_seed: int, progress: bool = False
+                ) -> ScoringJob:
+    """What a shard of the query's MC-dropout scoring needs (``query`` and ``train.device`` settings)."""
+    q = cfg.query
+    return ScoringJob(str(checkpoint), sha256_file(checkpoint), dataset, str(dataset.root), dataset.classes,
+                      dataset.slides, q.mc_passes, q.batch_size, cfg.train.device, cfg.train.threads,
+                      RegionReduction(q.reduction, q.top_fraction), query_seed, q.options, progress)
 
 
 def apply_pseudo(state: LabelState, pseudo: list[tuple[Region, np.ndarray]], origin: str, replace: bool) -> None:

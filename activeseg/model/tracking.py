@@ -17,6 +17,7 @@ highest version, which is the last round registered, as rounds are registered in
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,6 +67,15 @@ class MlflowRunLog(RunLog):
             self.client.set_tag(self.run_id, key, str(value))
 
 
+@functools.cache
+def mlflow_client(uri: str) -> Any:
+    """One MlflowClient per tracking store and process: opening a store (SQLAlchemy engine, schema check)
+    costs about a second, and a step opens its workspace's tracker more than once."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
 class Tracker:
     """Opens runs in one experiment of one tracking store."""
 
@@ -85,10 +95,8 @@ class Tracker:
     def _setup(self) -> None:
         if self._client is not None:
             return
-        from mlflow.tracking import MlflowClient
-
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._client = MlflowClient(tracking_uri=self.uri)
+        self._client = mlflow_client(self.uri)
         found = self._client.get_experiment_by_name(self.experiment)
         if found is not None:
             self._experiment_id = found.experiment_id

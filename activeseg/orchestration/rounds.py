@@ -35,21 +35,24 @@ SIMULATED_COMMENT = "automatic approval (oracle: simulated)"
 
 
 def answer_simulated(engine: RunEngine, root: Path) -> str | None:
-    """The simulated annotator (`oracle.kind: simulated`), as a person would act: once the round run is
-    suspended waiting for labels, submit the ground truth of the request (`activeseg labels simulate`:
-    validated, uploaded, staged) unless a batch is staged already, then resume the run with an approval
-    of the staged batch (`activeseg approve`). What was done, or None. A worker calls this every second
-    or so, so the annotator costs no process start and its imports (Great Expectations) are paid once per
-    worker, not once per round."""
+    """The simulated annotator (`oracle.kind: simulated`), as a person would act: once the round's label
+    request is published, submit its ground truth (`activeseg labels simulate`: validated, uploaded,
+    staged) unless a batch is staged already; once the round run is suspended waiting for labels, resume
+    it with an approval of the staged batch (`activeseg approve`). What was done, or None. A worker calls
+    this every second or so, so the annotator costs no process start, its imports (Great Expectations)
+    are paid once per worker, not once per round, and it labels while the round's process suspends."""
     claim = read_claim(root)
     state = engine.state(claim.run_id) if claim else None
-    if state is None or not state.suspended:
+    if state is None or state.final:
         return None
     ws, n = Workspace.open(root), claim.round_number
-    if ws.cfg.oracle.kind != "simulated" or ws.record(n).labels_accepted is not None:
+    record = ws.record(n)
+    if ws.cfg.oracle.kind != "simulated" or record.queried is None or record.labels_accepted is not None:
         return None
-    if ws.record(n).staged is None:
+    if record.staged is None:
         ws.simulate_labels(n)
+    if not state.suspended:
+        return None
     done = approval.approve(engine, ws, n, SIMULATED, SIMULATED_COMMENT, run_id=claim.flow_run_id)
     return f"round {n}: approved the simulated annotator's batch {done['batch_sha256'][:12]}"
 

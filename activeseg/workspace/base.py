@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from activeseg.core.config import Config, load_config
 from activeseg.core.data import Dataset, load_dataset
@@ -21,12 +21,16 @@ from activeseg.workspace.records import Entry, Records, RoundRecord
 from activeseg.workspace.storage import Retry
 from activeseg.workspace.vcs import Remote, Vcs
 
+if TYPE_CHECKING:  # the model layer (PyTorch) loads only in the steps that need it
+    from activeseg.model.pool_scoring import ShardRunner
+
 SETTINGS = "workspace.json"
 
 
 class WorkspaceCore:
     """An opened workspace's state; ``actor`` names who runs the steps in the ledger (default:
-    ``$ACTIVESEG_ACTOR`` or the user name)."""
+    ``$ACTIVESEG_ACTOR`` or the user name). ``run_shards``: how the query step scores the pool's shards
+    (None: in this process; the query task sets a Dask one with ``query.cluster``)."""
 
     def __init__(self, root: Path, actor: str | None = None, in_dvc: bool = False):
         self.root = Path(root).resolve()
@@ -39,6 +43,7 @@ class WorkspaceCore:
         self.cfg: Config = load_config(self.root / "params.yaml")
         self.actor = actor or os.environ.get("ACTIVESEG_ACTOR") or getpass.getuser()
         self.in_dvc = in_dvc
+        self.run_shards: ShardRunner | None = None
         retry = Retry.of(self.cfg.storage)
         self.vcs = Vcs(self.root, in_dvc, retry, self.remote.dvc_url())
         self.records = Records(self.root)

@@ -68,6 +68,9 @@ def test_override_without_equals_is_an_error():
         ("schedule.cron=0 6 *", "schedule.cron: expected 5 fields (minute hour day month weekday), got '0 6 *'"),
         ("train.crop=30", "train.crop: must be a multiple of 2**model.depth = 8"),
         ("model.depth=7", "train.crop: must be a multiple of 2**model.depth = 128"),
+        ("query.cluster=scheduler:8786", "query.cluster: expected null, local or a Dask scheduler address "
+                                         "tcp://host:port, got 'scheduler:8786'"),
+        ("query.shard_size=0", "query.shard_size: must be at least 1, got 0"),
     ],
 )
 def test_constraint_messages_are_exact(override, message):

@@ -76,7 +76,7 @@ def simulated_workspace(root: Path, kind: str, staged: bool) -> SimpleNamespace:
     """A stand-in workspace whose `simulate_labels` stages a batch (and counts its calls)."""
     ws = workspace(root)
     ws.cfg.oracle.kind = kind
-    record = SimpleNamespace(staged=None, labels_accepted=None)
+    record = SimpleNamespace(queried=SimpleNamespace(request="requests/round-002/"), staged=None, labels_accepted=None)
     ws.record, ws.simulated = (lambda n: record), []
 
     def simulate_labels(n: int) -> None:
@@ -92,7 +92,8 @@ def simulated_workspace(root: Path, kind: str, staged: bool) -> SimpleNamespace:
 @pytest.mark.parametrize("kind, type, name, staged, simulated, answered", [
     ("simulated", "PAUSED", "Suspended", False, [2], True),  # the worker submits the ground truth, approves
     ("simulated", "PAUSED", "Suspended", True, [2], True),  # staged already (`labels simulate`): approved as is
-    ("simulated", "RUNNING", "Running", False, [], False),  # not suspended yet: the next look answers
+    ("simulated", "RUNNING", "Running", False, [2], False),  # request out: labeled now, approved once suspended
+    ("simulated", "COMPLETED", "Completed", False, [], False),  # a finished run waits for nothing
     ("human", "PAUSED", "Suspended", False, [], False),  # a person's round waits for a person
     ("human", "PAUSED", "Suspended", True, [2], False),  # ... and a person's approval
 ])
@@ -113,3 +114,13 @@ def test_a_worker_answers_only_a_suspended_simulated_round(tmp_path: Path, monke
     assert engine.resumed == [(run_id, {"approved": True, "approver": "simulated-oracle",
                                         "comment": rounds.SIMULATED_COMMENT, "batch_hash": "ab" * 32})]
     assert rounds.answer_simulated(engine, ws.root) is None and ws.simulated == simulated  # resumed: done once
+
+
+def test_the_simulated_annotator_waits_for_the_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    engine, ws = FakeEngine(), simulated_workspace(tmp_path / "lab", "simulated", staged=False)
+    ws.record(2).queried = None  # the round is still training
+    monkeypatch.setattr(rounds, "Workspace", SimpleNamespace(open=lambda root: ws))
+    run_id = uuid4()
+    claim_round(engine, ws, None, str(run_id), "manual")
+    engine.set(run_id, "RUNNING", "Running")
+    assert rounds.answer_simulated(engine, ws.root) is None and ws.simulated == []

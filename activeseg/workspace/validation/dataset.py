@@ -174,17 +174,20 @@ def dataset_fingerprint(root: str | Path, classes: int, patch_side: int, split: 
                         split_intact: bool, queried_stems: Iterable[str], slides: SlidesConfig) -> str:
     """What the dataset suite's verdict depends on, hashed: every file under ``root``'s data folders
     (path, size, modification time: as DVC and make tell a changed file, without reading it), the
-    suite's inputs, and the suite's own code (this package's sources). The same fingerprint gives the
-    same report, so a round whose data did not change reuses the last one instead of importing Great
-    Expectations again (see :func:`activeseg.workspace.steps.check_dataset`)."""
+    suite's inputs (of the queried images only those outside the training pool: the suite checks no
+    more about them, and the pool grows every round), and the suite's own code (this package's
+    sources). The same fingerprint gives the same report, so a round whose data did not change reuses
+    the last one instead of importing Great Expectations again (see
+    :func:`activeseg.workspace.steps.check_dataset`)."""
     root = Path(root)
     files = [(p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
              for folder in DATA_FOLDERS if (root / folder).is_dir()
              for p in sorted((root / folder).rglob("*")) if p.is_file()]
     code = [sha256_file(p) for p in sorted(Path(__file__).parent.glob("*.py"))]
+    outside = sorted(set(queried_stems) - set((split or {}).get("train", [])))
     return sha256_text(canonical_json({
         "files": files, "classes": classes, "patch_side": patch_side, "split": split, "split_intact": split_intact,
-        "queried": sorted(set(queried_stems)), "slides": slides.model_dump(), "code": code}))
+        "queried_outside_train": outside, "slides": slides.model_dump(), "code": code}))
 
 
 def validate_dataset(root: str | Path, classes: int, patch_side: int, split: dict[str, list[str]] | None = None,
