@@ -54,7 +54,8 @@ def learning_curve_png(curve: list[tuple[float, float]], strategy: str, referenc
     ax.set_ylabel("test Dice")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # nothing to name before the first round closes
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=100)
