@@ -10,10 +10,10 @@ submitted batch that passed validation is only staged; an approval takes it in o
 that staged batch; otherwise, or when it says "not approved" (the staged batch is quarantined), the
 round waits again.
 
-With `oracle.kind: simulated` the worker plays the annotator: once the run is suspended it submits the
-ground truth through the same path as a person's batch (validated, uploaded, staged) and approves it
-(`activeseg.orchestration.rounds.answer_simulated`): the round really suspends and resumes, and no
-process is started for the annotator.
+With `oracle.kind: simulated` the worker plays the annotator: once the request is published it submits
+the ground truth through the same path as a person's batch (validated, uploaded, staged), and once the
+run is suspended it approves it (`activeseg.orchestration.rounds.answer_simulated`): the round really
+suspends and resumes, and no process is started for the annotator.
 
 The first step claims the campaign: a trigger that finds another round running or waiting ends at
 once in the state "Skipped" (recorded in the ledger), so a campaign never runs two rounds.
