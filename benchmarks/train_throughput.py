@@ -34,7 +34,9 @@ from activeseg.core.partition import Region
 from activeseg.core.synthetic import synthesize
 from activeseg.loop.oracle import reveal_from_ground_truth
 from activeseg.model.network import build_model, pick_device
-from activeseg.model.training import CropCentres, make_batch, segmentation_loss, train_model
+from activeseg.model.crops import CropCentres, make_batch
+from activeseg.model.losses import segmentation_loss
+from activeseg.model.training import train_model
 
 
 def config(args, devices: int) -> Config:

@@ -12,14 +12,8 @@ Smith & Topin 2019, with torch's defaults: ``lr/25`` -> ``lr`` at 30 % -> ``lr/(
 training ends after ``patience`` epochs in a row without a better validation Dice (0: never); the
 epoch with the best validation Dice is kept.
 
-**Crops.** A crop centre is a labeled pixel drawn uniformly over every labeled pixel of the training
-images (so an image or region contributes in proportion to its labeled pixels); with
-``foreground_oversample = f`` a fraction ``f`` of the crops is centred on a labeled foreground pixel
-(class > 0) instead. The (crop, crop) window is centred on that pixel and shifted inside the image.
-Per pixel, the weight is 1 where a human label is known, ``train.pseudo_weight`` where only a
-pseudo-label is, and 0 elsewhere. Loss = weighted cross entropy + ``dice_weight`` x (1 - soft Dice
-over the foreground classes, weighted the same way). Random flips and 90-degree rotations. CUDA with
-mixed precision when available, the same code on CPU.
+**Crops and loss**: :mod:`activeseg.model.crops` (centres, windows, weights, augmentation) and
+:mod:`activeseg.model.losses`. CUDA with mixed precision when available, the same code on CPU.
 
 **Several devices** (``train.devices: R`` > 1): PyTorch DistributedDataParallel in ``R`` processes started
 by ``torch.multiprocessing.spawn`` from inside this call (rendezvous through a file in a temporary folder;
@@ -52,16 +46,16 @@ import numpy as np
 import torch
 from torch import distributed as dist
 from torch import multiprocessing
-from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from activeseg.core.config import Config, TrainConfig
 from activeseg.core.data import Dataset
-from activeseg.model.inference import predict_mask, to_tensor
+from activeseg.model.crops import CropCentres, make_batch
+from activeseg.model.inference import predict_mask
 from activeseg.core.labels import LabelState
 from activeseg.metrics import dice
+from activeseg.model.losses import global_batch_loss
 from activeseg.model.network import EDConvNet, build_model, pick_device, save_checkpoint
-from activeseg.core.partition import Region, crop
 from activeseg.core.util import read_json, write_json
 from activeseg.model.tracking import RunLog
 
@@ -101,144 +95,6 @@ def lr_schedule(opt: torch.optim.Optimizer, train: TrainConfig, total_steps: int
     if train.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=train.lr, total_steps=total_steps)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / total_steps)))
-
-
-@dataclass
-class PixelPool:
-    """Pixels over several images, drawn uniformly: the flat indices of each image's pixels, concatenated."""
-
-    stems: list[str]
-    widths: list[int]
-    ends: np.ndarray  # (S,) cumulative pixel counts per image
-    flat: np.ndarray  # (P,) flat index of each pixel inside its image
-
-    @classmethod
-    def of(cls, masks: dict[str, np.ndarray]) -> PixelPool:
-        """The True pixels of ``masks`` ((H, W) bool per stem)."""
-        stems = [s for s, m in masks.items() if m.any()]
-        flats = [np.flatnonzero(masks[s]) for s in stems]
-        return cls(stems, [masks[s].shape[1] for s in stems], np.cumsum([len(f) for f in flats], dtype=np.int64),
-                   np.concatenate(flats) if flats else np.zeros(0, np.int64))
-
-    def __len__(self) -> int:
-        return int(self.ends[-1]) if len(self.ends) else 0
-
-    def draw(self, rng: np.random.Generator) -> tuple[str, int, int]:
-        """One pixel, each with probability 1 / len(self): (stem, y, x)."""
-        i = int(rng.integers(len(self)))
-        k = int(np.searchsorted(self.ends, i, side="right"))
-        y, x = divmod(int(self.flat[i]), self.widths[k])
-        return self.stems[k], y, x
-
-
-@dataclass
-class CropCentres:
-    """Where crops are centred: any labeled pixel, or (a fraction ``foreground_oversample`` of the
-    time) a labeled foreground pixel."""
-
-    labeled: PixelPool
-    foreground: PixelPool
-    foreground_oversample: float
-
-    @classmethod
-    def of(cls, state: LabelState, foreground_oversample: float) -> CropCentres:
-        labeled = {s: state.known[s] | state.pseudo_known[s] for s in state.shapes}
-        foreground = {s: np.where(state.known[s], state.labels[s], state.pseudo[s] * state.pseudo_known[s]) > 0
-                      for s in state.shapes}
-        return cls(PixelPool.of(labeled), PixelPool.of(foreground), foreground_oversample)
-
-    def draw(self, rng: np.random.Generator) -> tuple[str, int, int]:
-        oversample = self.foreground_oversample > 0 and len(self.foreground) > 0
-        if oversample and rng.random() < self.foreground_oversample:
-            return self.foreground.draw(rng)
-        return self.labeled.draw(rng)
-
-
-def sample_crop(state: LabelState, dataset: Dataset, centre: tuple[str, int, int], side: int,
-                pseudo_weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The (side, side) window centred on ``centre`` = (stem, y, x), shifted inside the image:
-    image (side, side, C), target and weight (side, side)."""
-    stem, cy, cx = centre
-    h, w = state.shapes[stem]
-    y0 = int(np.clip(cy - side // 2, 0, max(0, h - side)))
-    x0 = int(np.clip(cx - side // 2, 0, max(0, w - side)))
-    window = Region(stem, y0, x0, y0 + side, x0 + side)
-    known = crop(state.known[stem], window)
-    pseudo_known = crop(state.pseudo_known[stem], window) & ~known
-    target = np.where(known, crop(state.labels[stem], window), crop(state.pseudo[stem], window))
-    weight = known.astype(np.float32) + pseudo_weight * pseudo_known.astype(np.float32)
-    # mirror padding repeats pixels of small images; count each real pixel once
-    ys, xs = window.clipped(h, w)
-    weight[ys.stop - ys.start :, :] = 0
-    weight[:, xs.stop - xs.start :] = 0
-    return dataset.region_pixels(window), target, weight
-
-
-def augment(x: torch.Tensor, y: torch.Tensor, wgt: torch.Tensor, turns: int, flip: bool):
-    """``turns`` 90-degree rotations, then a horizontal flip if ``flip``, of image (C, H, W), target and
-    weight (H, W) alike."""
-    x, y, wgt = torch.rot90(x, turns, (1, 2)), torch.rot90(y, turns, (0, 1)), torch.rot90(wgt, turns, (0, 1))
-    if flip:
-        x, y, wgt = x.flip(2), y.flip(1), wgt.flip(1)
-    return x, y, wgt
-
-
-def make_batch(state: LabelState, dataset: Dataset, centres: CropCentres, cfg: Config, rng: np.random.Generator,
-               share: range | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Augmented crops of the samples ``share`` (default: all) of a global batch of ``train.batch_size``:
-    images (N, C, crop, crop), targets and weights (N, crop, crop). Every sample's centre, rotation and
-    flip are drawn from ``rng`` whether in the share or not, so processes with the same stream cut
-    disjoint parts of one batch."""
-    t = cfg.train
-    xs, ys, ws = [], [], []
-    for i in range(t.batch_size):
-        centre, turns, flip = centres.draw(rng), int(rng.integers(0, 4)), bool(rng.random() < 0.5)
-        if share is not None and i not in share:
-            continue
-        image, target, weight = sample_crop(state, dataset, centre, t.crop, t.pseudo_weight)
-        x, y, w = augment(to_tensor(image), torch.from_numpy(target.astype(np.int64)), torch.from_numpy(weight),
-                          turns, flip)
-        xs.append(x), ys.append(y), ws.append(w)
-    return torch.stack(xs), torch.stack(ys), torch.stack(ws)
-
-
-def loss_sums(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The sums the loss is made of, additive over samples: (2 + 2 (C - 1),) = weighted CE sum, weight
-    sum, soft-Dice intersections and denominators of classes 1..C-1. logits (N, C, H, W); target,
-    weight (N, H, W)."""
-    ce = (F.cross_entropy(logits, target, reduction="none") * weight).sum()
-    probs = torch.softmax(logits, dim=1)[:, 1:]
-    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
-    w = weight[:, None]
-    inter = (w * probs * onehot).sum(dim=(0, 2, 3))
-    denom = (w * probs).sum(dim=(0, 2, 3)) + (w * onehot).sum(dim=(0, 2, 3))
-    return torch.cat([ce[None], weight.sum()[None], inter, denom])
-
-
-def loss_of_sums(sums: torch.Tensor, dice_weight: float) -> torch.Tensor:
-    """Weighted CE + dice_weight x (1 - soft Dice) from :func:`loss_sums`."""
-    inter, denom = sums[2:].chunk(2)
-    soft_dice = ((2 * inter + 1.0) / (denom + 1.0)).mean()
-    return sums[0] / sums[1].clamp_min(1.0) + dice_weight * (1 - soft_dice)
-
-
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, dice_weight: float) -> torch.Tensor:
-    """Weighted CE + dice_weight x (1 - soft Dice). logits (N, C, H, W); target, weight (N, H, W)."""
-    return loss_of_sums(loss_sums(logits, target, weight), dice_weight)
-
-
-def global_batch_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, dice_weight: float,
-                      world: int) -> tuple[torch.Tensor, float]:
-    """(what to backpropagate, the loss of the global batch) for this process's share of it (shapes as
-    :func:`segmentation_loss`). The sums of every rank are all-reduced; only this rank's part carries a
-    gradient, scaled by ``world`` because DDP averages the gradients of the ranks: the averaged gradient
-    is that of the global batch's loss. With ``world`` 1 it is :func:`segmentation_loss`."""
-    sums = loss_sums(logits, target, weight)
-    total = sums.detach().clone()
-    if world > 1:
-        dist.all_reduce(total)
-    loss = loss_of_sums(sums - sums.detach() + total, dice_weight)
-    return world * loss, loss.item()
 
 
 def mean_foreground_dice(pred: np.ndarray, gt: np.ndarray, classes: int) -> float:

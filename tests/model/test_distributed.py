@@ -13,8 +13,9 @@ from activeseg.core.partition import Region
 from activeseg.loop.oracle import reveal_from_ground_truth
 from activeseg.model.network import load_checkpoint
 from activeseg.model.tracking import RunLog
-from activeseg.model.training import (CropCentres, distributed_backend, global_batch_loss, loss_of_sums, loss_sums,
-                                      make_batch, segmentation_loss, train_model, validation_dice)
+from activeseg.model.crops import CropCentres, make_batch
+from activeseg.model.losses import global_batch_loss, loss_of_sums, loss_sums, segmentation_loss
+from activeseg.model.training import (distributed_backend, train_model, validation_dice)
 
 from tests.conftest import TINY
 

@@ -9,8 +9,9 @@ from activeseg.core.labels import LabelState
 from activeseg.model.network import load_checkpoint
 from activeseg.loop.oracle import reveal_from_ground_truth
 from activeseg.core.partition import Region
-from activeseg.model.training import (CropCentres, lr_schedule, planned_steps, sample_crop, segmentation_loss,
-                                      should_stop, train_model)
+from activeseg.model.crops import CropCentres, sample_crop
+from activeseg.model.losses import segmentation_loss
+from activeseg.model.training import (lr_schedule, planned_steps, should_stop, train_model)
 
 
 def test_loss_is_small_for_a_confident_correct_prediction_and_ignores_unknown_pixels():
