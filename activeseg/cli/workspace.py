@@ -112,7 +112,7 @@ def _staged(staged: dict[str, Any] | None) -> str:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from activeseg.workspace.ledger import summary, to_csv
+    from activeseg.workspace.ledger_text import summary, to_csv
 
     ws = _workspace(args)
     if args.action == "verify":

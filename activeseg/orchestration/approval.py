@@ -12,7 +12,7 @@ from activeseg.orchestration import workers
 from activeseg.orchestration.engine import RunEngine, RunState
 from activeseg.orchestration.guard import Claim, RoundError, read_claim
 from activeseg.workspace import Workspace
-from activeseg.workspace import ledger as ledger_module
+from activeseg.workspace import ledger_text
 from activeseg.workspace.ledger import Event
 
 
@@ -115,7 +115,7 @@ def describe(event: Event, sample: str | None = None) -> str:
                 + (f", flow run {d['flow_run_id']}" if d["flow_run_id"] else ", by hand"))
     if event.type == "round_skipped":
         return f"{d['trigger']} trigger, flow run {d['flow_run_id']}: {d['reason']}"
-    return ledger_module.summary(event, sample)
+    return ledger_text.summary(event, sample)
 
 
 def _settle(run_id: UUID, timeout: float = 30.0) -> None:

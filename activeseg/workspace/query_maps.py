@@ -36,19 +36,15 @@ def context_region(region: Region, dataset: Dataset) -> Region:
 def save_query_maps(cfg: Config, dataset: Dataset, regions: list[Region], checkpoint: Path, path: Path,
                     seed: int) -> Path:
     """Write the maps of ``regions`` (see the module docstring) with the model at ``checkpoint`` to ``path``;
-    the dropout masks are drawn from ``seed``, so the same query writes the same file."""
-    import torch
-
+    the dropout masks are drawn from (``seed``, region id), so the same query writes the same file."""
     from activeseg.model.inference import mc_dropout_scores
     from activeseg.model.network import load_checkpoint, pick_device
 
     device = pick_device(cfg.train.device, cfg.train.threads)
     model, _ = load_checkpoint(checkpoint, device)
     crops = [context_region(r, dataset) for r in regions]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        scores = mc_dropout_scores(model, dataset, crops, cfg.query.mc_passes, cfg.query.batch_size, device,
-                                   keep_maps={c.id for c in crops})
+    scores = mc_dropout_scores(model, dataset, crops, cfg.query.mc_passes, cfg.query.batch_size, device,
+                               keep_maps={c.id for c in crops}, seed=seed)
     arrays = {}
     for region, context in zip(regions, crops):
         kept = scores.maps[context.id]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from activeseg.workspace.ledger import GENESIS, Ledger, LedgerError, region_stem, to_csv
+from activeseg.workspace.ledger import GENESIS, Ledger, LedgerError, region_stem
+from activeseg.workspace.ledger_text import to_csv
 from activeseg.core.util import canonical_json
 
 

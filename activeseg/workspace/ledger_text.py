@@ -1,0 +1,57 @@
+"""How ledger events read: one human line per event for the audit table (:func:`summary`) and the CSV
+export of ``activeseg audit --csv`` (:func:`to_csv`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from activeseg.core.util import canonical_json
+from activeseg.workspace.ledger import Event
+
+
+def to_csv(events: list[Event]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["seq", "time", "round", "type", "actor", "data", "hash"])
+    for e in events:
+        writer.writerow([e.seq, e.time, e.round, e.type, e.actor, canonical_json(e.data), e.hash])
+    return out.getvalue()
+
+
+def summary(event: Event, sample: str | None = None) -> str:
+    """One human line for the audit table; with ``sample``, that region's score and cost where known."""
+    d = event.data
+    short = lambda h: (h or "-")[:12]  # noqa: E731
+    if event.type == "queried":
+        text = (f"strategy {d['strategy']}, {len(d['regions'])} regions, model {short(d['checkpoint_sha256'])}, "
+                f"mlflow run {d.get('mlflow_run_id') or '-'}")
+        if sample in d["regions"]:
+            i = d["regions"].index(sample)
+            text += f"; score {d['scores'][i]:.6g}, cost {d['costs'][i]} px"
+        return text
+    if event.type in ("labels_received", "labels_submitted"):
+        return (f"annotator {d['annotator']}, batch {short(d['batch_sha256'])}, {d['files']} files"
+                + (f", replaces batch {short(d['replaces'])}" if d.get("replaces") else ""))
+    if event.type == "batch_rejected":
+        return f"by {d['by']}: " + "; ".join(d["reasons"][:3]) + (" ..." if len(d["reasons"]) > 3 else "")
+    if event.type == "labels_committed":
+        return f"annotator {d['annotator']}, {len(d['regions'])} regions, commit {short(d['commit'])}"
+    if event.type == "labels_revoked":
+        back = f"; back in round {d['returned_to']}'s request" if d.get("returned_to") is not None else ""
+        return (f"by {d['by']}: {d['reason']}; {len(d['regions'])} regions of batch {short(d['batch_sha256'])} "
+                f"from {d['annotator']}, {d['revoked_pixels']} px no longer known{back}")
+    if event.type == "pseudo_labeled":
+        return f"{len(d['regions'])} regions pseudo-labeled by model {short(d['model'])}"
+    if event.type == "round_evaluated":
+        return ", ".join(f"{k} {v:.4f}" for k, v in d["metrics"].items() if isinstance(v, float))
+    if event.type == "request_published":
+        return f"{len(d['regions'])} regions at {d['store']}/{d['manifest']}"
+    if event.type == "split_frozen":
+        return ", ".join(f"{k} {len(v)}" for k, v in d["split"].items())
+    if event.type == "dataset_registered":
+        slides = f", {d['slides']} slides" if d.get("slides") else ""
+        return f"{d['images']} images{slides}, {d['classes']} classes, from {d['source']}"
+    if event.type == "round_started":
+        return f"strategy {d['strategy']}"
+    return canonical_json(d)
