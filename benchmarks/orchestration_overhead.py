@@ -1,4 +1,4 @@
-"""Orchestration overhead per round, on the demo settings with the simulated annotator.
+"""Orchestration overhead per round, on the demo settings (or a params file's) with the simulated annotator.
 
 The same rounds (same data, split, initial labels, seeds) are run three ways:
 
@@ -10,20 +10,25 @@ The same rounds (same data, split, initial labels, seeds) are run three ways:
    labels, suspends until the worker approves them, then resumes (what `make demo` does). A round's
    wall time runs from its run being scheduled to Completed; "in tasks" is the time its executed tasks
    took, the rest is Prefect's own (process starts, polling, state changes, the suspension round trip).
+   The worker is started, and its fork server has done its imports, before the first round is timed
+   (a once-per-worker cost, printed on its own).
 
 The fixed overhead per round (the last line) is the mean wall time per round of the Prefect path minus
-that of the bare compute. Overhead = (time per round - compute per round) / compute per round, in wall time (what a user waits;
-noisy on a shared machine) and in CPU time of every process involved (server, worker, flow runs,
+that of the bare compute. Overhead = (time per round - compute per round) / compute per round, in wall
+time (what a user waits; noisy on a shared machine) and in CPU time of every process involved (server, worker, flow runs,
 subprocesses; steadier). Every process computes with one thread (OMP_NUM_THREADS=1 unless set): with
 two, torch's threads spin while they wait for each other and CPU time grows with the machine's load.
 Run from the repository root:
 
     .venv/bin/python benchmarks/orchestration_overhead.py [--rounds 3] [--set key=value ...]
+    .venv/bin/python benchmarks/orchestration_overhead.py --params benchmarks/params/isbi-patch.yaml \
+        --set tracking.mlflow=true     # the ISBI patch settings of docs/benchmarks.md (benchmarks/prepare_isbi.py)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import functools
 import os
 import resource
@@ -36,12 +41,14 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one compute thread per process, here and in every
     os.environ.setdefault(_name, "1")                  # flow run: CPU times then do not depend on other load
 
 from activeseg.cli.demo import DEMO_SETTINGS  # noqa: E402
-from activeseg.core.config import Config  # noqa: E402
+from activeseg.core.config import Config, load_config  # noqa: E402
 from activeseg.workspace.workspace import Workspace  # noqa: E402
 
 SPENT: dict[str, float] = defaultdict(float)
@@ -92,6 +99,14 @@ def process_cpu(pid: int) -> float:
     """CPU seconds of a live process and of its children it has reaped (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a live process and of every live descendant (the worker's fork server, whose
+    reaped children are the flow runs), each with the children it has reaped."""
+    from activeseg.orchestration import processes
+
+    return sum(process_cpu(p) for p in [pid, *processes.descendants(pid)])
 
 
 def compute_rounds(cfg: Config, root: Path, rounds: int) -> list[tuple[float, float]]:
@@ -147,27 +162,33 @@ def prefect_rounds(root: Path, rounds: int) -> tuple[list[dict[str, float]], dic
     """Per round under Prefect: wall time, time inside executed tasks, the rest; and the CPU seconds
     that the server, the worker with its flow-run processes and this process used during the rounds,
     by process."""
-    from activeseg.orchestration import processes, server, workers
+    from activeseg.orchestration import server, workers
     from activeseg.orchestration.engine import wait_for
     from activeseg.orchestration.names import CAMPAIGN_FLOW, deployment_name
     from flows import worker
     from flows.engine import PrefectEngine, connect
+    from flows.forkserver import READY
 
     os.environ.pop("PREFECT_API_URL", None)
     engine = PrefectEngine()
     with connect(root, say=lambda _: None) as srv:
         try:
+            since = time.perf_counter()
             started = worker.start(root, poll_seconds=1)
+            while READY not in started.log.read_text() and time.perf_counter() - since < 300:
+                time.sleep(0.2)  # the fork server's imports: once per worker, not part of a round
+            print(f"worker started, its flow runs' process warm, in {time.perf_counter() - since:.1f} s")
             pids = {"server": srv.pid, "worker and its flow runs": started.pid}
-            cpu = {name: process_cpu(pid) for name, pid in pids.items()} | {"this process": time.process_time()}
+            cpu = {name: tree_cpu(pid) for name, pid in pids.items()} | {"this process": time.process_time()}
             run_id = engine.start(deployment_name(CAMPAIGN_FLOW, root), {"workspace": str(root), "rounds": rounds})
             state = wait_for(engine, run_id, lambda s: s.final, timeout=3600)
             if state.type != "COMPLETED":
                 raise RuntimeError(f"the campaign ended {state.name}: {state.message}")
             deadline = time.monotonic() + 30
-            while processes.descendants(started.pid) and time.monotonic() < deadline:
-                time.sleep(0.2)  # let the last flow-run process exit and be reaped
-            used = {name: process_cpu(pid) for name, pid in pids.items()} | {"this process": time.process_time()}
+            runs = [UUID(f.stem) for f in (server.prefect_home(root) / workers.RUNS_DIR).glob("*.pid")]
+            while any(workers.run_processes(root, r) for r in runs) and time.monotonic() < deadline:
+                time.sleep(0.2)  # let the last flow-run processes exit and be reaped
+            used = {name: tree_cpu(pid) for name, pid in pids.items()} | {"this process": time.process_time()}
             cpu = {name: used[name] - cpu[name] for name in cpu}
             times = [_round_times(engine, event.data["flow_run_id"])
                      for event in Workspace.open(root).ledger.events(type="labels_approved")]
@@ -197,22 +218,42 @@ def _seconds(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
+def settings_from(params: Path | None) -> tuple[str, list[str]]:
+    """(dataset, KEY=VALUE settings): the demo's, or every key of a params file (its ``data.dataset`` as
+    the dataset; ``rounds`` left to ``--rounds``)."""
+    if params is None:
+        return "synthetic", list(DEMO_SETTINGS)
+    given = load_config(params).flat()
+    written = _keys(yaml.safe_load(params.read_text()) or {})
+    dataset = str(given["data.dataset"]) if "data.dataset" in written else "synthetic"
+    return dataset, [f"{key}={json.dumps(given[key])}" for key in written if key not in ("rounds", "data.dataset")]
+
+
+def _keys(section: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys a params file sets."""
+    return [name for key, value in section.items()
+            for name in (_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--params", type=Path, help="settings from this params file (its data.dataset too) "
+                        "instead of the demo's, e.g. benchmarks/params/isbi-patch.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     args = parser.parse_args()
-    settings = [*DEMO_SETTINGS, "oracle.kind=simulated", *args.overrides]
-    print(f"demo settings: {' '.join(settings)}; {args.rounds} rounds; {os.cpu_count()} CPUs, "
+    dataset, settings = settings_from(args.params)
+    settings = [*settings, "oracle.kind=simulated", *args.overrides]
+    print(f"dataset {dataset}, settings: {' '.join(settings)}; {args.rounds} rounds; {os.cpu_count()} CPUs, "
           f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
-        direct = Workspace.init(Path(tmp) / "direct", "synthetic", overrides=settings)
+        direct = Workspace.init(Path(tmp) / "direct", dataset, overrides=settings)
         compute = compute_rounds(direct.cfg, direct.root, args.rounds)
         instrument()
         steps = workspace_rounds(direct.root, args.rounds)
         spent = dict(SPENT)
         orchestrated, cpu_by_process = prefect_rounds(
-            Workspace.init(Path(tmp) / "prefect", "synthetic", overrides=settings).root, args.rounds)
+            Workspace.init(Path(tmp) / "prefect", dataset, overrides=settings).root, args.rounds)
 
     base = statistics.mean(c for c, _ in compute)
     print(f"\nwall seconds\n{'round':>5} {'compute':>9} {'workspace':>10} {'Prefect wall':>13} {'in tasks':>9} "

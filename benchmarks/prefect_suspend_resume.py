@@ -51,7 +51,7 @@ def one_round(workspace: Path, counter_dir: Path, restart: bool, poll_seconds: f
     running = time.perf_counter() - start
     wait(run_id, {"Suspended"})
     suspended = time.perf_counter() - start
-    while workers.run_processes(run_id):
+    while workers.run_processes(workspace, run_id):
         time.sleep(0.05)
     released = time.perf_counter() - start
     if restart:

@@ -1,6 +1,7 @@
 """The worker of a campaign workspace: serves its two deployments (the round, with the params'
-`schedule.cron`, and the campaign) and executes their runs, each in a process of its own. This module
-is the one place that starts a worker.
+`schedule.cron`, and the campaign) and executes their runs, each in a process of its own, forked from a
+warm one that imported what a round needs once (`flows.forkserver`). This module is the one place that
+starts a worker.
 
 On start it retries the campaign's round run if a worker died under it (`rounds.recover`); while it
 runs it restarts the local Prefect server when it stops answering and retries a round run lost to a
@@ -19,6 +20,7 @@ working directory.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextvars
 import importlib
 import itertools
@@ -29,17 +31,21 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from prefect import Flow, serve as prefect_serve
+from prefect import Flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.deployments.runner import RunnerDeployment
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, TerminationSignal
+from prefect.runner import Runner
 from prefect.types.entrypoint import EntrypointType
 
 from activeseg.core.config import load_config
 from activeseg.orchestration import rounds, server, workers
 from activeseg.orchestration.names import campaign_name
+from activeseg.workspace.validation.suite import warm_up
 from flows.engine import PrefectEngine, connect
+from flows.forkserver import fork_flow_runs
 
 FLOWS = (("flows.al_round:al_round", True), ("flows.campaign:campaign", False))
 """The campaign's flows: (flow, whether the params' schedule applies to it)."""
@@ -63,34 +69,50 @@ def load_flow(ref: str) -> Flow:
 def deployments(root: Path, flow_refs: Sequence[str] = (), name: str | None = None) -> list[RunnerDeployment]:
     """The campaign's deployments, named after it, with the workspace as their default parameter; or,
     with `flow_refs`, those flows' deployments named `name`, without a schedule or parameters."""
+    return [load_flow(ref).to_deployment(**options, entrypoint_type=EntrypointType.MODULE_PATH)
+            for ref, options in _flows(root, flow_refs, name)]
+
+
+def _flows(root: Path, flow_refs: Sequence[str], name: str | None) -> list[tuple[str, dict[str, Any]]]:
+    """(flow, its deployment's name, schedule and parameters) for `deployments`."""
     if flow_refs:
-        return [_deployment(ref, name or campaign_name(root)) for ref in flow_refs]
+        return [(ref, {"name": name or campaign_name(root)}) for ref in flow_refs]
     root = Path(root).resolve()
     cron = load_config(root / "params.yaml").schedule.cron
-    return [_deployment(ref, campaign_name(root), cron=cron if scheduled else None, parameters={"workspace": str(root)})
-            for ref, scheduled in FLOWS]
+    return [(ref, {"name": campaign_name(root), "cron": cron if scheduled else None,
+                   "parameters": {"workspace": str(root)}}) for ref, scheduled in FLOWS]
 
 
 def serve(root: Path, flow_refs: Sequence[str] = (), name: str | None = None, *,
           poll_seconds: float = POLL_SECONDS) -> None:
-    """Serve the deployments in this process until SIGTERM/SIGINT. The schedule is not paused when the
-    worker stops, so a restarted worker carries on."""
+    """Serve the deployments in this process until SIGTERM/SIGINT, each run in a process forked from a
+    warm one (`flows.forkserver`). The schedule is not paused when the worker stops, so a restarted
+    worker carries on."""
     with connect(root) as srv:
         os.environ.update(server.client_env(root, srv))  # inherited by the flow-run processes
         retried = rounds.recover(PrefectEngine(), root)
         if retried:
             print(retried, flush=True)
         context = contextvars.copy_context()  # the settings `connect` chose, in the thread too
-        threading.Thread(target=context.run, args=(_tend, root, srv.url), daemon=True, name="tend").start()
-        prefect_serve(*deployments(root, flow_refs, name), pause_on_shutdown=False, print_starting_message=False,
-                      query_seconds=poll_seconds)
+        simulated = not flow_refs and load_config(root / "params.yaml").oracle.kind == "simulated"
+        threading.Thread(target=context.run, args=(_tend, root, srv.url, simulated), daemon=True, name="tend").start()
+        runner = Runner(pause_on_shutdown=False, query_seconds=poll_seconds)
+        for ref, options in _flows(root, flow_refs, name):
+            runner.add_flow(load_flow(ref), **options, entrypoint_type=EntrypointType.MODULE_PATH)
+        fork_flow_runs(root)
+        try:
+            asyncio.run(runner.start())
+        except (KeyboardInterrupt, TerminationSignal):
+            print("worker stopped", flush=True)
 
 
-def _tend(root: Path, url: str) -> None:
+def _tend(root: Path, url: str, simulated: bool) -> None:
     """Every `TEND_SECONDS`, `rounds.tend`: restart the local server if it died, retry a lost round run;
     every `ANSWER_SECONDS`, `rounds.answer_simulated`: label and approve a round waiting for the simulated
-    annotator."""
+    annotator (whose validation is warmed up first)."""
     engine = PrefectEngine()
+    if simulated:
+        warm_up()  # the annotator's batches are validated here: Great Expectations imported before round 1
     for tick in itertools.count(1):
         time.sleep(ANSWER_SECONDS)
         try:
@@ -124,14 +146,6 @@ def start(root: Path, flow_refs: Sequence[str] = (), name: str | None = None, *,
                                        f"(see {worker.log})")
                 time.sleep(0.5)
     return worker
-
-
-def _deployment(ref: str, name: str, *, cron: str | None = None,
-                parameters: Mapping[str, object] | None = None) -> RunnerDeployment:
-    """The deployment `name` of the flow `ref`, with a module-path entrypoint; `cron`: a schedule
-    (standard 5-field cron, UTC)."""
-    return load_flow(ref).to_deployment(name=name, cron=cron, parameters=dict(parameters or {}),
-                                        entrypoint_type=EntrypointType.MODULE_PATH)
 
 
 def _registered(client: SyncPrefectClient, name: str, since: datetime | None) -> bool:

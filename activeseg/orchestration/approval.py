@@ -4,6 +4,7 @@ directly for a round run by hand), and how the orchestration's ledger events rea
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -65,7 +66,7 @@ def approve(engine: RunEngine | None, ws: Workspace, round_number: int, by: str,
     batch = record.staged or record.labels_accepted
     if batch is None:
         raise RoundError(_no_batch_message(ws, round_number))
-    _settle(claim.run_id)
+    _settle(ws.root, claim.run_id)
     engine.resume(claim.run_id, {"approved": True, "approver": by, "comment": comment,
                                  "batch_hash": batch.batch_sha256})
     return {"round": round_number, "flow_run_id": claim.flow_run_id, "approver": by, "comment": comment,
@@ -118,10 +119,10 @@ def describe(event: Event, sample: str | None = None) -> str:
     return ledger_text.summary(event, sample)
 
 
-def _settle(run_id: UUID, timeout: float = 30.0) -> None:
+def _settle(root: Path, run_id: UUID, timeout: float = 30.0) -> None:
     """Wait for the suspended run's process on this machine to exit (about a second after suspension)."""
     deadline = time.monotonic() + timeout
-    while workers.run_processes(run_id) and time.monotonic() < deadline:
+    while workers.run_processes(root, run_id) and time.monotonic() < deadline:
         time.sleep(0.2)
 
 

@@ -59,6 +59,15 @@ def alive(pid: int) -> bool:
         return not Path("/proc/self").exists()
 
 
+def start_time(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (tells it from a later process given the same
+    pid); None when there is no such process."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
 def read_pid(pid_file: Path) -> int | None:
     """The live process recorded in `pid_file`, or None; a stale pid file is removed."""
     try:

@@ -69,9 +69,8 @@ def wait_for_round(engine: RunEngine, run_id: UUID, *, until_final: bool, timeou
 def recover(engine: RunEngine, root: Path, grace_seconds: float = 0.0) -> str | None:
     """Retry the campaign's round run when a worker died under it; what was done, or None.
 
-    A run whose process is gone while the server still has it Running (the worker and the run's
-    process were killed), that Crashed (the worker alone was killed: its run's process exits and
-    Prefect marks the run Crashed), that the last worker cancelled when it stopped, or that failed
+    A run whose process is gone while the server still has it Running (the run's process was killed),
+    that Crashed (its process ended in a way Prefect saw), that the last worker cancelled when it stopped, or that failed
     because the server did not answer (down longer than the client's retries), is set to AwaitingRetry: a worker runs it again from the top, finished steps come back from their persisted
     results. Call when a worker starts, and while it runs (`tend`) with `grace_seconds`: a run counts
     as having lost its process only that long after it entered its state (a worker sets Pending just
@@ -84,13 +83,13 @@ def recover(engine: RunEngine, root: Path, grace_seconds: float = 0.0) -> str | 
         return None
     settled = (datetime.now(timezone.utc) - state.since).total_seconds() >= grace_seconds
     orphan = (state.type in {"PENDING", "RUNNING", "CANCELLING"} and settled
-              and not workers.run_processes(claim.run_id))
+              and not workers.run_processes(root, claim.run_id))
     crashed = state.type == "CRASHED"
     stopped = state.type == "CANCELLED" and state.message == SHUTDOWN_MESSAGE
     lost = state.type == "FAILED" and any(error in (state.message or "") for error in SERVER_LOST)
     if not (orphan or crashed or stopped or lost):
         return None
-    why = ("its worker was killed" if orphan or crashed else "its worker stopped" if stopped
+    why = ("its process was killed" if orphan or crashed else "its worker stopped" if stopped
            else "the Prefect server did not answer")
     engine.retry(claim.run_id, f"retried: {why} while it ran")
     return f"round {claim.round_number}: flow run {claim.flow_run_id} was {state.name} ({why}); it runs again"

@@ -17,8 +17,9 @@ from uuid import UUID
 from activeseg.orchestration import processes, server
 from activeseg.orchestration.engine import RunEngine
 
-FLOW_RUN_ID_ENV = "PREFECT__FLOW_RUN_ID"
-"""Set by the engine in the environment of every process that executes a flow run."""
+RUNS_DIR = "runs"
+"""Under the Prefect home: one file per flow-run process a worker started, ``<flow run id>.pid``
+(its pid and start time)."""
 
 
 @dataclass(frozen=True)
@@ -61,24 +62,39 @@ def stop(engine: RunEngine, root: Path, *, timeout: float = 20.0, settle_seconds
     pid = worker_pid(root)
     if pid is None:
         return False
-    _let_settled_runs_exit(engine, pid, settle_seconds)
+    _let_settled_runs_exit(engine, root, settle_seconds)
     processes.stop(pid, timeout=timeout)
     pid_file(root).unlink(missing_ok=True)
     return True
 
 
-def run_processes(run_id: UUID) -> list[int]:
-    """The live processes on this machine that execute the flow run; empty once the run is suspended
-    and its process has exited."""
-    return processes.with_env(FLOW_RUN_ID_ENV, str(run_id))
+def record_run_process(root: Path, run_id: UUID, pid: int) -> None:
+    """Record that process `pid` executes the flow run (called by the worker that started it: the process
+    is forked from a warm one, so its environment does not name the run)."""
+    folder = server.prefect_home(root) / RUNS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{run_id}.pid").write_text(f"{pid} {processes.start_time(pid)}\n")
 
 
-def _let_settled_runs_exit(engine: RunEngine, worker: int, settle_seconds: float) -> None:
+def run_processes(root: Path, run_id: UUID) -> list[int]:
+    """The live processes on this machine that execute the flow run (as its worker recorded them; a
+    recorded pid now used by another process does not count); empty once the run is suspended and its
+    process has exited."""
+    try:
+        pid, started = (int(v) for v in (server.prefect_home(root) / RUNS_DIR / f"{run_id}.pid").read_text().split())
+    except (FileNotFoundError, ValueError):
+        return []
+    return [pid] if processes.alive(pid) and processes.start_time(pid) == started else []
+
+
+def _let_settled_runs_exit(engine: RunEngine, root: Path, settle_seconds: float) -> None:
     deadline = time.monotonic() + settle_seconds
-    for pid in processes.descendants(worker):
-        run_id = processes.environ(pid).get(FLOW_RUN_ID_ENV)
-        state = engine.state(UUID(run_id)) if run_id else None
+    for file in (server.prefect_home(root) / RUNS_DIR).glob("*.pid"):
+        run_id = UUID(file.stem)
+        if not run_processes(root, run_id):
+            continue
+        state = engine.state(run_id)
         if state is None or not (state.suspended or state.final):
             continue
-        while processes.alive(pid) and time.monotonic() < deadline:
+        while run_processes(root, run_id) and time.monotonic() < deadline:
             time.sleep(0.1)

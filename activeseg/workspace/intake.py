@@ -299,7 +299,7 @@ def commit_labels(ws: WorkspaceCore, record: RoundRecord, annotator: str, digest
     n, regions = record.round, record.requested()
     targets = label_targets(record)
     if n > 0:
-        ws.dvc("add", "-q", *targets)
+        ws.vcs.track(*targets)
         ws.ledger.export_jsonl(ws.root / "ledger.jsonl")
         ws.vcs.commit(f"round {n}: labels from {annotator} ({len(regions)} masks, batch {digest[:12]})")
     commit = ws.git("log", "-1", "--format=%H", "--", f"{targets[0]}.dvc").strip()

@@ -120,7 +120,7 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
 
     assert workers.stop(ENGINE, root)
     assert not processes.alive(first.pid)
-    assert workers.run_processes(run_id) == []
+    assert workers.run_processes(root, run_id) == []
     assert ENGINE.state(run_id).suspended
 
     code, out = cli(capsys, "approve", "--round", "1", "--by", "pi", "--workspace", str(root))
@@ -250,7 +250,7 @@ def test_worker_killed_mid_training_the_retried_run_repeats_no_finished_step(cam
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while workers.run_processes(run_id) or processes.alive(pid):
+    while workers.run_processes(root, run_id) or processes.alive(pid):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert ENGINE.state(run_id).type == "RUNNING"  # what the server still believes

@@ -136,7 +136,7 @@ def kill_at(root: Path, run_id: UUID, point: Point, timeout: float = 300) -> boo
         now = time.monotonic()
         assert now < deadline, task_states(run_id)
         if now - refreshed > (0.2 if not runs else 2.0):  # scanning /proc takes a while: rarely once found
-            runs = workers.run_processes(run_id)
+            runs = workers.run_processes(root, run_id)
             victims = [*runs, *(p for r in runs for p in processes.descendants(r))]
             refreshed = time.monotonic()
         if runs and point(runs):
@@ -151,7 +151,7 @@ def kill_at(root: Path, run_id: UUID, point: Point, timeout: float = 300) -> boo
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while workers.run_processes(run_id) or processes.alive(worker) or any(processes.alive(v) for v in victims):
+    while workers.run_processes(root, run_id) or processes.alive(worker) or any(processes.alive(v) for v in victims):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     return True

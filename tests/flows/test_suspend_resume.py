@@ -5,6 +5,7 @@ stopped, resumes with validated input on a new worker, and does not repeat finis
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -51,10 +52,21 @@ def test_suspended_run_survives_worker_restart_and_resumes_once(workspace: Path,
     assert executions(counter_dir, "prepare") == ["ran"]
     assert executions(counter_dir, "finish") == []
 
+    # the run's process was forked from the worker's warm process (torch imported there, not by the
+    # flow), which is the worker's child; the worker recorded it
+    pid, parent, warm = executions(counter_dir, "process")[0].split()
+    assert warm == "True" and int(parent) != first.pid and int(parent) in processes.descendants(first.pid)
+    recorded = (workspace / ".prefect" / workers.RUNS_DIR / f"{run_id}.pid").read_text().split()
+    assert recorded[0] == pid
+    deadline = time.monotonic() + 30
+    while workers.run_processes(workspace, run_id):  # it exits about a second after it suspended
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
     assert workers.stop(ENGINE, workspace)
     assert workers.worker_pid(workspace) is None
     assert not processes.alive(first.pid)
-    assert workers.run_processes(run_id) == []
+    assert workers.run_processes(workspace, run_id) == []
     assert ENGINE.state(run_id).name == "Suspended"
 
     with pytest.raises(ResumeError, match="'batch_hash' is a required property"):

@@ -21,8 +21,8 @@ ABORTED = "Execution was aborted by Python system exit call."
 
 
 @pytest.mark.parametrize("type, name, message, why", [
-    ("RUNNING", "Running", None, "its worker was killed"),  # worker and run process killed together
-    ("CRASHED", "Crashed", ABORTED, "its worker was killed"),  # the worker alone: its run's process exits
+    ("RUNNING", "Running", None, "its process was killed"),  # worker and run process killed together
+    ("CRASHED", "Crashed", ABORTED, "its process was killed"),  # the run's process ended, Prefect saw it
     ("CANCELLED", "Cancelled", rounds.SHUTDOWN_MESSAGE, "its worker stopped"),
     ("FAILED", "Failed", "Flow run encountered an exception: ConnectError: [Errno 111] Connection refused",
      "the Prefect server did not answer"),  # down longer than the client retries
@@ -69,7 +69,7 @@ def test_while_a_worker_runs_a_run_counts_as_lost_only_after_the_grace_period(tm
     assert rounds.recover(engine, ws.root, grace_seconds=30) is None
     old = engine.state(run_id)
     engine.states[run_id][-1] = old.__class__(run_id, "PENDING", "Pending", None, old.since - timedelta(seconds=31))
-    assert rounds.recover(engine, ws.root, grace_seconds=30).endswith("was Pending (its worker was killed); it runs again")
+    assert rounds.recover(engine, ws.root, grace_seconds=30).endswith("was Pending (its process was killed); it runs again")
 
 
 def simulated_workspace(root: Path, kind: str, staged: bool) -> SimpleNamespace:

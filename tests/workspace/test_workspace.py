@@ -175,6 +175,11 @@ def test_steps_refuse_the_wrong_order(ws: Workspace) -> None:
         ws.ingest(1)
     with pytest.raises(WorkspaceError, match="rounds start at 1"):
         ws.train(0)
+    # DVC's own refusals, through its Python API, name the command and the workspace
+    with pytest.raises(WorkspaceError, match=r"dvc add failed in .*\n.*no-such-folder"):
+        ws.vcs.track("no-such-folder")
+    with pytest.raises(WorkspaceError, match=r"dvc commit failed in .*\n.*no-such-stage"):
+        ws.vcs.stage_done("no-such-stage")
 
 
 def damage(kind: str, ws: Workspace, folder: Path) -> str:

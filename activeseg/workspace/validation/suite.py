@@ -78,6 +78,13 @@ class ValidationFailed(ValueError):
 _CONTEXT = None
 
 
+def warm_up() -> None:
+    """Import Great Expectations and create this process's context now (seconds), so that a long-lived
+    process that validates batches later (a worker playing the simulated annotator) does not pay for it
+    in the middle of a round."""
+    _context()
+
+
 def _context():
     """One ephemeral GX context per process, without progress bars."""
     global _CONTEXT
