@@ -33,7 +33,7 @@ ROWS: list[tuple[str, str, list[str], bool]] = [
                     "evaluate-dvc-push", "evaluate-commit-no-tag")],
     ("worker killed mid-training (Prefect)", "retried run repeats no finished step",
      ["tests/flows/test_al_round.py::test_worker_killed_mid_training_the_retried_run_repeats_no_finished_step"], True),
-    ("worker killed alone (run Crashed)", "next worker recovers the run; stop rule refuses round start",
+    ("worker killed alone", "its run carries on, the next worker resumes it, no step twice; stop rule refuses round start",
      ["tests/flows/test_worker_recovery.py"], True),
     ("suspended round, worker restarted", "no process held while waiting; resumes on a new worker",
      ["tests/flows/test_al_round.py::test_round_suspends_holds_no_process_and_resumes_on_a_new_worker"], True),
