@@ -35,7 +35,6 @@ from typing import Any
 
 from prefect import Flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectNotFound, TerminationSignal
 from prefect.runner import Runner
 from prefect.types.entrypoint import EntrypointType
@@ -66,15 +65,10 @@ def load_flow(ref: str) -> Flow:
     return flow
 
 
-def deployments(root: Path, flow_refs: Sequence[str] = (), name: str | None = None) -> list[RunnerDeployment]:
-    """The campaign's deployments, named after it, with the workspace as their default parameter; or,
-    with `flow_refs`, those flows' deployments named `name`, without a schedule or parameters."""
-    return [load_flow(ref).to_deployment(**options, entrypoint_type=EntrypointType.MODULE_PATH)
-            for ref, options in _flows(root, flow_refs, name)]
-
-
-def _flows(root: Path, flow_refs: Sequence[str], name: str | None) -> list[tuple[str, dict[str, Any]]]:
-    """(flow, its deployment's name, schedule and parameters) for `deployments`."""
+def deployments(root: Path, flow_refs: Sequence[str], name: str | None) -> list[tuple[str, dict[str, Any]]]:
+    """The deployments to serve, as (flow, options of `Runner.add_flow`): the campaign's, named after it,
+    with the params' schedule and the workspace as their default parameter; or, with `flow_refs`, those
+    flows' deployments named `name`, without a schedule or parameters."""
     if flow_refs:
         return [(ref, {"name": name or campaign_name(root)}) for ref in flow_refs]
     root = Path(root).resolve()
@@ -97,7 +91,7 @@ def serve(root: Path, flow_refs: Sequence[str] = (), name: str | None = None, *,
         simulated = not flow_refs and load_config(root / "params.yaml").oracle.kind == "simulated"
         threading.Thread(target=context.run, args=(_tend, root, srv.url, simulated), daemon=True, name="tend").start()
         runner = Runner(pause_on_shutdown=False, query_seconds=poll_seconds)
-        for ref, options in _flows(root, flow_refs, name):
+        for ref, options in deployments(root, flow_refs, name):
             runner.add_flow(load_flow(ref), **options, entrypoint_type=EntrypointType.MODULE_PATH)
         fork_flow_runs(root)
         try:
@@ -138,8 +132,8 @@ def start(root: Path, flow_refs: Sequence[str] = (), name: str | None = None, *,
     worker = workers.start(root, command, {**os.environ, **server.client_env(root, srv), **(env or {})})
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        for deployment in deployments(root, flow_refs, name):
-            full_name = f"{deployment.flow_name}/{deployment.name}"
+        for ref, options in deployments(root, flow_refs, name):
+            full_name = f"{load_flow(ref).name}/{options['name']}"
             while not _registered(client, full_name, since if worker.started else None):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the worker did not register {full_name!r} within {timeout:.0f} s "

@@ -97,26 +97,6 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def environ(pid: int) -> dict[str, str]:
-    """The environment process `pid` started with (empty when it cannot be read)."""
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return {}
-    pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
-    return {key.decode(errors="replace"): value.decode(errors="replace") for key, _, value in pairs}
-
-
-def with_env(key: str, value: str) -> list[int]:
-    """Live processes whose environment has `key` set to `value` (from /proc)."""
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        pid = int(entry.name)
-        if environ(pid).get(key) == value and alive(pid):
-            found.append(pid)
-    return found
-
-
 def stop(pid: int, *, timeout: float = 20.0) -> None:
     """SIGTERM `pid` and give it `timeout` s to shut down what it started; then SIGKILL its process
     group and every descendant still alive."""

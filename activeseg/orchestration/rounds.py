@@ -70,9 +70,10 @@ def recover(engine: RunEngine, root: Path, grace_seconds: float = 0.0) -> str | 
     """Retry the campaign's round run when a worker died under it; what was done, or None.
 
     A run whose process is gone while the server still has it Running (the run's process was killed),
-    that Crashed (its process ended in a way Prefect saw), that the last worker cancelled when it stopped, or that failed
-    because the server did not answer (down longer than the client's retries), is set to AwaitingRetry: a worker runs it again from the top, finished steps come back from their persisted
-    results. Call when a worker starts, and while it runs (`tend`) with `grace_seconds`: a run counts
+    that Crashed (its process ended in a way Prefect saw), that the last worker cancelled when it
+    stopped, or that failed because the server did not answer (down longer than the client's retries),
+    is set to AwaitingRetry: a worker runs it again from the top, finished steps come back from their
+    persisted results. Call when a worker starts, and while it runs (`tend`) with `grace_seconds`: a run counts
     as having lost its process only that long after it entered its state (a worker sets Pending just
     before it starts the run's process). It checks for the run's processes on this machine only (one
     worker per campaign).

@@ -18,6 +18,7 @@ from activeseg.workspace.workspace import Workspace, WorkspaceError
 from activeseg.workspace.audit import learning_curve
 from tasks.steps import transient
 from tests.conftest import TINY
+from tests.orchestration.test_processes import with_env
 
 
 def test_only_store_and_network_failures_are_retried():
@@ -69,4 +70,4 @@ def test_demo_runs_rounds_that_suspend_and_resume_then_stops_what_it_started(tmp
 
     home = server.prefect_home(root)
     assert processes.read_pid(home / "server.pid") is None and processes.read_pid(home / "worker.pid") is None
-    assert processes.with_env("PREFECT_HOME", str(home)) == []  # no server, worker or flow run left
+    assert with_env("PREFECT_HOME", str(home)) == []  # no server, worker or flow run left

@@ -1,4 +1,4 @@
-"""Detached processes: pid files, their environment, and stopping a whole tree."""
+"""Detached processes: pid files, stopping a whole tree; and finding a process by its environment (here:\nthe tests use it to check that nothing of a workspace is left)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,26 @@ subprocess.Popen(["sleep", "60"])
 subprocess.Popen(["sleep", "60"], start_new_session=True)
 time.sleep(60)
 """
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment process `pid` started with (empty when it cannot be read)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return {}
+    pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+    return {key.decode(errors="replace"): value.decode(errors="replace") for key, _, value in pairs}
+
+
+def with_env(key: str, value: str) -> list[int]:
+    """Live processes whose environment has `key` set to `value` (from /proc)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        pid = int(entry.name)
+        if environ(pid).get(key) == value and processes.alive(pid):
+            found.append(pid)
+    return found
 
 
 def wait_until(condition, timeout: float = 10.0) -> None:
@@ -49,8 +69,8 @@ def test_environment_marks_find_a_process(tmp_path: Path):
         ["sleep", "30"], pid_file=tmp_path / "s.pid", log_file=tmp_path / "s.log", env={**os.environ, "MARK": mark}
     )
     try:
-        assert processes.environ(process.pid)["MARK"] == mark
-        assert processes.with_env("MARK", mark) == [process.pid]
+        assert environ(process.pid)["MARK"] == mark
+        assert with_env("MARK", mark) == [process.pid]
     finally:
         processes.stop(process.pid, timeout=2)
-    assert processes.with_env("MARK", mark) == []
+    assert with_env("MARK", mark) == []
