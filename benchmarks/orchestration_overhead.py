@@ -23,6 +23,8 @@ Run from the repository root:
     .venv/bin/python benchmarks/orchestration_overhead.py [--rounds 3] [--set key=value ...]
     .venv/bin/python benchmarks/orchestration_overhead.py --params benchmarks/params/isbi-patch.yaml \
         --set tracking.mlflow=true     # the ISBI patch settings of docs/benchmarks.md (benchmarks/prepare_isbi.py)
+    .venv/bin/python benchmarks/orchestration_overhead.py --set train.min_steps=1 --set train.max_steps=1 \
+        --set query.mc_passes=1 --set query.allow_collapsed_model=true   # the floor: a round with next to no compute
 """
 
 from __future__ import annotations
@@ -73,13 +75,17 @@ def timed(category: str, func):
 
 
 def instrument() -> None:
-    """Measure DVC and git subprocesses, ledger writes, MLflow calls and GX validation in this process."""
+    """Measure DVC and git (subprocesses and DVC's API), ledger writes, MLflow calls, GX validation, and
+    the label request (query maps, request files, upload) in this process."""
     from mlflow.tracking import MlflowClient
 
     from activeseg.model import tracking
     from activeseg.workspace import creation, intake, ledger, steps, vcs
 
-    vcs.Vcs.run = timed("dvc + git", vcs.Vcs.run)
+    vcs.Vcs.run = timed("dvc + git (run)", vcs.Vcs.run)
+    vcs.Vcs._in_process = timed("dvc (Python API)", vcs.Vcs._in_process)
+    for name in ("save_query_maps", "publish_request"):
+        setattr(steps, name, timed("label request", getattr(steps, name)))
     for name in ("append", "export_jsonl", "import_jsonl"):
         setattr(ledger.Ledger, name, timed("ledger", getattr(ledger.Ledger, name)))
     tracking.Tracker._setup = timed("mlflow", tracking.Tracker._setup)
@@ -158,7 +164,7 @@ def workspace_rounds(root: Path, rounds: int) -> list[tuple[float, float]]:
     return seconds
 
 
-def prefect_rounds(root: Path, rounds: int) -> tuple[list[dict[str, float]], dict[str, float]]:
+def prefect_rounds(root: Path, rounds: int, poll_seconds: float | None = None) -> tuple[list[dict[str, float]], dict[str, float]]:
     """Per round under Prefect: wall time, time inside executed tasks, the rest; and the CPU seconds
     that the server, the worker with its flow-run processes and this process used during the rounds,
     by process."""
@@ -174,7 +180,7 @@ def prefect_rounds(root: Path, rounds: int) -> tuple[list[dict[str, float]], dic
     with connect(root, say=lambda _: None) as srv:
         try:
             since = time.perf_counter()
-            started = worker.start(root, poll_seconds=1)
+            started = worker.start(root, poll_seconds=poll_seconds or worker.POLL_SECONDS)
             while READY not in started.log.read_text() and time.perf_counter() - since < 300:
                 time.sleep(0.2)  # the fork server's imports: once per worker, not part of a round
             print(f"worker started, its flow runs' process warm, in {time.perf_counter() - since:.1f} s")
@@ -240,6 +246,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--params", type=Path, help="settings from this params file (its data.dataset too) "
                         "instead of the demo's, e.g. benchmarks/params/isbi-patch.yaml")
+    parser.add_argument("--poll-seconds", type=float, default=None,
+                        help="how often the worker asks for runs to start (default: the worker's, flows.worker.POLL_SECONDS)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     args = parser.parse_args()
     dataset, settings = settings_from(args.params)
@@ -253,7 +261,7 @@ def main() -> None:
         steps = workspace_rounds(direct.root, args.rounds)
         spent = dict(SPENT)
         orchestrated, cpu_by_process = prefect_rounds(
-            Workspace.init(Path(tmp) / "prefect", dataset, overrides=settings).root, args.rounds)
+            Workspace.init(Path(tmp) / "prefect", dataset, overrides=settings).root, args.rounds, args.poll_seconds)
 
     base = statistics.mean(c for c, _ in compute)
     print(f"\nwall seconds\n{'round':>5} {'compute':>9} {'workspace':>10} {'Prefect wall':>13} {'in tasks':>9} "

@@ -25,7 +25,8 @@ from activeseg.workspace import Workspace
 from activeseg.workspace.audit import stop_reason
 from flows.engine import PrefectEngine
 
-POLL_SECONDS = 2
+POLL_SECONDS = 0.5
+"""How often the campaign looks whether its round run has ended (the next round starts no later)."""
 
 
 @flow(name="campaign", persist_result=True, result_serializer="json", log_prints=True)

@@ -26,12 +26,16 @@ from prefect.runner import _starter_direct
 
 from activeseg.orchestration import workers
 
-PRELOAD = ("flows.al_round", "flows.campaign", "torch", "torch._dynamo", "mlflow",
-           "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store", "dvc.repo",
-           "activeseg.model.training", "activeseg.model.tracking", "activeseg.model.evaluation",
+PRELOAD = ("flows.worker", "flows.al_round", "flows.campaign", "prefect.task_engine", "prefect.utilities.visualization",
+           "torch", "torch._dynamo", "mlflow", "mlflow.store.tracking.sqlalchemy_store",
+           "mlflow.store.model_registry.sqlalchemy_store", "sqlalchemy.dialects.sqlite",
+           "dvc.repo", "dvc.repo.plots", "dvc.repo.datasets", "dvc.scm", "dvc.dirs", "dvc.rwlock", "dulwich.index",
+           "networkx", "activeseg.model.training", "activeseg.model.tracking", "activeseg.model.evaluation",
            "activeseg.loop.selection", "activeseg.report.page", "matplotlib.pyplot")
-"""What a flow run of the campaign imports (a module that fails to import is skipped): torch's optimizers
-import `torch._dynamo` (3 s), MLflow's SQLite store SQLAlchemy and Alembic on first use."""
+"""What a flow run of the campaign imports (a module that fails to import is skipped). Each run's process
+runs the worker's main module again (multiprocessing's `__mp_main__`), so `flows.worker` comes first;
+torch's optimizers import `torch._dynamo` (3 s), MLflow's SQLite store SQLAlchemy and Alembic on first
+use, DVC's repository Git's bindings and networkx when it opens."""
 READY = "flow runs start from a warm process"
 """What the worker's log says once the fork server has imported `PRELOAD`."""
 

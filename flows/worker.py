@@ -48,11 +48,12 @@ from flows.forkserver import fork_flow_runs
 
 FLOWS = (("flows.al_round:al_round", True), ("flows.campaign:campaign", False))
 """The campaign's flows: (flow, whether the params' schedule applies to it)."""
-POLL_SECONDS = 1
-"""How often a worker asks the server for runs to start (Prefect's default is 10 s)."""
+POLL_SECONDS = 0.5
+"""How often a worker asks the server for runs to start, a round's first run or its resumption (Prefect's
+default is 10 s; each ask costs the local server about 10 ms of CPU)."""
 TEND_SECONDS = 5
 """How often a worker checks that the local server answers and that the round run has not been lost."""
-ANSWER_SECONDS = 1
+ANSWER_SECONDS = 0.5
 """How often a worker looks for a suspended round that waits for the simulated annotator."""
 
 
@@ -110,7 +111,7 @@ def _tend(root: Path, url: str, simulated: bool) -> None:
     for tick in itertools.count(1):
         time.sleep(ANSWER_SECONDS)
         try:
-            done = rounds.tend(engine, root, url) if tick % (TEND_SECONDS // ANSWER_SECONDS) == 0 else []
+            done = rounds.tend(engine, root, url) if tick % round(TEND_SECONDS / ANSWER_SECONDS) == 0 else []
             for line in done + [answer for answer in [rounds.answer_simulated(engine, root)] if answer]:
                 print(line, flush=True)
         except Exception as exc:  # the server may be down or restarting: look again next time

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from activeseg.cli.orchestration import FOLLOW_SECONDS, print_curve, run_campaign
+from activeseg.cli.orchestration import print_curve, run_campaign
 from activeseg.cli.output import console, say
 from activeseg.orchestration.engine import RunEngine
 
@@ -54,7 +54,7 @@ def run_demo(out: Path, rounds: int, overrides: list[str], params: Path | None =
     with connect(root, say=say) as srv:
         try:
             threads = {k: os.environ.get(k, v) for k, v in DEMO_THREADS.items()}
-            started = worker.start(root, poll_seconds=FOLLOW_SECONDS, env=threads)
+            started = worker.start(root, env=threads)
             console.print(f"Prefect server {srv.url}, worker pid {started.pid} (log {started.log})")
             code = run_campaign(engine, root, rounds)
             report = demo_report(engine, Workspace.open(root), out)

@@ -102,10 +102,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 0 if pid else 2
     if not args.background:
         console.print(f"serving the rounds of {root} (Ctrl-C to stop)")
-        worker.serve(root, poll_seconds=args.poll_seconds)
+        worker.serve(root, poll_seconds=args.poll_seconds or worker.POLL_SECONDS)
         return 0
     with connected(root):
-        started = worker.start(root, poll_seconds=args.poll_seconds)
+        started = worker.start(root, poll_seconds=args.poll_seconds or worker.POLL_SECONDS)
     state = "started" if started.started else "already running"
     console.print(f"worker {state}: pid {started.pid}, log {started.log}")
     return 0
@@ -320,7 +320,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = where(sub.add_parser("worker", help="serve the campaign's rounds (foreground, or --background; stop)"))
     p.add_argument("action", nargs="?", choices=["start", "stop", "status"], default="start")
     p.add_argument("--background", action="store_true", help="detach, with a pid file (stop: activeseg worker stop)")
-    p.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for runs to start")
+    p.add_argument("--poll-seconds", type=float, help="how often to look for runs to start (default 0.5)")
     p.set_defaults(func=cmd_worker)
 
     rounds = sub.add_parser("round", help="start a round").add_subparsers(dest="round_command", required=True)

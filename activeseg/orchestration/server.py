@@ -33,6 +33,8 @@ TELEMETRY_OFF = {
 }
 CLIENT_RETRIES = 8
 """Prefect client retries of a request the server does not answer (Prefect's default: 5, about 1 min)."""
+PLAIN_HTTP_CA = "plain-http-ca.pem"
+"""The CA file of Prefect's clients of a plain-HTTP API, in the Prefect home (see `client_env`)."""
 
 
 class ServerError(RuntimeError):
@@ -66,9 +68,14 @@ def client_env(workspace: Path, server: Server) -> dict[str, str]:
     retried flow run, wherever it is started from, finds the results of finished tasks. A request to
     a server that stopped answering is retried `CLIENT_RETRIES` times with doubling waits (2, 4, ... s:
     about 8.5 min in all), so a flow run outlives a server restart.
+
+    A client of a plain-HTTP API (the local server) never checks a certificate, yet Prefect builds the
+    TLS context of every client it opens from a CA file: certifi's 150 certificates by default, 40 ms
+    of CPU each time, for each of the dozens of clients a round opens. Such clients get a file of one
+    certificate instead (`PLAIN_HTTP_CA`), unless `PREFECT_API_SSL_CERT_FILE` is set already.
     """
     home = prefect_home(workspace)
-    return {
+    env = {
         **TELEMETRY_OFF,
         "PREFECT_CLIENT_MAX_RETRIES": str(CLIENT_RETRIES),
         "PREFECT_API_URL": server.url,
@@ -76,6 +83,26 @@ def client_env(workspace: Path, server: Server) -> dict[str, str]:
         "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
     }
+    if server.url.startswith("http://") and "PREFECT_API_SSL_CERT_FILE" not in os.environ:
+        env["PREFECT_API_SSL_CERT_FILE"] = str(_plain_http_ca(home))
+    return env
+
+
+def _plain_http_ca(home: Path) -> Path:
+    """`home`/PLAIN_HTTP_CA, written once: any valid certificate does (none is ever checked), here the
+    first of certifi's bundle."""
+    path = home / PLAIN_HTTP_CA
+    if not path.exists():
+        import certifi
+
+        begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+        bundle = Path(certifi.where()).read_text()
+        first = bundle[bundle.index(begin):bundle.index(end) + len(end)] + "\n"
+        home.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}")  # written whole, then renamed: processes may race
+        partial.write_text(first)
+        partial.replace(path)
+    return path
 
 
 def status(workspace: Path) -> Server | None:

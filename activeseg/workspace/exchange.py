@@ -62,10 +62,10 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    """PNG of an (H, W) or (H, W, 3) uint8 array."""
+def png_bytes(array: np.ndarray, compress_level: int = 6) -> bytes:
+    """PNG of an (H, W) or (H, W, 3) uint8 array; `compress_level` from 0 (none) to 9 (Pillow's default 6)."""
     out = io.BytesIO()
-    Image.fromarray(array).save(out, format="PNG")
+    Image.fromarray(array).save(out, format="PNG", compress_level=compress_level)
     return out.getvalue()
 
 

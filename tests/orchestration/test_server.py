@@ -70,3 +70,18 @@ def test_client_env_points_every_process_at_the_workspace(tmp_path: Path):
     assert env["PREFECT_RESULTS_PERSIST_BY_DEFAULT"] == "true"
     assert env["PREFECT_CLIENT_MAX_RETRIES"] == "8"  # 2 + 4 + ... + 256 s: a server restart is outlived
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "true"
+
+
+def test_a_plain_http_api_gets_a_small_ca_file_and_https_keeps_prefects(tmp_path: Path, monkeypatch):
+    import ssl
+
+    monkeypatch.delenv("PREFECT_API_SSL_CERT_FILE", raising=False)
+    env = server.client_env(tmp_path, server.Server("http://127.0.0.1:4200/api", 1, external=False))
+    ca = Path(env["PREFECT_API_SSL_CERT_FILE"])
+    assert ca == tmp_path.resolve() / ".prefect" / server.PLAIN_HTTP_CA
+    assert ca.read_text().count("BEGIN CERTIFICATE") == 1
+    ssl.create_default_context(cafile=str(ca))  # a CA file TLS accepts
+    https = server.client_env(tmp_path, server.Server("https://prefect.lab.example/api", None, external=True))
+    assert "PREFECT_API_SSL_CERT_FILE" not in https  # a real TLS server is checked against Prefect's own CAs
+    monkeypatch.setenv("PREFECT_API_SSL_CERT_FILE", "/etc/lab-ca.pem")
+    assert "PREFECT_API_SSL_CERT_FILE" not in server.client_env(tmp_path, server.Server("http://h/api", None, True))
