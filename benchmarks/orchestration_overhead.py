@@ -164,7 +164,8 @@ def workspace_rounds(root: Path, rounds: int) -> list[tuple[float, float]]:
     return seconds
 
 
-def prefect_rounds(root: Path, rounds: int, poll_seconds: float | None = None) -> tuple[list[dict[str, float]], dict[str, float]]:
+def prefect_rounds(root: Path, rounds: int,
+                   poll_seconds: float | None = None) -> tuple[list[dict[str, float]], dict[str, float]]:
     """Per round under Prefect: wall time, time inside executed tasks, the rest; and the CPU seconds
     that the server, the worker with its flow-run processes and this process used during the rounds,
     by process."""
@@ -247,7 +248,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, help="settings from this params file (its data.dataset too) "
                         "instead of the demo's, e.g. benchmarks/params/isbi-patch.yaml")
     parser.add_argument("--poll-seconds", type=float, default=None,
-                        help="how often the worker asks for runs to start (default: the worker's, flows.worker.POLL_SECONDS)")
+                        help="how often the worker asks for runs to start (default: flows.worker.POLL_SECONDS)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     args = parser.parse_args()
     dataset, settings = settings_from(args.params)

@@ -35,7 +35,7 @@ PRELOAD = ("flows.worker", "flows.al_round", "flows.campaign", "prefect.task_eng
 """What a flow run of the campaign imports (a module that fails to import is skipped). Each run's process
 runs the worker's main module again (multiprocessing's `__mp_main__`), so `flows.worker` comes first;
 torch's optimizers import `torch._dynamo` (3 s), MLflow's SQLite store SQLAlchemy and Alembic on first
-use, DVC's repository Git's bindings and networkx when it opens."""
+use, and DVC, when it opens a repository, its Git bindings and networkx."""
 READY = "flow runs start from a warm process"
 """What the worker's log says once the fork server has imported `PRELOAD`."""
 

@@ -100,12 +100,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         pid = workers.worker_pid(root)
         console.print(f"worker running, pid {pid}" if pid else "no background worker is running")
         return 0 if pid else 2
+    poll = args.poll_seconds or worker.POLL_SECONDS
     if not args.background:
         console.print(f"serving the rounds of {root} (Ctrl-C to stop)")
-        worker.serve(root, poll_seconds=args.poll_seconds or worker.POLL_SECONDS)
+        worker.serve(root, poll_seconds=poll)
         return 0
     with connected(root):
-        started = worker.start(root, poll_seconds=args.poll_seconds or worker.POLL_SECONDS)
+        started = worker.start(root, poll_seconds=poll)
     state = "started" if started.started else "already running"
     console.print(f"worker {state}: pid {started.pid}, log {started.log}")
     return 0
