@@ -12,9 +12,13 @@ from activeseg.core.util import round_name
 from activeseg.orchestration import workers
 from activeseg.orchestration.engine import RunEngine, RunState
 from activeseg.orchestration.guard import Claim, RoundError, read_claim
-from activeseg.workspace import Workspace
+from activeseg.workspace import ApprovalRefused, Workspace
 from activeseg.workspace import ledger_text
 from activeseg.workspace.ledger import Event
+
+WAIT_SECONDS = 120.0
+"""How long `activeseg approve` waits by default for the resumed round run to take the batch in or refuse it."""
+POLL_SECONDS = 0.5
 
 
 def waiting_run(engine: RunEngine, ws: Workspace, round_number: int,
@@ -40,37 +44,83 @@ def run_owns_round(ws: Workspace, round_number: int) -> bool:
 
 
 def approve(engine: RunEngine | None, ws: Workspace, round_number: int, by: str, comment: str = "", *,
-            run_id: str | None = None) -> dict[str, Any]:
-    """Approve the round's staged batch (the one that passed validation; see `activeseg.workspace.intake`).
+            run_id: str | None = None, wait_seconds: float | None = None) -> dict[str, Any]:
+    """Approve the round's staged batch (the one that passed validation; see `activeseg.workspace.intake`)
+    and say what became of it: `outcome` "taken_in" (with its `commit`), "refused" (with the `reason`;
+    the refusal is in the ledger), "failed" (the round run ended otherwise: `reason`) or "pending" (not
+    decided within `wait_seconds`, default `WAIT_SECONDS`; 0: not waited for).
 
     A round that no round run claimed (run by hand, `activeseg step`; `engine` may be None): the batch
-    is taken in at once. Otherwise the run that waits for it is resumed with an approval naming the
-    staged batch, and the run takes it in. Fails with RoundError, leaving the run suspended, when no
+    is taken in at once, or refused. Otherwise the run that waits for it is resumed with an approval
+    naming the staged batch, and the run takes it in or refuses it; this waits up to `wait_seconds` to
+    know which. Fails with RoundError, leaving the run suspended, when the round has no request, no
     batch is staged or no run waits (`run_id`: only that run). Approving the accepted batch again records
     no second approval. With `oracle.kind: labelstudio` and no batch yet, the round's completed
     annotations are pulled from Label Studio first (`pulled`: what that staged; see :func:`pull_labels`).
     """
     if not by:
         raise RoundError("an approver name is required (--by NAME)")
+    _require_request(ws, round_number)
     if run_id is None and not run_owns_round(ws, round_number):
         pulled = pull_labels(ws, round_number)
-        accepted = ws.approve(round_number, by, comment)
+        try:
+            accepted = ws.approve(round_number, by, comment)
+        except ApprovalRefused as exc:
+            return {"round": round_number, "flow_run_id": None, "approver": by, "comment": comment,
+                    "batch_sha256": exc.batch, "annotator": None, "pulled": pulled, "outcome": "refused",
+                    "reason": str(exc), "commit": None}
         event = ws.ledger.last("labels_approved", round=round_number)  # None: accepted before approvals gated
         approval = event.data if event else {"approver": by, "comment": comment}
         return {"round": round_number, "flow_run_id": None, "approver": approval["approver"],
                 "comment": approval["comment"], "batch_sha256": accepted["batch_sha256"],
-                "annotator": accepted["annotator"], "commit": accepted["commit"], "pulled": pulled}
+                "annotator": accepted["annotator"], "commit": accepted["commit"], "pulled": pulled,
+                "outcome": "taken_in", "reason": None}
     claim, _ = waiting_run(engine, ws, round_number, run_id)
     pulled = pull_labels(ws, round_number)
     record = ws.record(round_number)
     batch = record.staged or record.labels_accepted
     if batch is None:
         raise RoundError(_no_batch_message(ws, round_number))
+    seen = len(ws.ledger.events())
     _settle(ws.root, claim.run_id)
     engine.resume(claim.run_id, {"approved": True, "approver": by, "comment": comment,
                                  "batch_hash": batch.batch_sha256})
-    return {"round": round_number, "flow_run_id": claim.flow_run_id, "approver": by, "comment": comment,
-            "batch_sha256": batch.batch_sha256, "annotator": batch.annotator, "commit": None, "pulled": pulled}
+    result = {"round": round_number, "flow_run_id": claim.flow_run_id, "approver": by, "comment": comment,
+              "batch_sha256": batch.batch_sha256, "annotator": batch.annotator, "pulled": pulled}
+    wait = WAIT_SECONDS if wait_seconds is None else wait_seconds
+    return {**result, **outcome(engine, ws, round_number, claim.run_id, batch.batch_sha256, seen, wait)}
+
+
+def outcome(engine: RunEngine, ws: Workspace, round_number: int, run_id: UUID, batch: str, after_seq: int,
+            wait_seconds: float) -> dict[str, Any]:
+    """What the resumed round run did with the approval of `batch`, looked at every `POLL_SECONDS` for up to
+    `wait_seconds`: taken in (the round's accepted batch), refused (an `approval_refused` event after
+    event `after_seq`), failed (the run ended without either) or pending."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        accepted = ws.record(round_number).labels_accepted
+        if accepted is not None and accepted.batch_sha256 == batch:
+            return {"outcome": "taken_in", "commit": accepted.commit, "reason": None}
+        refused = [e for e in ws.ledger.events(type="approval_refused", round=round_number) if e.seq > after_seq]
+        if refused:
+            return {"outcome": "refused", "commit": None, "reason": ledger_text.summary(refused[-1])}
+        state = engine.state(run_id)
+        if state is not None and state.final:
+            return {"outcome": "failed", "commit": None,
+                    "reason": f"flow run {state.name}" + (f": {state.message}" if state.message else "")}
+        if time.monotonic() >= deadline:
+            return {"outcome": "pending", "commit": None, "reason": f"flow run {state.name if state else 'unknown'}"}
+        time.sleep(POLL_SECONDS)
+
+
+def _require_request(ws: Workspace, round_number: int) -> None:
+    """RoundError unless the round published a label request (there is nothing to approve before)."""
+    if ws.record(round_number).queried is None:
+        current = ws.current_round()
+        state = "has not queried yet" if round_number == current else (
+            "has not started" if round_number > current else "was closed without a label request")
+        raise RoundError(f"round {round_number} has no label request, so there is nothing to approve: it {state} "
+                         f"(the round in progress is {current}; `activeseg status` shows where it is)")
 
 
 def pull_labels(ws: Workspace, round_number: int) -> str | None:

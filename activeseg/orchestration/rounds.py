@@ -53,7 +53,7 @@ def answer_simulated(engine: RunEngine, root: Path) -> str | None:
         ws.simulate_labels(n)
     if not state.suspended:
         return None
-    done = approval.approve(engine, ws, n, SIMULATED, SIMULATED_COMMENT, run_id=claim.flow_run_id)
+    done = approval.approve(engine, ws, n, SIMULATED, SIMULATED_COMMENT, run_id=claim.flow_run_id, wait_seconds=0)
     return f"round {n}: approved the simulated annotator's batch {done['batch_sha256'][:12]}"
 
 

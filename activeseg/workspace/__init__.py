@@ -3,6 +3,6 @@ the audit ledger, the label exchange, object storage and data validation.
 
 Builds on the AL loop."""
 
-from activeseg.workspace.workspace import BatchRejected, Workspace, WorkspaceError
+from activeseg.workspace.workspace import ApprovalRefused, BatchRejected, Workspace, WorkspaceError
 
-__all__ = ["BatchRejected", "Workspace", "WorkspaceError"]
+__all__ = ["ApprovalRefused", "BatchRejected", "Workspace", "WorkspaceError"]

@@ -25,12 +25,23 @@ def round_status(ws: WorkspaceCore, round_number: int | None = None) -> dict[str
 
 def pending(ws: WorkspaceCore) -> list[dict[str, Any]]:
     """Open label requests: queried rounds without an accepted batch; ``staged``: the batch waiting for
-    approval (its hash, annotator, files, since when), or None."""
+    approval (its hash, annotator, files, since when), or None; ``refused``: the round's last refused
+    approval (approver, batch_sha256, reason, time, quarantine) when no batch was staged since, else None."""
     return [{"round": r.round, "regions": len(r.queried.regions), "request": r.queried.request,
              "uploaded": len(ws.store.list(round_prefix("labels", r.round))),
              "rejected_batches": len(ws.ledger.events(type="batch_rejected", round=r.round)),
-             "staged": r.staged.model_dump(exclude={"round"}) if r.staged else None}
+             "staged": r.staged.model_dump(exclude={"round"}) if r.staged else None,
+             "refused": last_refusal(ws, r.round)}
             for r in ws.records.all() if r.queried is not None and r.labels_accepted is None]
+
+
+def last_refusal(ws: WorkspaceCore, round_number: int) -> dict[str, Any] | None:
+    """The round's last ``approval_refused`` event (its data and time) unless a batch was staged after it."""
+    refused = ws.ledger.last("approval_refused", round=round_number)
+    staged = ws.ledger.last("labels_submitted", round=round_number)
+    if refused is None or (staged is not None and staged.seq > refused.seq):
+        return None
+    return {**refused.data, "time": refused.time}
 
 
 def verify(ws: WorkspaceCore) -> VerifyResult:

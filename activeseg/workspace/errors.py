@@ -11,6 +11,16 @@ class ModelCollapsed(WorkspaceError):
     """The round's model collapsed and ``query.allow_collapsed_model`` is false: the round stops before the query."""
 
 
+class ApprovalRefused(WorkspaceError):
+    """An approval was not taken (it named another batch, none was staged, or the staged bytes changed);
+    the ledger records it as ``approval_refused``. ``round``, ``batch`` (the hash the approval named) and
+    the message with the reason."""
+
+    def __init__(self, round_number: int, batch: str, message: str):
+        self.round, self.batch = round_number, batch
+        super().__init__(message)
+
+
 class BatchRejected(ValueError):
     """A label batch failed validation or was rejected; it is in quarantine and nothing was applied.
     ``round``: the round number; ``reasons``: every problem; ``quarantine``: where the batch went."""

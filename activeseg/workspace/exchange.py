@@ -8,8 +8,11 @@ Layout (see :mod:`activeseg.workspace.storage`)::
     requests/round-NNN/INSTRUCTIONS.md        what to label, the classes, mask sizes, file names, how to hand in
     requests/round-NNN/manifest.schema.json   the manifest's JSON Schema (draft 2020-12)
     requests/round-NNN/<format>/...           an export for QuPath, CVAT or Label Studio (`activeseg labels export`)
-    labels/round-NNN/<id>.png                 the annotator's mask for each requested region
-    quarantine/round-NNN/<timestamp>/report.json, files/...   a rejected batch
+    labels/round-NNN/<id>.png                 the upload folder: the annotator's mask for each requested region
+    staged/round-NNN/<batch sha256>/batch.json, files/<id>.png
+                                              a validated batch waiting for review: write-once, apart from the
+                                              upload folder, so no later upload can change what is approved
+    quarantine/round-NNN/<timestamp>/report.json, files/...   a rejected, replaced or refused batch
 
 The manifest lists each region: ``id`` (filesystem-safe), ``stem``, ``box`` [y0, x0, y1, x1] (it may
 reach past the image, which is mirror-padded there; half-open, image pixels), ``label_size`` [h, w] (the
@@ -22,7 +25,9 @@ The context margin is half the region's longer side on every side, clipped to th
 A batch is read whole, as :class:`BatchEntry` items, from a local folder or from the store: links are
 reported and never followed, and files over the size cap are not read. It is then validated whole
 (:func:`activeseg.workspace.validation.labels.validate_label_batch`); a rejected batch is copied to the quarantine
-with its report and removed from ``labels/round-NNN/``.
+with its report and removed from ``labels/round-NNN/``. A valid batch is copied to its staged place
+(:func:`stage_batch`) and only then removed from the upload folder, object by object and only where the
+object still holds the bytes that were staged (:func:`clear_upload`): a file uploaded meanwhile stays.
 """
 
 from __future__ import annotations
@@ -49,12 +54,13 @@ from activeseg.workspace.storage import ObjectStore, StoreError, StoreUnavailabl
 
 MANIFEST = "manifest.json"
 REPORT = "report.json"
+STAGED_BATCH = "batch.json"
 OUTLINE = (255, 255, 0)
 NOT_KEPT = {"symlink": "a symbolic link, never followed", "other": "not a plain file"}
 
 
 def round_prefix(area: str, round_number: int) -> str:
-    """``requests``, ``labels`` or ``quarantine`` of one round: ``labels/round-007/``."""
+    """``requests``, ``labels``, ``staged`` or ``quarantine`` of one round: ``labels/round-007/``."""
     return f"{area}/{round_name(round_number)}/"
 
 
@@ -192,8 +198,12 @@ def read_path_batch(path: str | Path, max_bytes: int) -> list[BatchEntry]:
 
 
 def read_store_batch(store: ObjectStore, round_number: int, max_bytes: int) -> list[BatchEntry]:
-    """Everything under ``labels/round-NNN/`` in the store."""
-    prefix = round_prefix("labels", round_number)
+    """Everything under ``labels/round-NNN/`` (the upload folder) in the store."""
+    return read_store_prefix(store, round_prefix("labels", round_number), max_bytes)
+
+
+def read_store_prefix(store: ObjectStore, prefix: str, max_bytes: int) -> list[BatchEntry]:
+    """Everything under ``prefix`` in the store, named relative to it."""
     entries = []
     for info in store.list(prefix):
         data = None
@@ -214,14 +224,64 @@ def batch_sha256(entries: list[BatchEntry]) -> str:
     return sha256_bytes(json.dumps(listing, separators=(",", ":")).encode())
 
 
-def upload_batch(store: ObjectStore, round_number: int, entries: list[BatchEntry]) -> list[str]:
-    """Put every entry (all plain files, already validated) under ``labels/round-NNN/``."""
-    prefix = round_prefix("labels", round_number)
-    keys = []
+def staged_prefix(round_number: int, digest: str) -> str:
+    """Where a staged batch lies: ``staged/round-NNN/<batch sha256>/``."""
+    return f"{round_prefix('staged', round_number)}{digest}/"
+
+
+def stage_batch(store: ObjectStore, round_number: int, entries: list[BatchEntry], digest: str,
+                meta: dict[str, Any]) -> str:
+    """Copy a validated batch (plain files only) to ``staged/round-NNN/<digest>/files/`` with
+    ``batch.json`` (``meta``, the batch hash and each file's SHA-256) written last; returns the prefix.
+
+    Write-once: when that place already holds the batch intact (a retried staging), nothing is written.
+    """
+    prefix = staged_prefix(round_number, digest)
+    if batch_sha256(read_staged_batch(store, round_number, digest, max(e.size for e in entries))) == digest:
+        return prefix
     for entry in entries:
-        store.put_bytes(prefix + entry.name, entry.data)
-        keys.append(prefix + entry.name)
-    return keys
+        store.put_bytes(f"{prefix}files/{entry.name}", entry.data)
+    listing = {"round": round_number, "batch_sha256": digest, **meta, "files": {e.name: e.sha256 for e in entries}}
+    store.put_bytes(prefix + STAGED_BATCH, json.dumps(listing, indent=1).encode())
+    return prefix
+
+
+def read_staged_batch(store: ObjectStore, round_number: int, digest: str, max_bytes: int) -> list[BatchEntry]:
+    """The files of a staged batch as they are in the store now (compare with ``digest``)."""
+    return read_store_prefix(store, staged_prefix(round_number, digest) + "files/", max_bytes)
+
+
+def changed_files(store: ObjectStore, round_number: int, digest: str, found: list[BatchEntry]) -> list[str]:
+    """What differs between a staged batch's ``batch.json`` and the files ``found`` in its place, in words
+    ("a.png changed", "b.png missing", "c.png added", or that ``batch.json`` itself is gone)."""
+    key = staged_prefix(round_number, digest) + STAGED_BATCH
+    if not store.exists(key):
+        return [f"{key} is missing"]
+    recorded = json.loads(store.get_bytes(key))["files"]
+    now = {e.name: e.sha256 for e in found}
+    return ([f"{name} changed" for name in sorted(recorded) if name in now and now[name] != recorded[name]]
+            + [f"{name} missing" for name in sorted(recorded) if name not in now]
+            + [f"{name} added" for name in sorted(now) if name not in recorded])
+
+
+def clear_staged(store: ObjectStore, round_number: int, digest: str) -> None:
+    """Remove a batch's staged place (after it went to quarantine or into the workspace)."""
+    prefix = staged_prefix(round_number, digest)
+    for info in store.list(prefix):
+        store.delete(info.key)
+
+
+def clear_upload(store: ObjectStore, round_number: int, entries: list[BatchEntry]) -> list[str]:
+    """Remove the staged ``entries`` from the upload folder ``labels/round-NNN/``, each only while its object
+    still holds the same bytes; returns the names left because they changed since they were read."""
+    prefix, left = round_prefix("labels", round_number), []
+    for entry in entries:
+        key = prefix + entry.name
+        if store.exists(key) and sha256_bytes(store.get_bytes(key)) == entry.sha256:
+            store.delete(key)
+        elif store.exists(key):
+            left.append(entry.name)
+    return left
 
 
 def timestamp() -> str:
@@ -235,25 +295,24 @@ def quarantine_name(name: str, index: int) -> str:
 
 
 def quarantine(store: ObjectStore, round_number: int, entries: list[BatchEntry], report: dict[str, Any],
-               from_store: bool) -> str:
+               source: str | None) -> str:
     """Keep a rejected batch under ``quarantine/round-NNN/<timestamp>/`` with ``report.json``; returns that prefix.
 
-    Files are kept under ``files/`` with plain names (the report maps the original names). A batch
-    that came from ``labels/round-NNN/`` is then removed from there, so the request is open again. An
-    entry that cannot be kept (a link, which is never followed; a file over the size cap of a local
-    folder, which stays in that folder; an object the S3 client cannot read, such as a name with a
-    ``.`` or ``..`` segment) is mapped to None in ``files`` and its reason is in ``not_kept``; an object
-    that cannot be removed from ``labels/round-NNN/`` is listed with the error in ``not_removed`` (the
-    report is written again then).
+    Files are kept under ``files/`` with plain names (the report maps the original names). ``source``:
+    the store prefix the batch was read from (the upload folder ``labels/round-NNN/`` or a staged place),
+    from which it is then removed; None for a local folder, which is left as it is. An entry that cannot
+    be kept (a link, which is never followed; a file over the size cap of a local folder, which stays in
+    that folder; an object the S3 client cannot read, such as a name with a ``.`` or ``..`` segment) is
+    mapped to None in ``files`` and its reason is in ``not_kept``; an object that cannot be removed from
+    ``source`` is listed with the error in ``not_removed`` (the report is written again then).
     """
     prefix = round_prefix("quarantine", round_number) + timestamp() + "/"
-    source = round_prefix("labels", round_number)
     kept: dict[str, str | None] = {}
     not_kept: dict[str, str] = {}
     for index, entry in enumerate(entries):
         key = f"{prefix}files/{quarantine_name(entry.name, index)}"
         data, why = entry.data, NOT_KEPT.get(entry.kind, "over the size cap; left in the submitted folder")
-        if data is None and from_store and entry.kind == "file":
+        if data is None and source is not None and entry.kind == "file":
             try:
                 data = store.get_bytes(source + entry.name)
             except StoreUnavailable:
@@ -267,7 +326,7 @@ def quarantine(store: ObjectStore, round_number: int, entries: list[BatchEntry],
         kept[entry.name] = key if data is not None else None
     full = {**report, "round": round_number, "files": kept, "not_kept": not_kept}
     store.put_bytes(prefix + REPORT, json.dumps(full, indent=1, default=str).encode())
-    if from_store:
+    if source is not None:
         not_removed = remove_batch(store, source, entries)
         if not_removed:
             full["not_removed"] = not_removed

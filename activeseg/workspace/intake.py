@@ -1,13 +1,18 @@
-"""Label intake: a batch is submitted or ingested and validated whole; a valid one is *staged*
-(uploaded to ``labels/round-NNN/`` in the store, recorded, waiting for a reviewer), a bad one is
-quarantined with its reasons. Approving the staged batch takes it in (written to labels/, tracked by
-DVC, pushed, committed, the known masks updated); rejecting it quarantines it with the reviewer's
-reason and the round waits for another batch.
+"""Label intake: a batch is submitted (a local folder) or ingested (the store's upload folder
+``labels/round-NNN/``) and validated whole; a valid one is *staged*: copied to its write-once place
+``staged/round-NNN/<batch sha256>/`` in the store (an ingested batch then leaves the upload folder), recorded,
+waiting for a reviewer; a bad one is quarantined with its reasons. Approving the staged batch takes it in
+from its staged place, after checking its bytes against its hash (written to labels/, tracked by DVC,
+committed, the known masks updated); rejecting it quarantines it with the reviewer's reason and the round
+waits for another batch. Nothing uploaded later can change a staged batch, and no staged batch leaves
+staging unrecorded or without a copy in the quarantine.
 
 Ledger: ``labels_received`` (a batch arrived, by the annotator), then ``batch_rejected`` (validation)
-or ``labels_submitted`` (staged, by the annotator); then ``batch_rejected`` (by the reviewer) or
-``labels_approved`` (by the approver) and ``labels_committed``. One batch at a time: a second
-submission while one is staged is refused unless it replaces it (``replace``, recorded).
+or ``labels_submitted`` (staged, by the annotator); then ``labels_approved`` (by the approver) and
+``labels_committed``, or ``batch_rejected`` (by the reviewer), or ``batch_unstaged`` (replaced by another
+batch, or its staged bytes changed). An approval that is not taken is ``approval_refused`` (approver,
+batch, reason). One batch at a time: a second submission while one is staged is refused unless it
+replaces it (``replace``: the replaced batch is quarantined and recorded as unstaged).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from activeseg.core.labels import LabelState
 from activeseg.core.util import round_name, sha256_file, write_json
 from activeseg.loop.oracle import SIMULATED, ground_truth
 from activeseg.workspace.base import WorkspaceCore
-from activeseg.workspace.errors import BatchRejected, WorkspaceError
-from activeseg.workspace.exchange import (BatchEntry, batch_sha256, mask_png, quarantine, read_folder_batch,
-                                          read_store_batch, round_prefix, upload_batch)
+from activeseg.workspace.errors import ApprovalRefused, BatchRejected, WorkspaceError
+from activeseg.workspace.exchange import (BatchEntry, batch_sha256, changed_files, clear_staged, clear_upload,
+                                          mask_png, quarantine, read_folder_batch, read_staged_batch, read_store_batch,
+                                          round_prefix, stage_batch, staged_prefix)
 from activeseg.workspace.records import LabelsAccepted, RoundRecord, Staged
 from activeseg.workspace.state import save_state
 from activeseg.workspace.validation import ValidationReport, validate_label_batch
@@ -52,15 +58,16 @@ def _intake_lock(ws: WorkspaceCore, round_number: int) -> Iterator[None]:
 def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | None = None,
            source: Path | None = None, replace: bool = False,
            details: dict[str, Any] | None = None) -> Staged | LabelsAccepted:
-    """Stage a label batch, from ``source`` (a local folder) or else from ``labels/round-NNN/`` in the
-    store. The whole batch is validated first. Valid: uploaded (a folder) and staged for approval
-    (:func:`approve`); returned as :class:`Staged`. Otherwise it is quarantined, the ledger records the
-    rejection, nothing is applied, and :class:`BatchRejected` is raised with the reasons.
+    """Stage a label batch, from ``source`` (a local folder) or else from the upload folder
+    ``labels/round-NNN/`` in the store. The whole batch is validated first. Valid: copied to its staged
+    place (and removed from the upload folder) and staged for approval (:func:`approve`); returned as
+    :class:`Staged`. Otherwise it is quarantined, the ledger records the rejection, nothing is applied (a
+    batch already staged stays staged), and :class:`BatchRejected` is raised with the reasons.
 
     The batch already staged or accepted is returned as it is. While another batch is staged the
-    new one is refused (naming the staged one) unless ``replace``: the replaced batch is then kept in
-    the quarantine when the store still holds it, and the replacement is recorded. ``details`` are
-    added to the ``labels_submitted`` event's data (e.g. a tool import's ``reviewed_unchanged``).
+    new one is refused (naming the staged one) unless ``replace``: the replaced batch then goes to the
+    quarantine, recorded as unstaged. ``details`` are added to the ``labels_submitted`` event's data
+    (e.g. a tool import's ``reviewed_unchanged``).
     """
     n = ws.resolve(round_number)
     with _intake_lock(ws, n):
@@ -78,6 +85,8 @@ def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | 
         if accepted and accepted.batch_sha256 == digest:
             return accepted
         if staged and staged.batch_sha256 == digest:
+            if source is None:  # a staging cut short before it emptied the upload folder
+                clear_upload(ws.store, n, entries)
             return staged
         if staged and not replace:
             raise WorkspaceError(f"round {n}: batch {staged.batch_sha256} from {staged.annotator} is staged and waits "
@@ -91,7 +100,8 @@ def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | 
         report = validate_label_batch(entries, _label_sizes(ws, record), ws.cfg.data.classes,
                                       ws.cfg.oracle.allow_empty_masks, cap, n, already_accepted=accepted is not None)
         if not report.success:
-            prefix = _quarantine(ws, n, entries, digest, annotator, report.reasons, "validation", source is None,
+            upload = round_prefix("labels", n) if source is None else None
+            prefix = _quarantine(ws, n, entries, digest, annotator, report.reasons, "validation", upload,
                                  report.to_dict())
             raise BatchRejected(n, report.reasons, f"{ws.store.url}/{prefix}")
         return _stage(ws, record, entries, digest, annotator, report, origin, details)
@@ -99,8 +109,8 @@ def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | 
 
 def submit(ws: WorkspaceCore, round_number: int | None, folder: str | Path, annotator: str,
            replace: bool = False, details: dict[str, Any] | None = None) -> Staged | LabelsAccepted:
-    """Hand in a folder of masks as ``annotator``: validated whole, then uploaded to
-    ``labels/round-NNN/`` and staged for approval (or quarantined with :class:`BatchRejected`);
+    """Hand in a folder of masks as ``annotator``: validated whole, then copied to its staged place in
+    the store and staged for approval (or quarantined with :class:`BatchRejected`);
     ``details``: see :func:`ingest`."""
     if not annotator:
         raise WorkspaceError("an annotator name is required")
@@ -118,7 +128,7 @@ def reject_unreadable(ws: WorkspaceCore, round_number: int, entries: list[BatchE
         ws.ledger.append("labels_received", round_number, annotator, {
             "annotator": annotator, "batch_sha256": digest, "files": len(entries), "source": source},
             once_key=_attempt(ws, round_number, digest))
-        prefix = _quarantine(ws, round_number, entries, digest, annotator, reasons, "validation", False,
+        prefix = _quarantine(ws, round_number, entries, digest, annotator, reasons, "validation", None,
                              {"source": source})
     return BatchRejected(round_number, reasons, f"{ws.store.url}/{prefix}")
 
@@ -145,6 +155,11 @@ def approve(ws: WorkspaceCore, round_number: int | None, by: str, comment: str =
     close). ``batch``: the hash the approval names (None: whatever is staged); ``flow_run_id``: the round
     run that was resumed (None for an approval by hand). Approving the accepted batch again returns it
     and records nothing.
+
+    An approval that names another batch than the staged one, or none while none is staged, or whose
+    staged batch no longer holds the bytes that were staged, is refused: ledger ``approval_refused``
+    and :class:`ApprovalRefused`; a changed batch also goes to the quarantine with the reason
+    (``batch_unstaged``), so the round waits for a batch again.
     """
     if not by:
         raise WorkspaceError("an approver name is required (--by NAME)")
@@ -157,48 +172,93 @@ def approve(ws: WorkspaceCore, round_number: int | None, by: str, comment: str =
                 return accepted
             raise WorkspaceError(f"round {n}: batch {accepted.batch_sha256[:12]} was already approved; the approval "
                                  f"names batch {batch[:12]}")
-        if staged is None:
+        if staged is None and batch is None:
             raise WorkspaceError(f"round {n}: no label batch is staged, so there is nothing to approve; hand one in "
                                  f"with `activeseg labels submit DIR --annotator NAME --round {n}` (or upload it to "
                                  f"{ws.store.url}/{round_prefix('labels', n)} and run `activeseg labels ingest "
                                  f"--round {n}`)")
+        if staged is None:
+            raise _refuse(ws, n, by, batch, "no label batch is staged (it was rejected or replaced)", flow_run_id)
         if batch not in (None, staged.batch_sha256):
-            raise WorkspaceError(f"round {n}: the approval names batch {batch[:12]} but the staged batch is "
-                                 f"{staged.batch_sha256[:12]}")
-        entries = read_store_batch(ws.store, n, ws.cfg.oracle.max_file_bytes)
+            raise _refuse(ws, n, by, batch, f"the staged batch is {staged.batch_sha256[:12]}, not the one approved",
+                          flow_run_id)
+        entries = read_staged_batch(ws.store, n, staged.batch_sha256, ws.cfg.oracle.max_file_bytes)
         if batch_sha256(entries) != staged.batch_sha256:
-            raise WorkspaceError(f"round {n}: {ws.store.url}/{round_prefix('labels', n)} no longer holds the staged "
-                                 f"batch {staged.batch_sha256[:12]}; reject it (`activeseg reject --round {n}`) or "
-                                 f"stage what is there (`activeseg labels ingest --round {n} --replace`)")
+            changed = changed_files(ws.store, n, staged.batch_sha256, entries)
+            reason = (f"the staged batch no longer holds the bytes that were staged ({', '.join(changed[:5])}"
+                      + (f" and {len(changed) - 5} more" if len(changed) > 5 else "") + ")")
+            prefix = _unstage(ws, n, staged, by, reason)
+            raise _refuse(ws, n, by, staged.batch_sha256, reason, flow_run_id, prefix)
         ws.ledger.append("labels_approved", n, by, {
             "approver": by, "comment": comment, "batch_sha256": staged.batch_sha256, "annotator": staged.annotator,
             "regions": [r.id for r in record.requested()], "flow_run_id": flow_run_id}, once_key=staged.batch_sha256)
-        return _accept(ws, record, entries, staged)
+        accepted = _accept(ws, record, entries, staged)
+        clear_staged(ws.store, n, staged.batch_sha256)  # the bytes are in labels/, under DVC and in git now
+        return accepted
 
 
 def reject(ws: WorkspaceCore, round_number: int | None, by: str, reason: str) -> dict[str, Any]:
-    """Send the batch waiting in ``labels/round-NNN/`` (staged, or uploaded and not yet ingested) to
-    quarantine with the reviewer's reason; the request stays open. Rejecting again returns the same."""
+    """Send the staged batch (or, when none is staged, what waits in the upload folder ``labels/round-NNN/``)
+    to quarantine with the reviewer's reason; the request stays open. Rejecting again returns the same."""
     n = ws.resolve(round_number)
     with _intake_lock(ws, n):
         record = ws.record(n)
         if record.labels_accepted is not None:
             raise WorkspaceError(f"round {n}: batch {record.labels_accepted.batch_sha256[:12]} was already approved; "
                                  "there is nothing to reject")
-        entries = read_store_batch(ws.store, n, ws.cfg.oracle.max_file_bytes)
         reasons = [f"rejected by {by}: {reason}"]
-        if not entries:
+        staged, cap = record.staged, ws.cfg.oracle.max_file_bytes
+        if staged is not None:
+            source = staged_prefix(n, staged.batch_sha256) + "files/"
+            entries, digest = read_staged_batch(ws.store, n, staged.batch_sha256, cap), staged.batch_sha256
+        else:
+            source = round_prefix("labels", n)
+            entries = read_store_batch(ws.store, n, cap)
+            digest = batch_sha256(entries)
+        if not entries and staged is None:
             done = [e for e in ws.ledger.events(type="batch_rejected", round=n) if e.data["reasons"] == reasons]
             if done:
                 return {"round": n, "batch_sha256": done[-1].data["batch_sha256"], "by": by, "reason": reason,
                         "quarantine": f"{ws.store.url}/{done[-1].data['quarantine']}"}
-            where = f"{ws.store.url}/{round_prefix('labels', n)}"
-            raise WorkspaceError(f"round {n}: no uploaded batch in {where} to reject")
-        digest = batch_sha256(entries)
-        annotator = record.staged.annotator if record.staged else None
-        prefix = _quarantine(ws, n, entries, digest, annotator, reasons, by, True, {"reason": reason})
+            raise WorkspaceError(f"round {n}: no staged or uploaded batch to reject (the upload folder is "
+                                 f"{ws.store.url}/{source})")
+        annotator = staged.annotator if staged else None
+        prefix = _quarantine(ws, n, entries, digest, annotator, reasons, by, source, {"reason": reason})
+        if staged is not None:
+            _drop_staged(ws, n, staged)
         return {"round": n, "batch_sha256": digest, "by": by, "reason": reason,
                 "quarantine": f"{ws.store.url}/{prefix}"}
+
+
+def _refuse(ws: WorkspaceCore, n: int, by: str, batch: str, reason: str, flow_run_id: str | None,
+            quarantined: str | None = None) -> ApprovalRefused:
+    """Record an approval that is not taken (``approval_refused``); the error to raise."""
+    ws.ledger.append("approval_refused", n, by, {"approver": by, "batch_sha256": batch, "reason": reason,
+                                                 "flow_run_id": flow_run_id, "quarantine": quarantined})
+    where = f"; the batch is in quarantine at {ws.store.url}/{quarantined}" if quarantined else ""
+    return ApprovalRefused(n, batch, f"round {n}: the approval of batch {batch[:12]} by {by} was refused: "
+                                     f"{reason}{where}")
+
+
+def _unstage(ws: WorkspaceCore, n: int, staged: Staged, by: str, reason: str) -> str:
+    """Move a staged batch that will not be approved (replaced, or its bytes changed) to the quarantine with
+    ``reason``, drop it from the record and record ``batch_unstaged``; returns the quarantine prefix."""
+    source = staged_prefix(n, staged.batch_sha256) + "files/"
+    entries = read_staged_batch(ws.store, n, staged.batch_sha256, ws.cfg.oracle.max_file_bytes)
+    prefix = quarantine(ws.store, n, entries, {"annotator": staged.annotator, "batch_sha256": staged.batch_sha256,
+                                               "unstaged_by": by, "reasons": [reason]}, source)
+    _drop_staged(ws, n, staged)
+    ws.ledger.append("batch_unstaged", n, by, {"annotator": staged.annotator, "batch_sha256": staged.batch_sha256,
+                                               "by": by, "reason": reason, "quarantine": prefix})
+    return prefix
+
+
+def _drop_staged(ws: WorkspaceCore, n: int, staged: Staged) -> None:
+    """The staged batch's place removed from the store (its bytes are in the quarantine) and from the record."""
+    clear_staged(ws.store, n, staged.batch_sha256)
+    record = ws.record(n)
+    record.staged = None
+    ws.records.save(record)
 
 
 def _label_sizes(ws: WorkspaceCore, record: RoundRecord) -> dict[str, tuple[int, int]]:
@@ -213,26 +273,19 @@ def _label_sizes(ws: WorkspaceCore, record: RoundRecord) -> dict[str, tuple[int,
 
 
 def _attempt(ws: WorkspaceCore, n: int, digest: str) -> str:
-    """The once-key of a batch's intake events: its hash and the round's rejections so far, so a
-    retried intake records nothing twice and a batch handed in again after a rejection is recorded anew."""
-    return f"{digest}:{len(ws.ledger.events(type='batch_rejected', round=n))}"
+    """The once-key of a batch's intake events: its hash and the round's rejections and unstagings so far,
+    so a retried intake records nothing twice and a batch handed in again after a rejection is recorded anew."""
+    ended = len(ws.ledger.events(type="batch_rejected", round=n)) + len(ws.ledger.events(type="batch_unstaged",
+                                                                                         round=n))
+    return f"{digest}:{ended}"
 
 
 def _quarantine(ws: WorkspaceCore, n: int, entries: list[BatchEntry], digest: str, annotator: str | None,
-                reasons: list[str], by: str, from_store: bool, extra: dict[str, Any]) -> str:
-    """Move a batch to quarantine with its report, restore an accepted batch it displaced, unstage a
-    staged batch it displaced (the store no longer holds it), and record the rejection; returns the
-    quarantine prefix."""
+                reasons: list[str], by: str, source: str | None, extra: dict[str, Any]) -> str:
+    """Move a batch to quarantine with its report (``source``: the store prefix it came from, emptied;
+    None for a local folder) and record the rejection; returns the quarantine prefix."""
     prefix = quarantine(ws.store, n, entries, {"annotator": annotator, "batch_sha256": digest,
-                                               "rejected_by": by, "reasons": reasons, **extra}, from_store)
-    record = ws.record(n)
-    if from_store and record.labels_accepted:  # a second batch for an accepted round: it goes back
-        folder = ws.root / "labels" / round_name(n)
-        upload_batch(ws.store, n, [BatchEntry(p.name, "file", p.stat().st_size, p.read_bytes())
-                                   for p in sorted(folder.glob("*.png"))])
-    if from_store and record.staged:
-        record.staged = None
-        ws.records.save(record)
+                                               "rejected_by": by, "reasons": reasons, **extra}, source)
     ws.ledger.append("batch_rejected", n, by, {"annotator": annotator, "batch_sha256": digest,
                                                "reasons": reasons, "quarantine": prefix, "by": by})
     return prefix
@@ -240,26 +293,24 @@ def _quarantine(ws: WorkspaceCore, n: int, entries: list[BatchEntry], digest: st
 
 def _stage(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], digest: str, annotator: str,
            report: ValidationReport, origin: str, details: dict[str, Any] | None = None) -> Staged:
-    """Upload a validated batch (from a folder) and record it as staged (ledger labels_submitted, with
-    ``details``; their ``reviewed_unchanged`` also in the record); a staged batch it replaces is kept in
-    the quarantine first when the store still holds it."""
+    """Copy a validated batch to its staged place and record it as staged (ledger labels_submitted, with
+    ``details``; their ``reviewed_unchanged`` also in the record); a staged batch it replaces goes to the
+    quarantine first (``batch_unstaged``); a batch from the upload folder then leaves it."""
     n, replaced = record.round, record.staged
-    cap = ws.cfg.oracle.max_file_bytes
-    if replaced is not None and origin == "folder":
-        previous = read_store_batch(ws.store, n, cap)
-        if batch_sha256(previous) == replaced.batch_sha256:
-            quarantine(ws.store, n, previous, {"annotator": replaced.annotator, "batch_sha256": replaced.batch_sha256,
-                                               "replaced_by": digest, "by": annotator}, from_store=False)
-    if origin == "folder":
-        upload_batch(ws.store, n, entries)
+    prefix = stage_batch(ws.store, n, entries, digest, {"annotator": annotator, "source": origin})
+    if replaced is not None:
+        _unstage(ws, n, replaced, annotator, f"replaced by batch {digest[:12]} from {annotator}")
     write_json(ws.root / "rounds" / round_name(n) / "labels-validation.json", report.to_dict())
     replaces = replaced.batch_sha256 if replaced else None
     event = ws.ledger.append("labels_submitted", n, annotator, {
         "annotator": annotator, "batch_sha256": digest, "files": len(entries), "source": origin,
-        "replaces": replaces, **(details or {})}, once_key=_attempt(ws, n, digest))
+        "replaces": replaces, "staged": prefix, **(details or {})}, once_key=_attempt(ws, n, digest))
+    record = ws.record(n)
     record.staged = Staged(round=n, annotator=annotator, batch_sha256=digest, files=len(entries), time=event.time,
                            replaces=replaces, reviewed_unchanged=(details or {}).get("reviewed_unchanged"))
     ws.records.save(record)
+    if origin == "store":
+        clear_upload(ws.store, n, entries)
     return record.staged
 
 

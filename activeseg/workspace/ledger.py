@@ -20,6 +20,10 @@ Event types (``data`` fields):
 - ``labels_submitted``: annotator, batch_sha256, files, source, replaces (it passed validation: staged)
 - ``labels_approved``: approver, comment, batch_sha256, annotator, regions, flow_run_id (None by hand)
 - ``batch_rejected``: annotator, batch_sha256, reasons, quarantine, by
+- ``batch_unstaged``: annotator, batch_sha256, by, reason, quarantine (a staged batch left staging without a
+  decision on it: replaced by another batch, or its staged bytes changed)
+- ``approval_refused``: approver, batch_sha256 (the batch the approval named), reason, flow_run_id,
+  quarantine (where the batch went when its bytes had changed, else None)
 - ``labels_committed``: annotator, regions, files ({path: sha256}), dvc ({path: md5}), commit, batch_sha256
 - ``pseudo_labeled``: regions, model (checkpoint sha256), mlflow_run_id
 - ``round_evaluated``: metrics, split, checkpoint_sha256
@@ -61,6 +65,8 @@ EVENT_TYPES = (
     "labels_approved",
     "labels_revoked",
     "labelstudio_published",
+    "batch_unstaged",
+    "approval_refused",
 )
 REGION_ID = re.compile(r"^(?P<stem>.+)_y\d+_x\d+_\d+x\d+$")
 

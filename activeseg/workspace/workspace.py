@@ -58,7 +58,7 @@ from activeseg.core.labels import LabelState
 from activeseg.workspace import audit, intake, revocation, state, steps
 from activeseg.workspace.base import SETTINGS, WorkspaceCore
 from activeseg.workspace.creation import all_or_nothing, plan, populate, prepare
-from activeseg.workspace.errors import BatchRejected, WorkspaceError
+from activeseg.workspace.errors import ApprovalRefused, BatchRejected, WorkspaceError
 from activeseg.workspace.ledger import VerifyResult
 
 __all__ = ["BatchRejected", "Workspace", "WorkspaceError"]

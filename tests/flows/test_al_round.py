@@ -22,7 +22,7 @@ from activeseg.orchestration import processes, server, workers
 from activeseg.orchestration.guard import read_claim
 from activeseg.orchestration.names import ROUND_FLOW, deployment_name
 from activeseg.orchestration.rounds import start_round, wait_for_round
-from activeseg.workspace.exchange import mask_png, round_prefix
+from activeseg.workspace.exchange import mask_png, round_prefix, staged_prefix
 from activeseg.loop.oracle import ground_truth
 from activeseg.workspace.creation import write_params
 from activeseg.workspace.workspace import Workspace
@@ -77,10 +77,13 @@ def submit(capsys: pytest.CaptureFixture, root: Path, n: int, folder: Path) -> N
     assert code == 0, out
 
 
-def submit_and_approve(capsys: pytest.CaptureFixture, root: Path, n: int, folder: Path) -> None:
+def submit_and_approve(capsys: pytest.CaptureFixture, root: Path, n: int, folder: Path, wait: bool = True) -> None:
+    """Hand in correct labels and approve them; with `wait`, until the round run has taken them in."""
     submit(capsys, root, n, folder)
-    code, out = cli(capsys, "approve", "--round", str(n), "--by", "pi", "--comment", "checked", "--workspace", str(root))
+    code, out = cli(capsys, "approve", "--round", str(n), "--by", "pi", "--comment", "checked", "--workspace", str(root),
+                    *["--no-wait"] * (not wait))
     assert code == 0, out
+    assert not wait or "approved by pi and taken in flow run" in " ".join(out.split()), out
 
 
 def task_states(run_id: UUID) -> dict[str, list[str]]:
@@ -149,20 +152,35 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
     assert code == 0 and f"batch {staged.batch_sha256[:12]} rejected by pi" in out
     assert ENGINE.state(run_id).suspended and Workspace.open(root).record(1).staged is None
 
-    submit_and_approve(capsys, root, 1, tmp_path / "good")  # the annotator tries again
-    assert ENGINE.state(run_id).name == "Resuming"
-    second = start_worker(root)
+    second = start_worker(root)  # the suspended run resumes on a new worker
     assert second.started and second.pid != first.pid
+    submit(capsys, root, 1, tmp_path / "changed")  # a staged file changed in the store: the run refuses it
+    changed = Workspace.open(root).record(1).staged.batch_sha256
+    key = sorted(info.key for info in ws.store.list(staged_prefix(1, changed) + "files/"))[0]
+    ws.store.put_bytes(key, b"changed after staging")
+    code, out = cli(capsys, "approve", "--round", "1", "--by", "bob", "--workspace", str(root))
+    out = " ".join(out.split())
+    assert code == 1, out
+    assert f"the approval of batch {changed[:12]} by bob was not taken (flow run {run_id})" in out
+    assert f"({key.rsplit('/', 1)[1]} changed)" in out
+    assert wait(run_id, until_final=False).suspended  # waiting for another batch, and everyone is told
+    refused = json.loads(cli(capsys, "status", "--json", "--workspace", str(root))[1])["pending"][0]["refused"]
+    assert (refused["approver"], refused["batch_sha256"], refused["flow_run_id"]) == ("bob", changed, str(run_id))
+
+    submit_and_approve(capsys, root, 1, tmp_path / "good")  # the annotator tries again: taken in, said so
     state = wait(run_id, until_final=True, timeout=300)
     assert (state.type, state.name) == ("COMPLETED", "Completed")
 
     assert event_counts(root, 1) == {"round_started": 1, "queried": 1, "request_published": 1, "batch_rejected": 2,
-                                     "labels_received": 2, "labels_submitted": 2, "labels_committed": 1,
-                                     "labels_approved": 1, "round_evaluated": 1}
+                                     "labels_received": 3, "labels_submitted": 3, "batch_unstaged": 1,
+                                     "approval_refused": 1, "labels_committed": 1, "labels_approved": 1,
+                                     "round_evaluated": 1}
     ws = Workspace.open(root)
     intake = [(e.type, e.actor) for e in ws.ledger.events(round=1)
-              if e.type in ("labels_submitted", "batch_rejected", "labels_approved", "labels_committed")]
+              if e.type in ("labels_submitted", "batch_rejected", "batch_unstaged", "approval_refused",
+                            "labels_approved", "labels_committed")]
     assert intake == [("batch_rejected", "pi"), ("labels_submitted", "ann"), ("batch_rejected", "pi"),
+                      ("labels_submitted", "ann"), ("batch_unstaged", "bob"), ("approval_refused", "bob"),
                       ("labels_submitted", "ann"), ("labels_approved", "pi"), ("labels_committed", "ann")]
     approved = ws.ledger.last("labels_approved", round=1).data
     committed = ws.ledger.last("labels_committed", round=1).data
@@ -173,9 +191,9 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
     report = (root / "report.html").read_text()  # the evaluate task wrote the campaign report, also in the store
     assert report.count('class="thumbnail"') == len(requested)
     assert ws.store.get_bytes("reports/report.html") == report.encode()
-    tasks = task_states(run_id)  # the flow ran twice: up to the wait, then from the top after the resume
-    assert {name: tasks[name] for name in STEPS} == {name: ["Completed", "Cached"] for name in STEPS}
-    assert (tasks["ingest-labels"], tasks["evaluate"]) == (["Completed"], ["Completed"])
+    tasks = task_states(run_id)  # the flow ran three times: up to the wait, then from the top after each resume
+    assert {name: tasks[name] for name in STEPS} == {name: ["Completed", "Cached", "Cached"] for name in STEPS}
+    assert (tasks["ingest-labels"], tasks["evaluate"]) == (["Completed", "Cached", "Completed"], ["Completed"])
     names = [name for name, _ in ENGINE.history(run_id)]
     assert names.index("Suspended") < names.index("Resuming") < names.index("Completed") == len(names) - 1
 

@@ -230,7 +230,7 @@ def test_worker_killed_while_the_approved_labels_are_taken_in(campaign: Path, ca
     root, n = campaign, 2
     run_id = start_round(ENGINE, root)
     assert wait(run_id, until_final=False, timeout=300).suspended
-    submit_and_approve(capsys, root, n, tmp_path / "batch")
+    submit_and_approve(capsys, root, n, tmp_path / "batch", wait=False)  # the kill comes while it is taken in
     killed = kill_at(root, run_id, labels_before_commit(root, n))
     report(capsys, record_property, "ingest-before-commit", killed and hit(root, n, "ingest-before-commit"))
     assert killed
@@ -241,7 +241,7 @@ def test_worker_killed_while_the_evaluate_pushes_to_dvc(campaign: Path, capsys, 
     root, n = campaign, 3
     run_id = start_round(ENGINE, root)
     assert wait(run_id, until_final=False, timeout=300).suspended
-    submit_and_approve(capsys, root, n, tmp_path / "batch")
+    submit_and_approve(capsys, root, n, tmp_path / "batch", wait=False)
     killed = kill_at(root, run_id, dvc_push(root, n))
     report(capsys, record_property, "evaluate-dvc-push", killed and hit(root, n, "evaluate-dvc-push"))
     assert killed

@@ -13,8 +13,7 @@ from PIL import Image
 
 from activeseg.core.data import Dataset, load_dataset
 from activeseg.workspace.exchange import (OUTLINE, BatchEntry, batch_sha256, context_box, mask_png, publish_request,
-                                quarantine, read_folder_batch, read_manifest, read_store_batch, to_uint8,
-                                upload_batch)
+                                quarantine, read_folder_batch, read_manifest, read_store_batch, to_uint8)
 from activeseg.core.partition import Region
 from activeseg.workspace.storage import LocalStore
 from activeseg.core.synthetic import synthesize
@@ -147,11 +146,12 @@ def test_quarantine_from_the_store_keeps_files_and_reopens_the_request(tmp_path:
     store = LocalStore(tmp_path)
     entries = [BatchEntry("ok.png", "file", 2, b"ok"), BatchEntry("sub/x.png", "file", 1, b"x"),
                BatchEntry("big.png", "file", 5, None)]
-    upload_batch(store, 2, entries[:2])
+    for entry in entries[:2]:
+        store.put_bytes(f"labels/round-002/{entry.name}", entry.data)
     store.put_bytes("labels/round-002/big.png", b"12345")
     read = read_store_batch(store, 2, max_bytes=4)
     assert read == sorted(entries, key=lambda e: e.name)
-    prefix = quarantine(store, 2, read, {"reasons": ["big.png: too big"]}, from_store=True)
+    prefix = quarantine(store, 2, read, {"reasons": ["big.png: too big"]}, source="labels/round-002/")
     assert prefix.startswith("quarantine/round-002/") and prefix.endswith("Z/")
     assert store.list("labels/") == []
     report = json.loads(store.get_bytes(prefix + "report.json"))
@@ -164,7 +164,7 @@ def test_quarantine_from_the_store_keeps_files_and_reopens_the_request(tmp_path:
 def test_quarantine_from_a_folder_never_copies_links(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     entries = [BatchEntry("../a.png", "file", 1, b"a"), BatchEntry("link.png", "symlink", 9, None)]
-    prefix = quarantine(store, 1, entries, {"reasons": []}, from_store=False)
+    prefix = quarantine(store, 1, entries, {"reasons": []}, source=None)
     report = json.loads(store.get_bytes(prefix + "report.json"))
     assert report["files"] == {"../a.png": f"{prefix}files/0000-_a.png", "link.png": None}
     assert [i.key for i in store.list("quarantine/")] == [f"{prefix}files/0000-_a.png", f"{prefix}report.json"]

@@ -78,7 +78,7 @@ def test_a_round_survives_store_outages(tmp_path: Path, s3_server: MotoServer) -
     # upload (labels submit): nothing staged, the batch is staged once the store is back
     batch = write_good_batch(ws, tmp_path / "batch")
     s3_server.stop()
-    with pytest.raises(StoreUnavailable, match=rf"^{url}: the store did not answer while writing labels/round-001/"):
+    with pytest.raises(StoreUnavailable, match=rf"^{url}: the store did not answer while listing staged/round-001/"):
         ws.submit(1, batch, "alice")
     assert ws.record(1).staged is None and "labels_submitted" not in round_one_events(ws)
     s3_server.start()
@@ -87,7 +87,7 @@ def test_a_round_survives_store_outages(tmp_path: Path, s3_server: MotoServer) -
     # ingest (approve): the staged batch is not taken in, no approval recorded, no commit
     commit = head(ws)
     s3_server.stop()
-    with pytest.raises(StoreUnavailable, match=rf"^{url}: the store did not answer while listing labels/round-001/"):
+    with pytest.raises(StoreUnavailable, match=rf"^{url}: the store did not answer while listing staged/round-001/"):
         ws.approve(1, "pi")
     assert ws.record(1).staged.batch_sha256 == staged["batch_sha256"] and ws.record(1).labels_accepted is None
     assert head(ws) == commit
