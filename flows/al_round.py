@@ -7,8 +7,9 @@ resumed with an `ApprovalInput` (`activeseg approve`, or the form in the Prefect
 (`oracle.timeout_hours`) expires. After the resume the flow runs again from the top: every step is a
 task with a persisted result, so the finished ones come back cached and nothing is done twice. A
 submitted batch that passed validation is only staged; an approval takes it in only when it names
-that staged batch; otherwise, or when it says "not approved" (the staged batch is quarantined), the
-round waits again.
+that staged batch and the batch still holds the bytes that were staged; otherwise (the refusal is
+recorded in the ledger, and `activeseg approve` reports it), or when it says "not approved" (the staged
+batch is quarantined), the round waits again.
 
 With `oracle.kind: simulated` the worker plays the annotator: once the request is published it submits
 the ground truth through the same path as a person's batch (validated, uploaded, staged), and once the

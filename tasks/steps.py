@@ -134,9 +134,10 @@ def _taken(ws: Workspace, n: int) -> dict[str, Any] | None:
 def ingest_labels(workspace: str, round_number: int, approval: dict[str, Any]) -> dict[str, Any]:
     """Take the approved staged batch in; `accepted` False (with the reason) when the round must wait on.
 
-    Approved: the staged batch must be the one the approval names; the workspace records the approval
-    (`labels_approved`) and takes the batch in (`labels_committed`). Not approved (from the Prefect UI
-    form): the staged batch goes to quarantine, as with `activeseg reject`.
+    Approved: the staged batch must be the one the approval names and hold the bytes that were staged;
+    the workspace records the approval (`labels_approved`) and takes the batch in (`labels_committed`),
+    or records the refusal (`approval_refused`, which `activeseg approve` waits for and reports). Not
+    approved (from the Prefect UI form): the staged batch goes to quarantine, as with `activeseg reject`.
     """
     ws, n = _open(workspace), round_number
     by = approval["approver"]
