@@ -32,7 +32,7 @@ def main() -> None:
     rendered = time.perf_counter()
     out = args.out or Path(tempfile.mkdtemp()) / "report.html"
     out.write_text(html, encoding="utf-8")
-    regions, thumbnails = sum(len(views) for views in campaign.regions.values()), html.count('class="thumbnail"')
+    regions, thumbnails = sum(len(r.views) for r in campaign.regions.values()), html.count('class="thumbnail"')
     print(f"rounds {len(campaign.rows)}, queried regions {regions}, thumbnails {thumbnails}")
     print(f"gather {gathered - started:.2f} s, render {rendered - gathered:.2f} s, page {len(html) / 1024:.0f} KiB")
     print(f"page: {out}")

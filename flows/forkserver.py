@@ -8,6 +8,10 @@ modules (`PRELOAD`) once, when the worker started: a run's process is ready in m
 still has a process of its own (suspended by exiting, killed alone, recovered as before); the fork
 server holds no thread or connection when it forks (it only imports).
 
+The fork server ends with its worker: it exits once every copy of its "alive" pipe is closed, and a run's
+process closes the copy multiprocessing gives it (:func:`_let_go`), so only the worker holds one. A worker
+killed during a run thus leaves no idle fork server behind, while the run's process carries on.
+
 The run's process starts with the fork server's environment, which does not name the run, so the
 worker records it (:func:`activeseg.orchestration.workers.record_run_process`). The runs execute the
 code as it was when the worker started: restart the worker after upgrading activeseg.
@@ -16,8 +20,11 @@ code as it was when the worker started: restart the worker after upgrading activ
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
+from collections.abc import Callable
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +49,31 @@ READY = "flow runs start from a warm process"
 
 class _Multiprocessing:
     """Stands for the `multiprocessing` module in `prefect.flow_engine`: its `run_flow_in_subprocess`
-    asks for the "spawn" context and gets the fork server's."""
+    asks for the "spawn" context and gets this stand-in, whose processes the fork server forks and which
+    let go of the fork server first (:func:`_let_go`)."""
 
     def __init__(self, context: multiprocessing.context.BaseContext):
         self.context = context
 
-    def get_context(self, method: str | None = None) -> multiprocessing.context.BaseContext:
-        return self.context
+    def get_context(self, method: str | None = None) -> _Multiprocessing:
+        return self
+
+    def Process(self, target: Callable[..., Any], args: tuple = (), kwargs: dict[str, Any] | None = None,
+                **options: Any) -> multiprocessing.process.BaseProcess:
+        """A process the fork server forks, which lets go of it before it runs `target`."""
+        return self.context.Process(target=_let_go, args=(target, args, kwargs or {}), **options)
+
+
+def _let_go(target: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:
+    """In a run's process: close its copy of the fork server's "alive" pipe, then run `target`. (Each
+    process the fork server forks gets a copy, to ask it for processes of its own; one that needs to
+    starts a fork server of its own instead.) The copy is multiprocessing's private state, as CPython 3.11
+    keeps it."""
+    server = forkserver._forkserver
+    if server._forkserver_alive_fd is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+    return target(*args, **kwargs)
 
 
 def fork_flow_runs(root: Path, preload: tuple[str, ...] = PRELOAD) -> None:

@@ -91,6 +91,7 @@ MARKS = {
         "workspace/test_labelstudio_live.py",
         "workspace/formats/test_live_settings.py::test_approve_with_nothing_staged_pulls_from_label_studio_first",
         "flows/test_worker_recovery.py",
+        "flows/test_forkserver.py",
         "orchestration/test_server.py::test_start_status_stop_restart",
         "loop/test_simulate.py::test_mlflow_logs_every_training_run",
         "loop/test_protocol.py::test_simulation_reads_the_test_split_only_to_evaluate",

@@ -88,7 +88,7 @@ def demo_report(engine: RunEngine, ws: Any, out: Path) -> Path:
     connect)."""
     from activeseg.loop.curves import plot_learning_curves
     from activeseg.workspace.audit import learning_curve
-    from activeseg.orchestration.approval import describe
+    from activeseg.workspace.ledger_text import summary
     from activeseg.report.page import write_campaign_report
 
     rows = learning_curve(ws)
@@ -110,7 +110,7 @@ def demo_report(engine: RunEngine, ws: Any, out: Path) -> Path:
         console.rule(f"audit history of region {region}")
         lines += ["", f"## Audit history of region {region}", ""]
         for e in ws.ledger.events(sample=region):
-            line = f"{e.time[:19]}  round {e.round}  {e.type} by {e.actor}: {describe(e, region)}"
+            line = f"{e.time[:19]}  round {e.round}  {e.type} by {e.actor}: {summary(e, region)}"
             console.print(line, highlight=False)
             lines.append(f"- {line}")
     tracking = ws.cfg.tracking.uri or f"sqlite:///{ws.root / 'mlflow' / 'mlflow.db'}"

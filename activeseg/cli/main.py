@@ -1,4 +1,6 @@
-"""The ``activeseg`` command line. Every command takes ``--params FILE`` and repeated ``--set k.p=v``.
+"""The ``activeseg`` command line. The commands that take no campaign workspace (and ``init``, which makes
+one, and ``predict``) take ``--params FILE`` and repeated ``--set k.p=v``; a campaign's commands read its
+``params.yaml`` and refuse both, saying so (:func:`refuse_overrides`).
 
 The library's commands are here; the campaign workspace's (``init``, ``step``, ``labels``, ``audit``) in
 ``cli/workspace.py``, the orchestration's (``server``, ``worker``, ``round``, ``status``, ``approve``,
@@ -12,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 
@@ -22,9 +26,10 @@ from activeseg.cli.output import console, print_json, print_table, say
 from activeseg.core.config import Config, load_config
 
 DESCRIPTION = ("Active learning for biomedical image segmentation: simulate and benchmark strategies, or run "
-               "a versioned labeling campaign under Prefect. Every command takes --params FILE and repeated "
-               "--set key.path=value. Exit status: 0 done, 1 data rejected or a round failed, 2 usage, "
-               "parameter or state error, 130 interrupted.")
+               "a versioned labeling campaign under Prefect. The commands that take no workspace, init and "
+               "predict take --params FILE and repeated --set key.path=value; a campaign's commands read its "
+               "params.yaml. Exit status: 0 done, 1 data rejected or a round failed, 2 usage, parameter or state "
+               "error, 130 interrupted.")
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -33,6 +38,42 @@ def common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, help="parameter file (default: ./params.yaml if present)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override one parameter, e.g. --set train.patience=3 (repeatable)")
+
+
+class Refused(argparse.Action):
+    """An option a command does not take: given, it stops the command with ``message`` (exit status 2)."""
+
+    def __init__(self, option_strings: list[str], dest: str, message: str, **kwargs: Any):
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+        self.message = message
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string}: {self.message}")
+
+
+def commands(parser: argparse.ArgumentParser, name: str = "") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every command's parser below ``parser``, with its name (``"labels submit"``)."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield name, parser
+    for group in groups:
+        for word, sub in group.choices.items():
+            yield from commands(sub, f"{name} {word}".strip())
+
+
+def refuse_overrides(parser: argparse.ArgumentParser) -> None:
+    """Give each command without ``--params``/``--set`` (a campaign's: it reads the workspace's params.yaml)
+    both options, hidden, refusing with a message that says where its settings change and which commands
+    take them."""
+    found = dict(commands(parser))
+    taking = [name for name, p in found.items() if "--set" in p._option_string_actions]
+    for name, p in found.items():
+        if name not in taking:
+            p.add_argument("--params", "--set", action=Refused, nargs="?", message=(
+                f"`activeseg {name}` works on a campaign workspace, whose settings are its params.yaml: edit that "
+                "file to change one (between rounds; its data section stays as init wrote it). --params and "
+                f"--set are taken by {', '.join(taking)}"))
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -201,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_commands(sub, common, config_from)
     orchestration.add_commands(sub)
     pages.add_command(sub)
+    refuse_overrides(parser)
     return parser
 
 

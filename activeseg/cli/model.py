@@ -11,6 +11,7 @@ import argparse
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from activeseg.cli.output import console, print_table, say
 from activeseg.core.config import Config
@@ -60,23 +61,44 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_model_list(args: argparse.Namespace) -> int:
+    """The registered versions, one line each, readable at 80 columns: the split and the strategy are said
+    in the title when every version shares them (a strategy that changed gets a column)."""
+    from activeseg.metrics import METRICS
+
+    _, registry = _registry(args)
+    versions, aliases = registry.versions(), registry.aliases()
+    if not versions:
+        say(f"no model registered in {registry.name!r} yet (each round's evaluate step registers one)")
+        return 0
+    splits = sorted({v.tags.get("activeseg.split", "-") for v in versions})
+    strategies = sorted({v.tags.get("activeseg.strategy", "-") for v in versions})
+    shared = len(strategies) == 1
+    title = f"registered model {registry.name}: {', '.join(splits)}-split metrics" + (
+        f", strategy {strategies[0]}" if shared else "")
+    columns = ("version", "round", "aliases", *METRICS, *([] if shared else ["strategy"]), "commit")
+    print_table(columns, [_version_row(v, aliases[str(v.version)], shared) for v in versions], title=title,
+                compact=True)
+    return 0
+
+
+def _version_row(version: Any, aliases: list[str], shared_strategy: bool) -> tuple[str, ...]:
+    """One registered version's cells: its aliases but `round-N` (the round column says it), metrics to 4
+    significant digits, the strategy unless every version shares it, the workspace commit (12 digits)."""
     from activeseg.metrics import METRICS
     from activeseg.model.tracking import ROUND_TAG
 
-    _, registry = _registry(args)
-    aliases = registry.aliases()
-    rows = []
-    for v in registry.versions():
-        metric = lambda m: v.tags.get(f"activeseg.metric.{m}", "-")  # noqa: E731
-        rows.append((v.version, v.tags.get(ROUND_TAG, "-"), ", ".join(aliases[str(v.version)]) or "-",
-                     v.tags.get("activeseg.split", "-"), *(metric(m) for m in METRICS),
-                     v.tags.get("activeseg.strategy", "-"), v.tags.get("activeseg.workspace_commit", "-")[:12]))
-    if not rows:
-        say(f"no model registered in {registry.name!r} yet (each round's evaluate step registers one)")
-        return 0
-    print_table(("version", "round", "aliases", "split", *METRICS, "strategy", "commit"), rows,
-                title=f"registered model {registry.name}")
-    return 0
+    tags = version.tags
+    round_number = tags.get(ROUND_TAG, "-")
+    named = ", ".join(a for a in aliases if a != f"round-{round_number}") or "-"
+    metrics = (_four_digits(tags.get(f"activeseg.metric.{m}")) for m in METRICS)
+    strategy = [] if shared_strategy else [tags.get("activeseg.strategy", "-")]
+    return (str(version.version), round_number, named, *metrics, *strategy,
+            tags.get("activeseg.workspace_commit", "-")[:12])
+
+
+def _four_digits(value: str | None) -> str:
+    """A metric tag (a number as text) to 4 significant digits; "-" when there is none."""
+    return "-" if value is None else f"{float(value):.4g}"
 
 
 def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None],

@@ -170,6 +170,7 @@ def _report_round(engine: RunEngine, ws: Any, state: RunState) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from activeseg.orchestration.status import headline, status
+    from activeseg.workspace.ledger_text import refusal
     from activeseg.workspace.workspace import Workspace
 
     root = _root(args)
@@ -194,6 +195,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append(f"batch to approve: {batch['sha256']} (round {batch['round']}, from {batch['annotator']}"
                      + (f"; {len(unchanged)} of {batch['files']} masks are the prediction unchanged" if unchanged
                         is not None else "") + ")")
+    lines += [f"round {item['round']}: {refusal(item['refused'])}" for item in result["pending"] if item["refused"]]
     lines += [result["hint"]] * bool(result["hint"])
     lines += [f"pending: round {item['round']}, {item['regions']} regions requested at {item['request']}; "
               f"{item['uploaded']} files uploaded, {item['rejected_batches']} batches rejected"
@@ -224,20 +226,33 @@ def _engine_for(ws: Any, round_number: int) -> AbstractContextManager[RunEngine 
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
+    """Approve, then say what became of the batch: taken in (0), refused or failed (1, with the reason), or
+    not yet known after the wait (3)."""
     from activeseg.orchestration.approval import approve
     from activeseg.workspace.workspace import Workspace
 
     root = _root(args)
     ws = Workspace.open(root)
     with _engine_for(ws, args.round) as engine:
-        result = approve(engine, ws, args.round, args.by, args.comment or "")
+        result = approve(engine, ws, args.round, args.by, args.comment or "",
+                         wait_seconds=0.0 if args.no_wait else args.wait_seconds)
+    n, batch = args.round, result["batch_sha256"][:12]
     if result["pulled"]:
-        console.print(f"round {args.round}: {result['pulled']}", highlight=False)
-    done = (f"flow run {result['flow_run_id']} resumes and takes it in" if result["flow_run_id"]
-            else f"taken in by hand (no round run waits for it), commit {result['commit'][:12]}")
-    console.print(f"round {args.round}: batch {result['batch_sha256'][:12]} from {result['annotator']} approved by "
-                  f"{result['approver']}; {done}", highlight=False)
-    return 0
+        console.print(f"round {n}: {result['pulled']}", highlight=False)
+    run = f"flow run {result['flow_run_id']}" if result["flow_run_id"] else "by hand (no round run waits for it)"
+    if result["outcome"] == "taken_in":
+        console.print(f"round {n}: batch {batch} from {result['annotator']} approved by {result['approver']} and "
+                      f"taken in {run}, commit {result['commit'][:12]}", highlight=False)
+        return 0
+    if result["outcome"] in ("refused", "failed"):
+        console.print(f"round {n}: the approval of batch {batch} by {result['approver']} was not taken ({run}): "
+                      f"{result['reason']}. `activeseg status` shows what the round waits for now.",
+                      highlight=False, style="red")
+        return 1
+    console.print(f"round {n}: batch {batch} approved by {result['approver']}; {run} resumes and takes it in "
+                  f"({'not waited for' if args.no_wait else 'not yet taken in after the wait: ' + result['reason']}"
+                  f"). `activeseg status` shows whether it was taken in or refused.", highlight=False)
+    return 0 if args.no_wait else 3
 
 
 def cmd_reject(args: argparse.Namespace) -> int:
@@ -341,6 +356,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--round", type=int, required=True)
     p.add_argument("--by", required=True, help="who approves")
     p.add_argument("--comment")
+    p.add_argument("--wait-seconds", type=float,
+                   help="how long to wait for the round run to take the batch in or refuse it (default 120); "
+                        "exit 0 taken in, 1 refused or failed, 3 not known yet")
+    p.add_argument("--no-wait", action="store_true", help="resume the round run and return at once")
     p.set_defaults(func=cmd_approve)
 
     p = where(sub.add_parser("reject", help="quarantine the staged batch of a round; it keeps waiting"))

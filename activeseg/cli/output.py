@@ -8,6 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -25,15 +26,18 @@ def print_json(result: Any) -> None:
     print(json.dumps(result, indent=1, default=str))
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
-    """A table of `rows` (cells shown with str): drawn on a terminal; title, header and rows as
-    tab-separated lines otherwise."""
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None, *,
+                compact: bool = False) -> None:
+    """A table of `rows` (cells shown with str): drawn on a terminal (`compact`: with no border, a rule
+    under the header and columns two spaces apart, for a wide table that should fit 80 columns); title,
+    header and rows as tab-separated lines otherwise."""
     cells = [[str(cell) for cell in row] for row in rows]
     if not console.is_terminal:
         lines = ([title] if title else []) + ["\t".join(columns)] + ["\t".join(row) for row in cells]
         print("\n".join(lines))
         return
-    table = Table(*columns, title=title)
+    style = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True}
+    table = Table(*columns, title=title, **(style if compact else {}))
     for row in cells:
         table.add_row(*(escape(cell) for cell in row))
     console.print(table)

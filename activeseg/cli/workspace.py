@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.markup import escape
 
 from activeseg.cli.output import console, print_json, print_table, say
+
+if TYPE_CHECKING:
+    from activeseg.workspace.records import Staged
 
 STEPS = ("validate", "partition", "train", "query", "evaluate")
 
@@ -65,6 +68,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     if args.labels_command == "pending":
         from activeseg.orchestration.status import pending
+        from activeseg.workspace.ledger_text import refusal
 
         items = pending(ws)
         if args.json:
@@ -74,6 +78,9 @@ def cmd_labels(args: argparse.Namespace) -> int:
             print_table(("round", "regions", "request", "uploaded files", "rejected batches", "staged batch"),
                         [[*(item[k] for k in keys), _staged(item["staged"])] for item in items],
                         title="open label requests")
+            for item in items:
+                if item["refused"]:
+                    say(f"round {item['round']}: {refusal(item['refused'])}")
         note_server(ws.root)
         return 0
     if args.labels_command == "export":
@@ -86,6 +93,11 @@ def cmd_labels(args: argparse.Namespace) -> int:
         from activeseg.workspace.formats.service import import_round
 
         result = import_round(ws, args.round, args.format, args.path, args.annotator, args.replace)
+        clipped = result.clipped or {}
+        if clipped:
+            say("shapes clipped at a region's edge, per region: "
+                + ", ".join(f"{rid} {len(shapes)}" for rid, shapes in clipped.items())
+                + " (the labels_submitted event names each: `activeseg audit --json`)")
     elif args.labels_command == "pull":
         from activeseg.workspace.formats.live import pull
 
@@ -102,8 +114,22 @@ def cmd_labels(args: argparse.Namespace) -> int:
         result = ws.ingest(args.round, args.annotator, replace=args.replace)
     else:
         result = ws.simulate_labels(args.round)
-    print_json(result)
+    if args.labels_command in ("export", "revoke"):
+        print_json(result)
+    else:
+        from activeseg.workspace.records import Staged
+
+        console.print(staged_line(Staged.model_validate(result)), highlight=False, markup=False)
     return 0
+
+
+def staged_line(batch: Staged) -> str:
+    """A staged batch in words, with the commands that approve or reject it."""
+    n = batch.round
+    replaced = f", replacing batch {batch.replaces[:12]}" if batch.replaces else ""
+    return (f"round {n}: batch {batch.batch_sha256[:12]} from {batch.annotator} staged ({batch.files} masks"
+            f"{replaced}); approve it with `activeseg approve --round {n} --by NAME` or reject it with "
+            f"`activeseg reject --round {n} --by NAME --reason TEXT`")
 
 
 def _staged(staged: dict[str, Any] | None) -> str:

@@ -4,6 +4,14 @@ Every stage of the pipeline has its own section (data, partition, model, train, 
 evaluate, tracking, campaign, schedule, storage), one :class:`Settings` model each. Unknown keys, values of the
 wrong type and values out of range fail with a :class:`ConfigError` that names the dotted key, e.g.
 ``train.patience: expected int, got 'ten'`` or ``partition.overlap: must be in [0, 1)``.
+
+Every value that names code (a strategy, its options, the oracle kind, the schedule, the reduction, the
+device, a synthetic style...) is checked here, when the settings are read, and a wrong one fails listing
+the valid names: a typo never waits minutes for the step that uses it. The names of the query strategies
+and their options' models (``query.options.<strategy>``) are settings like the others, so they live here
+too, below the strategies (``activeseg.strategies``, a higher layer that core must not import, and one
+that loads PyTorch): each registered strategy takes its ``Options`` from :data:`STRATEGY_OPTIONS`, and
+tests/strategies/test_registry.py checks that both name the same strategies.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
@@ -43,9 +51,14 @@ class SplitConfig(Settings):
         return self
 
 
+# the stain styles and object types of the synthetic generator (activeseg.core.synthetic: STYLES, OBJECT_TYPES)
+SYNTHETIC_NAMES = {"style_weights": ("he", "darkfield", "ihc", "pale"),
+                   "object_weights": ("round", "elongated", "lobulated")}
+
+
 class SyntheticConfig(Settings):
     """The synthetic data set (``activeseg.core.synthetic``). The weights are the share of images drawn in
-    each stain style / with each object type (any positive scale; the generator checks the names). The
+    each stain style / with each object type (any positive scale; the names of :data:`SYNTHETIC_NAMES`). The
     defaults make one style (darkfield) and one object type (lobulated) rare: 10 % of the images each."""
 
     n: int = Field(24, ge=1)
@@ -58,7 +71,11 @@ class SyntheticConfig(Settings):
 
     @field_validator("style_weights", "object_weights")
     @classmethod
-    def _some_positive(cls, weights: dict[str, float]) -> dict[str, float]:
+    def _known_and_some_positive(cls, weights: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        valid = SYNTHETIC_NAMES[info.field_name or ""]
+        unknown = sorted(set(weights) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown name {unknown[0]!r} (valid: {', '.join(valid)})")
         if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
             raise ValueError(f"weights must not be negative and at least one must be positive, got {weights}")
         return weights
@@ -141,6 +158,145 @@ class TrainConfig(Settings):
         return self
 
 
+class NoOptions(Settings):
+    """The options of a strategy that has none."""
+
+
+class InfoVAESettings(Settings):
+    """The infoVAE's input size, architecture and training, without the seed (``activeseg.model.infovae``):
+    ``bsq``'s options extend it."""
+
+    size: int = 32
+    latent_dim: int = Field(16, ge=1)
+    width: int = Field(16, ge=1)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = 1e-3
+    mmd_weight: float = 1.0
+    kernel_sigma2: float | None = None
+
+    @field_validator("size")
+    @classmethod
+    def _multiple_of_8(cls, size: int) -> int:
+        if size < 8 or size % 8:
+            raise ValueError(f"must be a positive multiple of 8, got {size}")
+        return size
+
+
+class BsqOptions(InfoVAESettings):
+    """``query.options.bsq`` (``activeseg.strategies.bsq``): the infoVAE's settings, its own seed and the
+    two of the query."""
+
+    n_unc: float = Field(0.1, gt=0)
+    sigma_floor: float = Field(0.1, gt=0)
+    vae_seed: int = 0
+
+    @field_validator("n_unc")
+    @classmethod
+    def _fraction_or_count(cls, n_unc: float) -> float:
+        if n_unc > 1 and n_unc != int(n_unc):
+            raise ValueError(f"a fraction in (0, 1] or a whole count, got {n_unc}")
+        return n_unc
+
+
+class CealOptions(Settings):
+    """``query.options.ceal`` (``activeseg.strategies.ceal``)."""
+
+    low_weight: float = Field(10.0, ge=0)
+    middle_weight: float = Field(15.0, ge=0)
+    high_weight: float = Field(10.0, ge=0)
+    middle_width: float = Field(0.5, gt=0, le=1)
+    bins: int = Field(10, ge=1)
+    pseudo_fraction: float = Field(0.25, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> CealOptions:
+        if self.low_weight + self.middle_weight + self.high_weight <= 0:
+            raise ValueError("low_weight, middle_weight, high_weight: must not all be 0")
+        return self
+
+
+class FocAnnotOptions(Settings):
+    """``query.options.focannot`` (``activeseg.strategies.focannot``)."""
+
+    variant: Literal["iu", "iu_id", "equal", "full"] = "full"
+    n_clusters: int = Field(3, ge=1)
+    lam: float = Field(0.5, ge=0, le=1)
+    q_fraction: float = Field(0.05, gt=0, le=1)
+    t_fraction: float = Field(0.025, gt=0, le=1)
+    t_from_budget: bool = True
+
+    @model_validator(mode="after")
+    def _t_within_q(self) -> FocAnnotOptions:
+        if self.t_fraction > self.q_fraction:
+            raise ValueError("t_fraction, q_fraction: expected t_fraction <= q_fraction, "
+                             f"got {self.t_fraction} and {self.q_fraction}")
+        return self
+
+
+class LabelPropagationOptions(Settings):
+    """``query.options.label_propagation`` (``activeseg.strategies.label_propagation``)."""
+
+    k: int = Field(40, ge=1)
+    distance: Literal["histogram_js", "descriptor"] = "histogram_js"
+    bins: int = Field(32, ge=1)
+    threshold_steps: int = Field(19, ge=1)
+
+
+# the strategies with a per-region score (a Strategy.score of their own), which powerbald and
+# stochastic_batches can draw on (option base)
+ScoreStrategy = Literal["bald", "entropy", "mc_variance", "random", "ripu"]
+
+
+class PowerBaldOptions(Settings):
+    """``query.options.powerbald`` (``activeseg.strategies.powerbald``)."""
+
+    base: ScoreStrategy = "bald"
+    beta: float = Field(1.0, gt=0)
+
+
+class RipuOptions(Settings):
+    """``query.options.ripu`` (``activeseg.strategies.ripu``)."""
+
+    k: int = Field(3, ge=3)
+
+    @field_validator("k")
+    @classmethod
+    def _odd(cls, k: int) -> int:
+        if k % 2 == 0:
+            raise ValueError(f"must be odd (a window centred on the pixel), got {k}")
+        return k
+
+
+class StochasticBatchesOptions(Settings):
+    """``query.options.stochastic_batches`` (``activeseg.strategies.stochastic_batches``)."""
+
+    base: ScoreStrategy = "entropy"
+    aggregate: Literal["mean", "max", "sum"] = "mean"
+    n_batches: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+
+
+class SuggestiveOptions(Settings):
+    """``query.options.suggestive`` (``activeseg.strategies.suggestive``)."""
+
+    k_candidates: int | None = Field(None, ge=1)
+
+
+# every name query.strategy accepts, with the settings model of its options (query.options.<name>)
+STRATEGY_OPTIONS: dict[str, type[Settings]] = {
+    "bald": NoOptions, "bsq": BsqOptions, "ceal": CealOptions, "coreset": NoOptions, "entropy": NoOptions,
+    "focannot": FocAnnotOptions, "full": NoOptions, "label_propagation": LabelPropagationOptions,
+    "mc_variance": NoOptions, "powerbald": PowerBaldOptions, "random": NoOptions, "ripu": RipuOptions,
+    "stochastic_batches": StochasticBatchesOptions, "suggestive": SuggestiveOptions,
+}
+
+
+def unknown_strategy(name: str) -> str:
+    """The problem with a strategy name that is not one, listing the valid ones."""
+    return f"unknown strategy {name!r} (valid: {', '.join(STRATEGY_OPTIONS)})"
+
+
 class QueryConfig(Settings):
     strategy: str = "suggestive"
     budget_fraction: float = Field(0.05, gt=0, le=1)
@@ -152,12 +308,30 @@ class QueryConfig(Settings):
     top_fraction: float = Field(0.1, gt=0, le=1)
     # query with a model that collapsed (one class everywhere on validation, or val Dice 0); default: the round stops
     allow_collapsed_model: bool = False
-    # per strategy name, that strategy's options: {focannot: {lam: 0.5}, ...}; checked by the strategies
+    # per strategy name, that strategy's options: {focannot: {lam: 0.5}, ...}; checked by STRATEGY_OPTIONS
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # MC-dropout scoring of the pool: in the query's process (null), on a temporary Dask cluster on this
     # machine (local) or on the Dask scheduler at tcp://host:port; shard_size regions per shard (a task)
     cluster: str | None = None
     shard_size: int = Field(256, ge=1)
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        if name not in STRATEGY_OPTIONS:
+            raise ValueError(unknown_strategy(name))
+        return name
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Every entry is checked against the options model of its strategy and kept as given (a dump writes
+        back only what was set); a problem names its full key, ``query.options.<strategy>.<option>``."""
+        for name, values in options.items():
+            if name not in STRATEGY_OPTIONS:
+                raise ConfigError(f"query.options.{name}: {unknown_strategy(name)}")
+            build(STRATEGY_OPTIONS[name], values, f"query.options.{name}")
+        return options
 
     @field_validator("cluster")
     @classmethod
@@ -305,6 +479,8 @@ def _message(error: ErrorDetails, model: type[BaseModel], prefix: str = "") -> s
         problem = f"expected one of {list(typing.get_args(field.annotation))}, got {value!r}"
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and field is not None:
         problem = f"{_bounds(field)}, got {value!r}"
+    elif kind == "value_error" and isinstance(error["ctx"]["error"], ConfigError):
+        return str(error["ctx"]["error"])  # from a nested build(), which names its own key
     elif kind == "value_error":
         problem = str(error["ctx"]["error"])
     else:

@@ -317,8 +317,8 @@ def _add_images(dataset: Dataset, root: Path) -> None:
         mask = read_mask(masks[stem], dataset.classes)
         if mask.shape != image.shape[:2]:
             raise DatasetError(
-                f"{masks[stem]}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image "
-                f"{image.shape[1]}x{image.shape[0]}"
+                f"{masks[stem]}: mask size {mask.shape[0]} x {mask.shape[1]} (height x width) differs from its "
+                f"image's {image.shape[0]} x {image.shape[1]}"
             )
         dataset.samples[stem] = Sample(stem, images[stem], masks[stem], *mask.shape, image.shape[2])
 

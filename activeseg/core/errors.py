@@ -16,5 +16,5 @@ class DatasetError(ValueError):
 def check_pixels(path: Path, width: int, height: int, what: str) -> None:
     """Refuse a file whose header declares more than :data:`MAX_PIXELS` pixels, before decoding it."""
     if width * height > MAX_PIXELS:
-        raise DatasetError(f"{path}: {what} declares {width}x{height} pixels, over the limit of {MAX_PIXELS} "
-                           "(a decompression bomb?); not decoded")
+        raise DatasetError(f"{path}: {what} declares {height} x {width} pixels (height x width), over the limit of "
+                           f"{MAX_PIXELS} (a decompression bomb?); not decoded")

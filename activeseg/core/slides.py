@@ -95,8 +95,9 @@ class Slide:
         self.channels = self.read(slice(0, 1), slice(0, 1)).shape[2]
         self.mask = None if mask_path is None else open_tiff(mask_path, "slide mask")
         if self.mask is not None and self.mask.dimensions != self.handle.dimensions:
-            raise DatasetError(f"{mask_path}: mask size {'x'.join(map(str, self.mask.dimensions))} differs from "
-                               f"its slide's level 0 {'x'.join(map(str, self.handle.dimensions))}")
+            (mask_w, mask_h), (slide_w, slide_h) = self.mask.dimensions, self.handle.dimensions
+            raise DatasetError(f"{mask_path}: mask size {mask_h} x {mask_w} (height x width) differs from its "
+                               f"slide's level 0 {slide_h} x {slide_w}")
 
     def read(self, ys: slice, xs: slice) -> np.ndarray:
         """(h, w, C) float32 in [0, 1]: the pixels ``[ys, xs]`` of the level, inside the slide."""

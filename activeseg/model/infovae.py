@@ -35,33 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict
 from torch import nn
 from torch.nn import functional as F
 
-from activeseg.core.config import Settings
+from activeseg.core.config import InfoVAESettings
 from activeseg.core.data import Dataset
 from activeseg.core.partition import Region
-
-
-class InfoVAESettings(Settings):
-    """The infoVAE's input size, architecture and training, without the seed: ``bsq``'s options extend it."""
-
-    size: int = 32
-    latent_dim: int = Field(16, ge=1)
-    width: int = Field(16, ge=1)
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = 1e-3
-    mmd_weight: float = 1.0
-    kernel_sigma2: float | None = None
-
-    @field_validator("size")
-    @classmethod
-    def _multiple_of_8(cls, size: int) -> int:
-        if size < 8 or size % 8:
-            raise ValueError(f"must be a positive multiple of 8, got {size}")
-        return size
 
 
 class InfoVAEParams(InfoVAESettings):

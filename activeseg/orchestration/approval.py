@@ -1,5 +1,5 @@
 """Approving and rejecting a round's staged label batch (through the round run that waits for it, or
-directly for a round run by hand), and how the orchestration's ledger events read."""
+directly for a round run by hand), and what became of an approval."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from activeseg.orchestration import workers
 from activeseg.orchestration.engine import RunEngine, RunState
 from activeseg.orchestration.guard import Claim, RoundError, read_claim
 from activeseg.workspace import ApprovalRefused, Workspace
-from activeseg.workspace import ledger_text
-from activeseg.workspace.ledger import Event
 
 WAIT_SECONDS = 120.0
 """How long `activeseg approve` waits by default for the resumed round run to take the batch in or refuse it."""
@@ -81,13 +79,15 @@ def approve(engine: RunEngine | None, ws: Workspace, round_number: int, by: str,
     batch = record.staged or record.labels_accepted
     if batch is None:
         raise RoundError(_no_batch_message(ws, round_number))
-    seen = len(ws.ledger.events())
+    wait = WAIT_SECONDS if wait_seconds is None else wait_seconds
+    seen = len(ws.ledger.events()) if wait else 0
     _settle(ws.root, claim.run_id)
     engine.resume(claim.run_id, {"approved": True, "approver": by, "comment": comment,
                                  "batch_hash": batch.batch_sha256})
     result = {"round": round_number, "flow_run_id": claim.flow_run_id, "approver": by, "comment": comment,
               "batch_sha256": batch.batch_sha256, "annotator": batch.annotator, "pulled": pulled}
-    wait = WAIT_SECONDS if wait_seconds is None else wait_seconds
+    if not wait:
+        return {**result, "outcome": "pending", "commit": None, "reason": "not waited for"}
     return {**result, **outcome(engine, ws, round_number, claim.run_id, batch.batch_sha256, seen, wait)}
 
 
@@ -103,7 +103,9 @@ def outcome(engine: RunEngine, ws: Workspace, round_number: int, run_id: UUID, b
             return {"outcome": "taken_in", "commit": accepted.commit, "reason": None}
         refused = [e for e in ws.ledger.events(type="approval_refused", round=round_number) if e.seq > after_seq]
         if refused:
-            return {"outcome": "refused", "commit": None, "reason": ledger_text.summary(refused[-1])}
+            data = refused[-1].data
+            kept = f"; the batch is in quarantine at {ws.store.url}/{data['quarantine']}" if data["quarantine"] else ""
+            return {"outcome": "refused", "commit": None, "reason": data["reason"] + kept}
         state = engine.state(run_id)
         if state is not None and state.final:
             return {"outcome": "failed", "commit": None,
@@ -155,18 +157,6 @@ def reject(engine: RunEngine | None, ws: Workspace, round_number: int, by: str, 
     claim = read_claim(ws.root)
     state = engine.state(claim.run_id) if engine and claim and claim.round_number == round_number else None
     return {**result, "flow_run_id": claim.flow_run_id if state else None, "state": state.name if state else None}
-
-
-def describe(event: Event, sample: str | None = None) -> str:
-    """One human line for an audit event (the orchestration's own types; the rest as the ledger says)."""
-    d = event.data
-    if event.type == "labels_approved":
-        return (f"batch {d['batch_sha256'][:12]} from {d['annotator']} approved by {d['approver']}"
-                + (f" ({d['comment']})" if d["comment"] else "")
-                + (f", flow run {d['flow_run_id']}" if d["flow_run_id"] else ", by hand"))
-    if event.type == "round_skipped":
-        return f"{d['trigger']} trigger, flow run {d['flow_run_id']}: {d['reason']}"
-    return ledger_text.summary(event, sample)
 
 
 def _settle(root: Path, run_id: UUID, timeout: float = 30.0) -> None:

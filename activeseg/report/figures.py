@@ -3,22 +3,28 @@ region (four panels side by side, drawn with numpy and Pillow: fast, and pixel-e
 
 Thumbnail panels, each the region's context crop enlarged to about ``PANEL`` pixels with the region
 outlined in yellow: the image; the uncertainty of the model that asked (predictive entropy, scaled from
-0 to ln C, colour map ``magma`` without its pale end); its prediction over the image; and, once labeled,
-the annotator's mask over the image with the pixels where the prediction disagrees with it in red
-(inside the region only: only there is the truth known). A panel without data (no maps stored, labels
-not in yet) is grey.
+0 to ln C, colour map ``magma`` without its pale end); its prediction over the image (the argmax of the
+MC-dropout mean, as its query saw it); and, once labeled, the annotator's mask over the image with the
+pixels where it differs from the model's prediction in red (inside the region only: only there is the
+truth known). That prediction is the pre-annotation exported to the annotator's tool where the round
+exported one (so a mask handed back unchanged shows no red), else the query's
+(:meth:`RegionView.compared_prediction`). A panel without data (no maps stored, labels not in yet) is grey.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from activeseg.loop.curves import curves
 from activeseg.report.campaign import RegionView
 from activeseg.workspace.exchange import outlined, png_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PANEL = 120
 """The long side of a thumbnail panel, in pixels (at least: crops are enlarged by whole factors)."""
@@ -29,38 +35,61 @@ CLASS_COLOURS = np.array([(0, 0, 0), (0, 200, 255), (255, 140, 0), (120, 255, 80
 DISAGREE = np.array((255, 0, 0), np.float32)
 EMPTY = 96
 HEAT_TOP = 0.85
+DICE_MARGIN = 0.05
+"""The least room (in Dice) left above and below the data on the learning curve's fitted axis."""
 
 
-def learning_curve_png(curve: list[tuple[float, float]], strategy: str, reference: list[dict]) -> bytes:
-    """Test Dice against the labeled-pixel fraction of the campaign's rounds; with ``reference`` (a
-    simulation's runs) its ``random`` curve (mean over seeds, band: the 95 % t interval, as
-    :mod:`activeseg.loop.curves` computes it) for comparison."""
-    import matplotlib
+def dice_limits(values: list[float]) -> tuple[float, float]:
+    """The learning curve's Dice axis fitted to every drawn value: their range widened by a tenth of it,
+    at least ``DICE_MARGIN``, on each side, within [0, 1]; (0, 1) with nothing drawn."""
+    if not values:
+        return 0.0, 1.0
+    low, high = min(values), max(values)
+    margin = max(0.1 * (high - low), DICE_MARGIN)
+    return max(0.0, low - margin), min(1.0, high + margin)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+def learning_curve_png(curve: list[tuple[int, float, float]], strategy: str, reference: list[dict]) -> bytes:
+    """The learning curve (:func:`learning_curve_figure`) as PNG bytes, 700 x 360 pixels."""
+    out = io.BytesIO()
+    learning_curve_figure(curve, strategy, reference).savefig(out, format="png", dpi=100)
+    return out.getvalue()
+
+
+def learning_curve_figure(curve: list[tuple[int, float, float]], strategy: str, reference: list[dict]) -> Figure:
+    """Test Dice against the labeled-pixel fraction of the campaign's rounds (``curve``: (round, fraction,
+    Dice), each point marked with its round; round 1's model trained on the initial set, round 0's
+    labels); with ``reference`` (a simulation's runs) its ``random`` curve from its round 0 (mean over
+    seeds, band: the 95 % t interval, as :mod:`activeseg.loop.curves` computes it) for comparison. The
+    Dice axis is fitted to everything drawn (:func:`dice_limits`)."""
+    from matplotlib import figure  # no pyplot: nothing to close, no backend to pick
+
+    fig = figure.Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
+    drawn: list[float] = []
     random = curves([r for r in reference if r["strategy"] == "random"]).get("random")
     if random is not None:
+        low, high = np.clip(random["low"], 0, 1), np.clip(random["high"], 0, 1)
         ax.plot(random["fraction"] * 100, random["dice"], color="grey", ls="--", marker=".",
                 label="random (simulation)")
-        ax.fill_between(random["fraction"] * 100, np.clip(random["low"], 0, 1), np.clip(random["high"], 0, 1),
-                        color="grey", alpha=0.2)
+        ax.fill_between(random["fraction"] * 100, low, high, color="grey", alpha=0.2)
+        drawn += [*random["dice"], *low, *high]
     if curve:
-        fraction, dice = zip(*curve)
-        ax.plot(np.array(fraction) * 100, dice, marker="o", color="tab:blue", lw=2, label=f"this campaign ({strategy})")
+        _, fraction, dice = zip(*curve)
+        ax.plot(np.array(fraction) * 100, dice, marker="o", color="tab:blue", lw=2,
+                label=f"this campaign ({strategy}), points numbered by round")
+        for n, x, y in curve:
+            ax.annotate(str(n), (x * 100, y), textcoords="offset points", xytext=(0, 7), ha="center",
+                        fontsize=8, color="tab:blue")
+        drawn += dice
     ax.set_xlabel("labeled training pixels (%)")
     ax.set_ylabel("test Dice")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(*dice_limits(drawn))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # nothing to name before the first round closes
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")  # the fitted axis leaves no corner free for sure
     fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=100)
-    plt.close(fig)
-    return out.getvalue()
+    return fig
 
 
 def overlay(image: np.ndarray, classes: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -82,15 +111,16 @@ def heat(uncertainty: np.ndarray, classes: int) -> np.ndarray:
 
 
 def label_panel(view: RegionView) -> np.ndarray | None:
-    """The annotator's mask over the crop (inside the region) with the disagreement in red, or None."""
+    """The annotator's mask over the crop (inside the region) with the pixels where the compared
+    prediction (:meth:`RegionView.compared_prediction`) differs from it in red, or None."""
     if view.label is None:
         return None
     y0, x0, y1, x1 = view.inner
     panel = view.image.copy()
     panel[y0:y1, x0:x1] = overlay(view.image[y0:y1, x0:x1], view.label)
-    if view.prediction is not None:
-        wrong = view.prediction[y0:y1, x0:x1] != view.label
-        panel[y0:y1, x0:x1][wrong] = DISAGREE.astype(np.uint8)
+    prediction = view.compared_prediction()
+    if prediction is not None:
+        panel[y0:y1, x0:x1][prediction != view.label] = DISAGREE.astype(np.uint8)
     return panel
 
 

@@ -69,7 +69,8 @@ def render_campaign(campaign: Campaign) -> str:
     """The campaign page's HTML."""
     curve = learning_curve_png(campaign.curve, dict(campaign.glance)["strategy"], campaign.reference)
     thumbnails = {(view.round, view.id): data_uri(thumbnail_png(view, campaign.classes))
-                  for views in campaign.regions.values() for view in views}  # a revoked region may be asked again
+                  for regions in campaign.regions.values()
+                  for view in regions.views}  # a revoked region may be asked again
     return _ENV.get_template("campaign.html.j2").render(
         c=campaign, curve=data_uri(curve), thumbnails=thumbnails, written=_now())
 

@@ -8,10 +8,10 @@ import importlib
 import pkgutil
 
 from activeseg.strategies.base import QueryContext, Selection, Strategy, fill_budget
-from activeseg.strategies.registry import STRATEGIES, check_options, get_strategy, names, register
+from activeseg.strategies.registry import STRATEGIES, get_strategy, names, register
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in ("base", "registry"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["QueryContext", "Selection", "Strategy", "fill_budget", "STRATEGIES", "check_options", "get_strategy", "names", "register"]
+__all__ = ["QueryContext", "Selection", "Strategy", "fill_budget", "STRATEGIES", "get_strategy", "names", "register"]

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from activeseg.core.config import ConfigError, Settings, build
+from activeseg.core.config import ConfigError, NoOptions, Settings, build
 from activeseg.core.data import Dataset
 from activeseg.model.inference import PixelHook, PoolScores, ScorePool
 from activeseg.core.labels import LabelState
@@ -128,13 +128,12 @@ def affordable_count(costs: np.ndarray, budget: int) -> int:
 
 
 class Strategy:
-    """Base class. ``Options`` is the settings model of the strategy's ``query.options.<name>``."""
+    """Base class. ``Options`` is the settings model of the strategy's ``query.options.<name>``: its entry
+    of ``activeseg.core.config.STRATEGY_OPTIONS``, where the settings are checked when they are read."""
 
     name: ClassVar[str] = ""
     needs_model: ClassVar[bool] = True
-
-    class Options(Settings):
-        pass
+    Options: ClassVar[type[Settings]] = NoOptions
 
     def __init__(self, options: dict[str, Any] | None = None):
         self.options = build(self.Options, options or {}, f"query.options.{self.name}")

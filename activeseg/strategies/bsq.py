@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
 from scipy.special import erfc
 
-from activeseg.model.infovae import InfoVAEParams, InfoVAESettings, encode, load_or_train
+from activeseg.core.config import BsqOptions, InfoVAESettings
+from activeseg.model.infovae import InfoVAEParams, encode, load_or_train
 from activeseg.core.pool import pool_regions
 from activeseg.strategies.base import QueryContext, Selection, Strategy, fill_budget
 from activeseg.strategies.registry import register
@@ -81,19 +81,7 @@ def bsq_order(uncertainty: np.ndarray, scores: np.ndarray, n_unc: int) -> np.nda
 class BsqStrategy(Strategy):
     name = "bsq"
 
-    class Options(InfoVAESettings):
-        """The infoVAE's settings, its own seed and the two of the query."""
-
-        n_unc: float = Field(0.1, gt=0)
-        sigma_floor: float = Field(0.1, gt=0)
-        vae_seed: int = 0
-
-        @field_validator("n_unc")
-        @classmethod
-        def _fraction_or_count(cls, n_unc: float) -> float:
-            if n_unc > 1 and n_unc != int(n_unc):
-                raise ValueError(f"a fraction in (0, 1] or a whole count, got {n_unc}")
-            return n_unc
+    Options = BsqOptions
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)

@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Self
 
 import numpy as np
-from pydantic import Field, model_validator
 
-from activeseg.core.config import Settings
+from activeseg.core.config import CealOptions
 from activeseg.model.inference import mc_dropout_scores
 from activeseg.core.partition import Region
 from activeseg.strategies.base import QueryContext, Selection, Strategy, fill_budget, take_within
@@ -112,19 +110,7 @@ def mc_mean_masks(ctx: QueryContext, regions: list[Region]) -> list[np.ndarray]:
 class CealStrategy(Strategy):
     name = "ceal"
 
-    class Options(Settings):
-        low_weight: float = Field(10.0, ge=0)
-        middle_weight: float = Field(15.0, ge=0)
-        high_weight: float = Field(10.0, ge=0)
-        middle_width: float = Field(0.5, gt=0, le=1)
-        bins: int = Field(10, ge=1)
-        pseudo_fraction: float = Field(0.25, ge=0, le=1)
-
-        @model_validator(mode="after")
-        def _some_weight(self) -> Self:
-            if self.low_weight + self.middle_weight + self.high_weight <= 0:
-                raise ValueError("low_weight, middle_weight, high_weight: must not all be 0")
-            return self
+    Options = CealOptions
 
     def select(self, ctx: QueryContext) -> Selection:
         o = self.options

@@ -37,14 +37,11 @@ Decisions the paper leaves open:
 
 from __future__ import annotations
 
-from typing import Literal, Self
-
 import numpy as np
-from pydantic import Field, model_validator
 from scipy.spatial.distance import cdist
 from sklearn.cluster import MiniBatchKMeans
 
-from activeseg.core.config import Settings
+from activeseg.core.config import FocAnnotOptions
 from activeseg.strategies.base import QueryContext, Selection, Strategy, affordable_count, fill_budget
 from activeseg.strategies.registry import register
 
@@ -184,20 +181,7 @@ def _mean_squared_distance(F: np.ndarray, centre: np.ndarray) -> float:
 class FocAnnotStrategy(Strategy):
     name = "focannot"
 
-    class Options(Settings):
-        variant: Literal["iu", "iu_id", "equal", "full"] = "full"
-        n_clusters: int = Field(3, ge=1)
-        lam: float = Field(0.5, ge=0, le=1)
-        q_fraction: float = Field(0.05, gt=0, le=1)
-        t_fraction: float = Field(0.025, gt=0, le=1)
-        t_from_budget: bool = True
-
-        @model_validator(mode="after")
-        def _t_within_q(self) -> Self:
-            if self.t_fraction > self.q_fraction:
-                raise ValueError("t_fraction, q_fraction: expected t_fraction <= q_fraction, "
-                                 f"got {self.t_fraction} and {self.q_fraction}")
-            return self
+    Options = FocAnnotOptions
 
     def counts(self, ctx: QueryContext) -> tuple[int, int]:
         """(Q, T) for this round (see ``t_from_budget`` in the module docstring)."""

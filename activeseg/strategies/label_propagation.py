@@ -38,13 +38,11 @@ images, and a slide is only read per region.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 from scipy.special import entr
 
-from activeseg.core.config import Settings
+from activeseg.core.config import LabelPropagationOptions
 from activeseg.model.inference import mc_dropout_scores, predict_probs
 from activeseg.core.partition import Region
 from activeseg.core.pool import pool_regions
@@ -139,11 +137,7 @@ def best_threshold(probs: list[np.ndarray], masks: list[np.ndarray], thresholds:
 class LabelPropagationStrategy(Strategy):
     name = "label_propagation"
 
-    class Options(Settings):
-        k: int = Field(40, ge=1)
-        distance: Literal["histogram_js", "descriptor"] = "histogram_js"
-        bins: int = Field(32, ge=1)
-        threshold_steps: int = Field(19, ge=1)
+    Options = LabelPropagationOptions
 
     def select(self, ctx: QueryContext) -> Selection:
         k = self.options.k

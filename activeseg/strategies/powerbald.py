@@ -20,11 +20,10 @@ Decisions the papers leave open:
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
 
-from activeseg.core.config import Settings
+from activeseg.core.config import PowerBaldOptions
 from activeseg.strategies.base import QueryContext, Selection, Strategy, fill_budget
-from activeseg.strategies.registry import get_score_strategy, register
+from activeseg.strategies.registry import get_strategy, register
 
 
 def power_order(scores: np.ndarray, beta: float, rng: np.random.Generator) -> np.ndarray:
@@ -40,13 +39,11 @@ def power_order(scores: np.ndarray, beta: float, rng: np.random.Generator) -> np
 class PowerBaldStrategy(Strategy):
     name = "powerbald"
 
-    class Options(Settings):
-        base: str = "bald"
-        beta: float = Field(1.0, gt=0)
+    Options = PowerBaldOptions
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
-        self.base = get_score_strategy(self.options.base, self.name)
+        self.base = get_strategy(self.options.base)
 
     def select(self, ctx: QueryContext) -> Selection:
         scores = np.asarray(self.base.score(ctx), dtype=np.float64)

@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
 from torch.nn import functional as F
 
-from activeseg.core.config import Settings
+from activeseg.core.config import RipuOptions
 from activeseg.model.inference import EPS, PixelMaps
 from activeseg.strategies.base import QueryContext, Strategy
 from activeseg.strategies.registry import register
@@ -51,15 +50,7 @@ def region_impurity(mean_prob: torch.Tensor, k: int) -> torch.Tensor:
 class RipuStrategy(Strategy):
     name = "ripu"
 
-    class Options(Settings):
-        k: int = Field(3, ge=3)
-
-        @field_validator("k")
-        @classmethod
-        def _odd(cls, k: int) -> int:
-            if k % 2 == 0:
-                raise ValueError(f"must be odd (a window centred on the pixel), got {k}")
-            return k
+    Options = RipuOptions
 
     def pixel_score(self, maps: PixelMaps) -> torch.Tensor:
         """(B, h, w) region impurity x prediction uncertainty."""

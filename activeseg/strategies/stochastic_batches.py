@@ -20,14 +20,11 @@ Decisions the paper leaves open (its budget counts slices, ours counts pixels):
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-from pydantic import Field
 
-from activeseg.core.config import Settings
+from activeseg.core.config import StochasticBatchesOptions
 from activeseg.strategies.base import QueryContext, Selection, Strategy, affordable_count, fill_budget
-from activeseg.strategies.registry import get_score_strategy, register
+from activeseg.strategies.registry import get_strategy, register
 
 AGGREGATES = {"mean": np.mean, "max": np.max, "sum": np.sum}
 
@@ -64,15 +61,11 @@ def batch_order(scores: np.ndarray, batches: np.ndarray, aggregate: str = "mean"
 class StochasticBatchesStrategy(Strategy):
     name = "stochastic_batches"
 
-    class Options(Settings):
-        base: str = "entropy"
-        aggregate: Literal["mean", "max", "sum"] = "mean"
-        n_batches: int | None = Field(None, ge=1)
-        batch_size: int | None = Field(None, ge=1)
+    Options = StochasticBatchesOptions
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
-        self.base = get_score_strategy(self.options.base, self.name)
+        self.base = get_strategy(self.options.base)
 
     def select(self, ctx: QueryContext) -> Selection:
         scores = np.asarray(self.base.score(ctx), dtype=np.float64)

@@ -37,9 +37,8 @@ from __future__ import annotations
 
 
 import numpy as np
-from pydantic import Field
 
-from activeseg.core.config import Settings
+from activeseg.core.config import SuggestiveOptions
 from activeseg.strategies.base import QueryContext, Selection, Strategy, affordable_count, fill_budget
 from activeseg.strategies.registry import register
 
@@ -176,8 +175,7 @@ def suggestive_order(descriptors: np.ndarray, uncertainty: np.ndarray, k: int, c
 class SuggestiveStrategy(Strategy):
     name = "suggestive"
 
-    class Options(Settings):
-        k_candidates: int | None = Field(None, ge=1)
+    Options = SuggestiveOptions
 
     def select(self, ctx: QueryContext) -> Selection:
         unc = np.asarray(ctx.pool.variance, dtype=np.float64)

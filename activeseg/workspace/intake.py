@@ -5,7 +5,8 @@ waiting for a reviewer; a bad one is quarantined with its reasons. Approving the
 from its staged place, after checking its bytes against its hash (written to labels/, tracked by DVC,
 committed, the known masks updated); rejecting it quarantines it with the reviewer's reason and the round
 waits for another batch. Nothing uploaded later can change a staged batch, and no staged batch leaves
-staging unrecorded or without a copy in the quarantine.
+staging unrecorded or without a copy in the quarantine; an approved batch keeps its staged place, the
+store's copy of what was taken in.
 
 Ledger: ``labels_received`` (a batch arrived, by the annotator), then ``batch_rejected`` (validation)
 or ``labels_submitted`` (staged, by the annotator); then ``labels_approved`` (by the approver) and
@@ -192,9 +193,7 @@ def approve(ws: WorkspaceCore, round_number: int | None, by: str, comment: str =
         ws.ledger.append("labels_approved", n, by, {
             "approver": by, "comment": comment, "batch_sha256": staged.batch_sha256, "annotator": staged.annotator,
             "regions": [r.id for r in record.requested()], "flow_run_id": flow_run_id}, once_key=staged.batch_sha256)
-        accepted = _accept(ws, record, entries, staged)
-        clear_staged(ws.store, n, staged.batch_sha256)  # the bytes are in labels/, under DVC and in git now
-        return accepted
+        return _accept(ws, record, entries, staged)  # its staged place stays: the store's copy of what was taken in
 
 
 def reject(ws: WorkspaceCore, round_number: int | None, by: str, reason: str) -> dict[str, Any]:
@@ -294,7 +293,7 @@ def _quarantine(ws: WorkspaceCore, n: int, entries: list[BatchEntry], digest: st
 def _stage(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], digest: str, annotator: str,
            report: ValidationReport, origin: str, details: dict[str, Any] | None = None) -> Staged:
     """Copy a validated batch to its staged place and record it as staged (ledger labels_submitted, with
-    ``details``; their ``reviewed_unchanged`` also in the record); a staged batch it replaces goes to the
+    ``details``; their ``reviewed_unchanged`` and ``clipped`` also in the record); a staged batch it replaces goes to the
     quarantine first (``batch_unstaged``); a batch from the upload folder then leaves it."""
     n, replaced = record.round, record.staged
     prefix = stage_batch(ws.store, n, entries, digest, {"annotator": annotator, "source": origin})
@@ -307,7 +306,8 @@ def _stage(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], di
         "replaces": replaces, "staged": prefix, **(details or {})}, once_key=_attempt(ws, n, digest))
     record = ws.record(n)
     record.staged = Staged(round=n, annotator=annotator, batch_sha256=digest, files=len(entries), time=event.time,
-                           replaces=replaces, reviewed_unchanged=(details or {}).get("reviewed_unchanged"))
+                           replaces=replaces, reviewed_unchanged=(details or {}).get("reviewed_unchanged"),
+                           clipped=(details or {}).get("clipped") or None)
     ws.records.save(record)
     if origin == "store":
         clear_upload(ws.store, n, entries)
@@ -316,7 +316,7 @@ def _stage(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], di
 
 def _accept(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], staged: Staged) -> LabelsAccepted:
     """Write the approved batch to labels/, rebuild the known masks, commit; the record's staged
-    entry becomes its labels_accepted (``reviewed_unchanged`` kept)."""
+    entry becomes its labels_accepted (``reviewed_unchanged`` and ``clipped`` kept)."""
     n = record.round
     folder = ws.root / "labels" / round_name(n)
     staging = ws.root / "tmp" / f"labels-{round_name(n)}"
@@ -328,7 +328,8 @@ def _accept(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], s
     staging.replace(folder)
     state = save_state(ws, ws.records.accepted() + [(n, staged.annotator)])
     accepted = commit_labels(ws, record, staged.annotator, staged.batch_sha256, state)
-    record.labels_accepted = accepted.model_copy(update={"reviewed_unchanged": staged.reviewed_unchanged})
+    record.labels_accepted = accepted.model_copy(update={"reviewed_unchanged": staged.reviewed_unchanged,
+                                                         "clipped": staged.clipped})
     record.staged = None
     ws.records.save(record)
     return record.labels_accepted

@@ -19,6 +19,14 @@ def to_csv(events: list[Event]) -> str:
     return out.getvalue()
 
 
+def refusal(data: dict) -> str:
+    """An ``approval_refused`` event's data in words (with its time when given, as `pending` adds it)."""
+    when = f" at {data['time'][:19].replace('T', ' ')} UTC" if data.get("time") else ""
+    kept = f"; the batch is in quarantine at {data['quarantine']}" if data.get("quarantine") else ""
+    return (f"approval of batch {data['batch_sha256'][:12]} by {data['approver']} refused{when}: "
+            f"{data['reason']}{kept}")
+
+
 def summary(event: Event, sample: str | None = None) -> str:
     """One human line for the audit table; with ``sample``, that region's score and cost where known."""
     d = event.data
@@ -35,6 +43,16 @@ def summary(event: Event, sample: str | None = None) -> str:
                 + (f", replaces batch {short(d['replaces'])}" if d.get("replaces") else ""))
     if event.type == "batch_rejected":
         return f"by {d['by']}: " + "; ".join(d["reasons"][:3]) + (" ..." if len(d["reasons"]) > 3 else "")
+    if event.type == "batch_unstaged":
+        return f"batch {short(d['batch_sha256'])} from {d['annotator']} unstaged by {d['by']}: {d['reason']}"
+    if event.type == "approval_refused":
+        return refusal(d)
+    if event.type == "labels_approved":
+        return (f"batch {short(d['batch_sha256'])} from {d['annotator']} approved by {d['approver']}"
+                + (f" ({d['comment']})" if d.get("comment") else "")
+                + (f", flow run {d['flow_run_id']}" if d.get("flow_run_id") else ", by hand"))
+    if event.type == "round_skipped":
+        return f"{d['trigger']} trigger, flow run {d['flow_run_id']}: {d['reason']}"
     if event.type == "labels_committed":
         return f"annotator {d['annotator']}, {len(d['regions'])} regions, commit {short(d['commit'])}"
     if event.type == "labels_revoked":

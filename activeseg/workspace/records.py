@@ -109,9 +109,9 @@ class Queried(Entry):
 
 
 class Staged(Entry):
-    """A label batch that passed validation and waits for approval, uploaded to ``labels/round-NNN/``
-    in the store: not in labels/, the training label state or a commit. ``replaces``: the hash of the
-    staged batch it replaced (``--replace``), else None."""
+    """A label batch that passed validation and waits for approval in its staged place
+    ``staged/round-NNN/<batch sha256>/`` in the store: not in labels/, the training label state or a
+    commit. ``replaces``: the hash of the staged batch it replaced (``--replace``), else None."""
 
     round: int
     annotator: str
@@ -122,11 +122,14 @@ class Staged(Entry):
     reviewed_unchanged: list[str] | None = None
     """The regions whose label is the exported model prediction sent back unchanged (a tool import that
     knows the prediction it exported), else None."""
+    clipped: dict[str, list[str]] | None = None
+    """Per region id, the tool's shapes that crossed the region's edge and were clipped to it (a QuPath
+    import), else None."""
 
 
 class LabelsAccepted(GrownEntry):
     """The accepted label batch (``batch_sha256`` None for the initial set) and its commit;
-    ``reviewed_unchanged``: the staged batch's (the labels that are uncorrected predictions)."""
+    ``reviewed_unchanged`` and ``clipped``: the staged batch's (see :class:`Staged`)."""
 
     round: int
     annotator: str
@@ -137,6 +140,7 @@ class LabelsAccepted(GrownEntry):
     known_pixel_fraction: float
     time: str
     reviewed_unchanged: list[str] | None = None
+    clipped: dict[str, list[str]] | None = None
 
 
 class Evaluated(Entry):

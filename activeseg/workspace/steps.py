@@ -47,7 +47,7 @@ def check_frozen_data(ws: WorkspaceCore) -> None:
 
 def check_dataset(ws: WorkspaceCore) -> ValidationReport:
     """The dataset suite on data/ with the frozen split, written to validation/dataset.json with its
-    inputs' fingerprint; raises :class:`ValidationFailed` naming every file and expectation that failed.
+    inputs' fingerprint; raises :class:`ValidationFailed` naming every file and what is wrong with it.
     A passed report whose fingerprint is the current one (nothing it depends on changed:
     :func:`~activeseg.workspace.validation.dataset.dataset_fingerprint`) is reused, as DVC skips a stage
     whose deps did not change: the round's process then never imports Great Expectations."""

@@ -113,7 +113,7 @@ class Workspace(WorkspaceCore):
 
     def validate(self) -> dict[str, Any]:
         """Run the dataset suite on data/ with the frozen split; raises :class:`ValidationFailed`
-        naming every file and expectation that failed."""
+        naming every file and what is wrong with it."""
         return steps.validate(self)
 
     def partition(self) -> Path:

@@ -9,6 +9,8 @@ import importlib
 import io
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from uuid import uuid4
 
@@ -66,6 +68,43 @@ def test_tables_are_plain_tab_separated_lines_when_piped(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("strategy\tneeds model\tdescription")
     assert any(line.startswith("mc_variance\tyes\t") for line in lines) and "━" not in "".join(lines)
+
+
+def test_init_with_an_unknown_strategy_fails_at_once_listing_the_valid_ones_and_creates_nothing(tmp_path):
+    """The real command, in a process of its own: the settings are checked before any work starts."""
+    activeseg = Path(sys.executable).parent / "activeseg"
+    result = subprocess.run([str(activeseg), "init", "lab", "--set", "query.strategy=nonsense"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout.strip().endswith(
+        "query.strategy: unknown strategy 'nonsense' (valid: bald, bsq, ceal, coreset, entropy, focannot, full, "
+        "label_propagation, mc_variance, powerbald, random, ripu, stochastic_batches, suggestive)")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command, args", [
+    ("status", []), ("round start", []), ("approve", ["--round", "1", "--by", "pi"]), ("report", []),
+    ("labels submit", ["masks", "--annotator", "ann"]), ("audit", [])])
+def test_campaign_commands_refuse_params_and_set_saying_where_settings_change(command, args, capsys):
+    for option in ("--set", "--params"):
+        with pytest.raises(SystemExit) as exited:
+            main([*command.split(), *args, option, "train.patience=3"])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2
+        assert f"error: {option}: `activeseg {command}` works on a campaign workspace, whose settings are its " \
+               "params.yaml: edit that file to change one" in err
+        assert err.rstrip().endswith("--params and --set are taken by data synthesize, strategies, simulate, demo, "
+                                     "benchmark, metrics, init, predict")
+
+
+def test_init_names_set_not_the_params_file_for_a_bad_override(tmp_path, capsys):
+    assert main(["init", str(tmp_path / "lab"), "--set", "train.patience=abc"]) == 2
+    assert capsys.readouterr().out == "error: --set: train.patience: expected int, got 'abc'\n"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {patience: abc}\n")
+    assert main(["init", str(tmp_path / "lab"), "--params", str(bad)]) == 2
+    assert capsys.readouterr().out == f"error: {bad}: train.patience: expected int, got 'abc'\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
 @pytest.fixture(scope="module")

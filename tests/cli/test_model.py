@@ -4,13 +4,16 @@ registry aliases of a workspace whose round 1 closed with tracking on."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from rich.console import Console
 
 from activeseg.cli.main import main
 from activeseg.core.data import read_image
@@ -84,12 +87,12 @@ def test_a_closed_round_is_registered_and_predicts_by_alias(tmp_path, capsys):
     where = ["--workspace", str(ws.root)]
     assert main(["model", "list", *where]) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
-    assert rows[0] == ["registered model activeseg"]
+    assert rows[0] == [f"registered model activeseg: test-split metrics, strategy {ws.cfg.query.strategy}"]
     header, row = rows[1], dict(zip(rows[1], rows[2]))
-    assert header[:4] == ["version", "round", "aliases", "split"] and len(rows) == 3
-    assert (row["version"], row["round"], row["aliases"], row["split"]) == ("1", "1", "champion, round-1, latest", "test")
+    assert header[:3] == ["version", "round", "aliases"] and len(rows) == 3
+    assert (row["version"], row["round"], row["aliases"]) == ("1", "1", "champion, latest")  # and round-1
     evaluation = json.loads((ws.root / "metrics" / "evaluation.json").read_text())
-    assert float(row["dice"]) == pytest.approx(evaluation["mean"]["dice"])
+    assert row["dice"] == f"{evaluation['mean']['dice']:.4g}"
     assert row["commit"] == ws.git("rev-parse", "round-001^").strip()[:12]  # HEAD when evaluate registered it
     out = tmp_path / "pred"
     images = ["--images", str(ws.root / "data" / "images"), "--out", str(out), "--quiet"]
@@ -97,3 +100,31 @@ def test_a_closed_round_is_registered_and_predicts_by_alias(tmp_path, capsys):
     assert len(list(out.glob("*.png"))) == len(ws.dataset.stems)
     assert main(["predict", "--model", "round-7", *images, *where]) == 2
     assert "unknown model alias 'round-7': the valid ones are latest, champion, round-1" in capsys.readouterr().out
+
+
+def test_model_list_reads_at_80_columns(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Drawn on a terminal of 80 columns, each version is one line and no cell is cut."""
+    from activeseg.cli import model, output
+
+    commit = "0123456789abcdef" * 2
+    tags = {"activeseg.round": "1", "activeseg.split": "test", "activeseg.strategy": "stochastic_batches",
+            "activeseg.workspace_commit": commit, "activeseg.metric.dice": "0.812345678901",
+            "activeseg.metric.voe": "0.316227766", "activeseg.metric.msd": "1.41421356",
+            "activeseg.metric.hd95": "123.456789"}
+    versions = [SimpleNamespace(version=n, tags={**tags, "activeseg.round": str(n)}) for n in (1, 2, 10)]
+    aliases = {"1": ["round-1"], "2": ["round-2"], "10": ["champion", "round-10", "latest"]}
+    registry = SimpleNamespace(name="activeseg", versions=lambda: versions, aliases=lambda: aliases)
+    monkeypatch.setattr(model, "_registry", lambda args: (None, registry))
+    monkeypatch.setenv("COLUMNS", "80")
+    screen = io.StringIO()
+    monkeypatch.setattr(output, "console", Console(file=screen, force_terminal=True, soft_wrap=True,
+                                                      color_system=None))
+
+    assert main(["model", "list"]) == 0
+    lines = screen.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in screen.getvalue()
+    assert lines[0] == "registered model activeseg: test-split metrics, strategy stochastic_batches"
+    rows = [line.split() for line in lines if line.split()[:1] in (["1"], ["2"], ["10"])]
+    assert rows == [["1", "1", "-", "0.8123", "0.3162", "1.414", "123.5", commit[:12]],
+                    ["2", "2", "-", "0.8123", "0.3162", "1.414", "123.5", commit[:12]],
+                    ["10", "10", "champion,", "latest", "0.8123", "0.3162", "1.414", "123.5", commit[:12]]]

@@ -1,8 +1,11 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from activeseg.core.config import Config, ConfigError, dump_config, load_config, parse_override
+from activeseg.core import synthetic
+from activeseg.core.config import SYNTHETIC_NAMES, Config, ConfigError, dump_config, load_config, parse_override
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,3 +124,74 @@ def test_exponent_floats_without_a_dot_are_numbers_in_overrides_and_files(tmp_pa
     dump_config(cfg, tmp_path / "again.yaml")
     assert load_config(tmp_path / "again.yaml", []).train == cfg.train
     assert parse_override("data.dataset=1e5x") == (["data", "dataset"], "1e5x")  # not a number: stays text
+
+
+STRATEGY_NAMES = ("(valid: bald, bsq, ceal, coreset, entropy, focannot, full, label_propagation, mc_variance, powerbald, "
+                  "random, ripu, stochastic_batches, suggestive)")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("query.strategy=nonsense", f"query.strategy: unknown strategy 'nonsense' {STRATEGY_NAMES}"),
+        ("query.options.focanot.lam=0.3", f"query.options.focanot: unknown strategy 'focanot' {STRATEGY_NAMES}"),
+        ("query.options.focannot.lamda=0.3", "query.options.focannot.lamda: unknown key (valid keys here: lam, "
+                                             "n_clusters, q_fraction, t_fraction, t_from_budget, variant)"),
+        ("query.options.random.k=3", "query.options.random.k: unknown key (valid keys here: none)"),
+        ("query.options.focannot.variant=all",
+         "query.options.focannot.variant: expected one of ['iu', 'iu_id', 'equal', 'full'], got 'all'"),
+        ("query.options.label_propagation.distance=cosine",
+         "query.options.label_propagation.distance: expected one of ['histogram_js', 'descriptor'], got 'cosine'"),
+        ("query.options.stochastic_batches.aggregate=median",
+         "query.options.stochastic_batches.aggregate: expected one of ['mean', 'max', 'sum'], got 'median'"),
+        ("query.options.powerbald.base=full",
+         "query.options.powerbald.base: expected one of ['bald', 'entropy', 'mc_variance', 'random', 'ripu'], "
+         "got 'full'"),
+        ("query.options.stochastic_batches.base=stochastic_batches",
+         "query.options.stochastic_batches.base: expected one of ['bald', 'entropy', 'mc_variance', 'random', "
+         "'ripu'], got 'stochastic_batches'"),
+        ("query.options.ripu.k=4", "query.options.ripu.k: must be odd (a window centred on the pixel), got 4"),
+        ("query.options.focannot={lam: 0.3, t_fraction: 0.5}",
+         "query.options.focannot: t_fraction, q_fraction: expected t_fraction <= q_fraction, got 0.5 and 0.05"),
+        ("query.reduction=max", "query.reduction: expected one of ['mean', 'top'], got 'max'"),
+        ("oracle.kind=robot", "oracle.kind: expected one of ['simulated', 'human', 'labelstudio'], got 'robot'"),
+        ("train.schedule=step", "train.schedule: expected one of ['cosine', 'onecycle'], got 'step'"),
+        ("train.device=gpu", "train.device: expected one of ['auto', 'cpu', 'cuda'], got 'gpu'"),
+        ("train.mode=resume", "train.mode: expected one of ['scratch', 'finetune'], got 'resume'"),
+        ("evaluate.split=train", "evaluate.split: expected one of ['val', 'test'], got 'train'"),
+        ("data.synthetic.style_weights={he: 1, sepia: 1}",
+         "data.synthetic.style_weights: unknown name 'sepia' (valid: he, darkfield, ihc, pale)"),
+        ("data.synthetic.object_weights={square: 1}",
+         "data.synthetic.object_weights: unknown name 'square' (valid: round, elongated, lobulated)"),
+    ],
+)
+def test_names_that_select_code_fail_when_read_listing_the_valid_ones(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == message
+
+
+def test_a_wrong_name_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("query:\n  strategy: nonsense\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: query.strategy: unknown strategy 'nonsense' {STRATEGY_NAMES}"
+
+
+def test_strategy_options_are_kept_as_given_once_checked():
+    cfg = load_config(None, ["query.strategy=powerbald", "query.options={powerbald: {base: entropy}, ripu: {k: 5}}"])
+    assert (cfg.query.strategy, cfg.query.options) == ("powerbald", {"powerbald": {"base": "entropy"}, "ripu": {"k": 5}})
+
+
+def test_the_settings_are_checked_without_loading_the_strategies_or_pytorch():
+    code = ("import sys\nfrom activeseg.core.config import ConfigError, load_config\n"
+            "try:\n    load_config(None, ['query.options.ceal.bins=0'])\nexcept ConfigError as exc:\n    print(exc)\n"
+            "print(sorted(m for m in ('torch', 'activeseg.strategies') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.splitlines() == ["query.options.ceal.bins: must be at least 1, got 0", "[]"]
+
+
+def test_the_synthetic_names_are_the_generator_s():
+    assert SYNTHETIC_NAMES == {"style_weights": tuple(s.name for s in synthetic.STYLES),
+                               "object_weights": tuple(t.name for t in synthetic.OBJECT_TYPES)}

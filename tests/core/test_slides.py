@@ -116,8 +116,8 @@ def test_bad_slide_folders_name_the_file(slide_dir: Path) -> None:
                                            r"has levels 0\.\.2"):
         load_dataset(slide_dir, 2, SlidesConfig(level=3))
     write_pyramid(slide_dir / "slide_masks" / "slide-1.tif", np.zeros((64, 64), np.uint8), 1, 32)
-    with pytest.raises(DatasetError, match=r"slide_masks/slide-1\.tif: mask size 64x64 differs from its slide's "
-                                           r"level 0 192x128"):
+    with pytest.raises(DatasetError, match=r"slide_masks/slide-1\.tif: mask size 64 x 64 \(height x width\) differs "
+                                           r"from its slide's level 0 128 x 192"):
         load_dataset(slide_dir, 2)
     (slide_dir / "slide_masks" / "slide-1.tif").unlink()
     (slide_dir / "slide_masks" / "orphan.tif").write_bytes(b"")

@@ -49,6 +49,8 @@ def test_every_section_and_one_thumbnail_per_queried_region(campaign: Workspace,
     assert dom.count('class="thumbnail"') == len(queried)
     assert dom.count("labels not in yet") == len(campaign.record(2).queried.regions)
     assert dom.count("labels revoked") == 1
+    unchanged = campaign.record(1).labels_accepted.reviewed_unchanged
+    assert dom.count('<span class="unchanged">unchanged</span>') == len(unchanged) > 0
     assert '<span class="ok">intact</span>' in dom
 
 

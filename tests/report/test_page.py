@@ -1,10 +1,12 @@
-"""The page: table cells, no machine path, the comparison page, the reference simulation, and no
-credential of an S3 store in the report (nor in the copy it puts in the store)."""
+"""The page: table cells, no machine path (not even of the folders a rejected batch came from), masks
+handed back unchanged and which prediction the red marks compare with, the comparison page, the reference
+simulation, and no credential of an S3 store in the report (nor in the copy it puts in the store)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,34 @@ def test_scrub_replaces_machine_paths_outside_the_images_only(tmp_path: Path) ->
     inside = f"data:image/png;base64,AAAA{Path.home()}/x"  # base64 characters only: an image, left as it is
     text = f"<p>{root}/labels and {Path.home()}/notes</p><img src=\"{image}\"><img src=\"{inside}\">"
     assert scrub(text, root) == f"<p><workspace>/labels and ~/notes</p><img src=\"{image}\"><img src=\"{inside}\">"
+
+
+@pytest.fixture(scope="module")
+def page(campaign: Workspace, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The campaign's report page, without its embedded images."""
+    return data_uris_removed(write_campaign_report(campaign, tmp_path_factory.mktemp("page") / "r.html").read_text())
+
+
+def test_the_page_names_no_folder_of_the_machine(campaign: Workspace, page: str) -> None:
+    batches = campaign.root.parent  # the rejected folder batch and QuPath export came from folders in it
+    assert (batches / "bad-batch").is_dir() and (batches / "broken").is_dir()
+    assert str(batches) not in page and not [p for p in machine_paths(campaign) if p in page]
+    assert "<li>export.geojson: malformed JSON at line 1, column 2: Expecting property name" in page
+    assert page.count("<td><code>quarantine/round-001/") == 2  # store keys, relative to the store
+
+
+def test_masks_handed_back_unchanged_are_marked_and_the_red_says_which_prediction(campaign: Workspace,
+                                                                                   page: str) -> None:
+    ids = [r.id for r in campaign.record(1).queried.regions]
+    n = len(ids)
+    masks = f"{n - 1} mask" + ("" if n == 2 else "s")
+    assert f"<h3>Round 1: {n} regions, {masks} handed back as the pre-annotation, unchanged</h3>" in page
+    figures = dict(re.findall(r'<figure class="region" id="region-1-([^"]+)">(.*?)</figure>', page, re.S))
+    marked = [i for i in ids if '<span class="unchanged">unchanged</span>' in figures[i]]
+    assert marked == ids[:-1] and page.count('class="unchanged"') == n - 1  # the last region was corrected
+    assert "Model wrong (red) against\nthe pre-annotation exported for qupath (round 1's model, dropout off)." in page
+    assert page.count("Model wrong (red) against") == 1  # round 2 has no labels yet
+    assert f"<h3>Round 2: {len(campaign.record(2).queried.regions)} regions</h3>" in page
 
 
 def test_a_reference_must_be_a_simulation_with_random_runs(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ import pytest
 from activeseg.core.config import ConfigError
 from activeseg.core.labels import LabelState
 from activeseg.core.partition import Region
-from activeseg.strategies import QueryContext, check_options, fill_budget, get_strategy, names
+from activeseg.strategies import QueryContext, fill_budget, get_strategy, names
 
 
 def context(regions, budget, known=None):
@@ -63,13 +63,3 @@ def test_score_strategies_rank_by_their_pool_score():
     assert get_strategy("mc_variance").select(ctx).indices == [0]
     full = get_strategy("full").select(ctx)
     assert full.indices == [0, 1, 2] and full.spent == 48
-
-
-def test_query_options_are_keyed_by_strategy_name():
-    check_options({"focannot": {"lam": 0.3}})
-    with pytest.raises(ConfigError, match=r"query.options.focanot: not a strategy \(valid: .*focannot"):
-        check_options({"focanot": {"lam": 0.3}})
-    with pytest.raises(ConfigError, match=r"query\.options\.focannot\.lamda: unknown key \(valid keys here: lam, n_clusters,"):
-        check_options({"focannot": {"lamda": 0.3}})
-    with pytest.raises(ConfigError, match=r"query.options.focannot: expected a mapping"):
-        check_options({"focannot": 0.5})

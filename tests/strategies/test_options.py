@@ -33,7 +33,8 @@ def test_every_strategy_has_defaults_and_forbids_unknown_options(name):
         ("suggestive", {"k_candidates": 0}, "query.options.suggestive.k_candidates: must be at least 1, got 0"),
         ("stochastic_batches", {"n_batches": 0}, "query.options.stochastic_batches.n_batches: must be at least 1, got 0"),
         ("stochastic_batches", {"base": "stochastic_batches"},
-         "query.options.stochastic_batches.base: 'stochastic_batches' cannot wrap itself"),
+         "query.options.stochastic_batches.base: expected one of ['bald', 'entropy', 'mc_variance', 'random', "
+         "'ripu'], got 'stochastic_batches'"),
         ("bsq", {"n_unc": 2.5}, "query.options.bsq.n_unc: a fraction in (0, 1] or a whole count, got 2.5"),
         ("bsq", {"sigma_floor": 0}, "query.options.bsq.sigma_floor: must be positive, got 0"),
         ("bsq", {"size": 20}, "query.options.bsq.size: must be a positive multiple of 8, got 20"),

@@ -72,8 +72,10 @@ def test_the_base_score_is_an_option():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"base": "powerbald"}, "query.options.powerbald.base: 'powerbald' cannot wrap itself"),
-    ({"base": "full"}, "query.options.powerbald.base: 'full' has no per-sample score to use"),
+    ({"base": "powerbald"}, "query.options.powerbald.base: expected one of ['bald', 'entropy', 'mc_variance', "
+                            "'random', 'ripu'], got 'powerbald'"),
+    ({"base": "full"}, "query.options.powerbald.base: expected one of ['bald', 'entropy', 'mc_variance', 'random', "
+                       "'ripu'], got 'full'"),
     ({"beta": 0}, "query.options.powerbald.beta: must be positive, got 0"),
 ])
 def test_bad_options_name_the_key(options, message):

@@ -29,10 +29,9 @@ def test_a_decompression_bomb_in_a_batch_is_quarantined_without_decoding(ws: Wor
     with pytest.raises(BatchRejected) as rejected:
         ws.submit(1, folder, "mallory")
     assert rejected.value.reasons == [
-        f"{first.name}: not decoded: its PNG header declares 4096x4096 pixels, more than the 1024 of the largest "
-        "mask it may be (a decompression bomb?) [expect_column_values_to_be_in_set(too_large)]",
-        f"{first.name}: size 4096x4096, the region's in-image part is 32x32 "
-        "[expect_column_pair_values_to_be_equal(size, expected_size)]"]
+        f"{first.name}: not decoded: its PNG header declares 4096 x 4096 pixels (height x width), more than the "
+        "1024 of the largest mask it may be (a decompression bomb?)",
+        f"{first.name}: size 4096 x 4096 (height x width), the region's in-image part is 32 x 32"]
     prefix = rejected.value.quarantine.removeprefix(ws.store.url + "/")
     report = json.loads(ws.store.get_bytes(prefix + "report.json"))
     assert report["reasons"] == rejected.value.reasons and report["not_kept"] == {}
@@ -71,8 +70,7 @@ def test_a_16_bit_mask_with_values_outside_the_classes_is_refused(ws: Workspace,
     Image.fromarray(np.full((32, 32), 65535, np.uint16)).save(first)
     with pytest.raises(BatchRejected) as rejected:
         ws.submit(1, folder, "alice")
-    assert rejected.value.reasons == [f"{first.name}: 1024 pixels outside the classes (0..1 or {{0, 255}}) "
-                                      "[expect_column_values_to_be_between(outside_classes)]"]
+    assert rejected.value.reasons == [f"{first.name}: 1024 pixels outside the classes (0..1 or {{0, 255}})"]
 
 
 @pytest.mark.parametrize("edits, changed", [

@@ -70,7 +70,7 @@ def test_no_credential_lands_in_the_workspace_or_the_bucket(tmp_path: Path, s3_e
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     objects = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
                for o in page.get("Contents", [])]
-    assert len(objects) > 20 and any(k.startswith("campaign/labels/round-001/") for k in objects)
+    assert len(objects) > 20 and any(k.startswith("campaign/staged/round-001/") for k in objects)
     assert [k for k in objects if leaks(k.encode())] == []
     bodies = {k: client.get_object(Bucket=s3_bucket, Key=k)["Body"].read() for k in objects}
     assert {k: leaks(b) for k, b in bodies.items() if leaks(b)} == {}

@@ -91,7 +91,9 @@ def test_a_batch_is_staged_rejected_resubmitted_and_taken_in_only_when_approved(
     assert sorted(p.stem for p in (ws.root / "labels/round-001").iterdir()) == ids
     assert ws.label_state().revealed_pixels() > known and ws.git("status", "--porcelain", "labels") == ""
     assert ws.git("log", "-1", "--format=%s").startswith(f"round 1: labels from bob ({len(ids)} masks, batch {b[:12]}")
-    assert ws.record(1).staged is None and ws.pending() == [] and store_keys(ws, "staged/") == []
+    assert ws.record(1).staged is None and ws.pending() == []
+    assert store_keys(ws, "staged/") == [f"staged/round-001/{b}/batch.json",  # the store's copy of what was taken in
+                                         *(f"staged/round-001/{b}/files/{i}.png" for i in ids)]
     with pytest.raises(WorkspaceError, match=f"batch {b[:12]} was already approved; there is nothing to reject"):
         ws.reject(1, "rita", "too late")
     assert intake_events(ws) == [("labels_received", "alice", a), ("labels_submitted", "alice", a),
@@ -190,7 +192,8 @@ def test_an_upload_over_a_staged_batch_never_changes_or_loses_it(ws: Workspace, 
     """Defect: a second annotator's upload into the folder that held the staged batch, then `labels
     ingest --replace`, unstaged the first batch with no record and no copy. Now staging moves the batch
     to its own write-once place: a partial upload is quarantined alone, a whole one replaces the staged
-    batch on the record, and every byte ever handed in can still be found."""
+    batch on the record (unstaged into the quarantine), a rejection quarantines, and every byte ever
+    handed in can still be found."""
     alice, bob = write_good_batch(ws, tmp_path / "alice"), variant(ws, tmp_path / "bob")
     a, b = digest(alice), digest(bob)
     handed_in = {p.read_bytes() for p in [*alice.iterdir(), *bob.iterdir()]}
@@ -201,6 +204,8 @@ def test_an_upload_over_a_staged_batch_never_changes_or_loses_it(ws: Workspace, 
 
     first = sorted(p.name for p in bob.iterdir())[0]
     upload(ws, bob, [first])  # bob uploads one mask "over" alice's batch
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / first).write_bytes((bob / first).read_bytes())
     with pytest.raises(BatchRejected, match="no mask uploaded for this requested region"):
         ws.ingest(1, "bob", replace=True)
     assert ws.record(1).staged.batch_sha256 == a  # alice's batch stays staged, untouched
@@ -214,9 +219,16 @@ def test_an_upload_over_a_staged_batch_never_changes_or_loses_it(ws: Workspace, 
     report = json.loads(ws.store.get_bytes(unstaged["quarantine"] + "report.json"))
     assert report["reasons"] == [f"replaced by batch {b[:12]} from bob"]
     assert store_keys(ws, f"staged/round-001/{a}/") == []
+    ws.reject(1, "pi", "one pixel off")  # bob's batch goes to the quarantine too
+    upload(ws, alice)  # alice's batch, handed in again, is taken in
+    assert ws.ingest(1, "alice")["batch_sha256"] == a
     ws.approve(1, "pi")
     taken = {p.read_bytes() for p in (ws.root / "labels/round-001").iterdir()}
     assert handed_in <= quarantined_bytes(ws) | taken  # every mask anyone handed in can be found
+    assert [(e.type, e.data["batch_sha256"]) for e in ws.ledger.events(round=1)
+            if e.type in ("batch_rejected", "batch_unstaged", "labels_committed")] == [
+        ("batch_rejected", batch_sha256(read_folder_batch(tmp_path / "partial", 1 << 20))),
+        ("batch_unstaged", a), ("batch_rejected", b), ("labels_committed", a)]
 
 
 def test_an_approval_of_a_changed_staged_batch_is_refused_recorded_and_shown(ws: Workspace, tmp_path: Path,

@@ -110,7 +110,8 @@ def test_a_round_survives_store_outages(tmp_path: Path, s3_server: MotoServer) -
     # the round as a clean run leaves it: every event once, the labels and DVC objects all in the store
     assert round_one_events(ws) == Counter(ROUND_ONE)
     ids = sorted(r.id for r in requested(ws))
-    assert sorted(i.key for i in ws.store.list("labels/round-001/")) == [f"labels/round-001/{i}.png" for i in ids]
+    staged = f"staged/round-001/{staged['batch_sha256']}/files/"  # the store's copy of the batch taken in
+    assert sorted(i.key for i in ws.store.list(staged)) == [f"{staged}{i}.png" for i in ids]
     assert "in sync" in ws.dvc("status", "-c")
     assert ws.git("tag", "-l").split() == ["round-000", "round-001"] and ws.git("rev-list", "--merges", "HEAD") == ""
     assert ws.verify().ok

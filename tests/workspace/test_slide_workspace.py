@@ -52,7 +52,7 @@ def test_slides_pass_the_dataset_suite_with_or_without_a_mask(slide_dir: Path) -
     assert rows["slide-2"]["kind"] == "slide" and rows["slide-2"]["mask"] != rows["slide-2"]["mask"]  # NaN: none
     drawn = rows["slide-3"]  # 32 px tiles at level 0 with half their area stained: 4 rows x 2 columns
     assert (drawn["tissue_tiles"], drawn["min_side"], drawn["channels"], drawn["levels"]) == (8, 128, 3, 2)
-    assert (drawn["image_size"], drawn["mask_size"], drawn["outside_classes"]) == ("128x128", "128x128", 0)
+    assert (drawn["image_size"], drawn["mask_size"], drawn["outside_classes"]) == ("128 x 128", "128 x 128", 0)
     assert drawn["content_sha256"] == sha256_file(slide_dir / "slides" / "slide-3.tif")
 
 
@@ -60,20 +60,17 @@ SLIDE_DEFECTS: dict[str, tuple[Callable[[Path], None], str]] = {
     "unreadable slide": (lambda d: (d / "slides/slide-0.tif").write_bytes(b"not a tiff"),
                          "slides/slide-0.tif: unreadable slide ("),
     "mask size": (lambda d: write_pyramid(d / "slide_masks/slide-1.tif", np.zeros((64, 64), np.uint8), 1, 32),
-                  "slides/slide-1.tif: mask size 64x64 differs from the slide's level 0 192x128 "
-                  "[expect_column_pair_values_to_be_equal(image_size, mask_size)]"),
+                  "slides/slide-1.tif: mask size 64 x 64 (height x width) differs from the slide's level 0 "
+                  "128 x 192"),
     "mask values": (lambda d: write_pyramid(d / "slide_masks/slide-0.tif", np.full((128, 192), 7, np.uint8), 1, 32),
-                    "slides/slide-0.tif: 24576 mask pixels (of the sampled level-0 tiles) outside the classes 0..1 "
-                    "[expect_column_values_to_be_between(outside_classes)]"),
+                    "slides/slide-0.tif: 24576 mask pixels (of the sampled level-0 tiles) outside the classes 0..1"),
     "mask channels": (lambda d: write_pyramid(d / "slide_masks/slide-0.tif", np.zeros((128, 192, 3), np.uint8), 1, 32),
-                      "slides/slide-0.tif: mask slide_masks/slide-0.tif has 3 channels, expected one "
-                      "[expect_column_values_to_be_in_set(mask_channels)]"),
+                      "slides/slide-0.tif: mask slide_masks/slide-0.tif has 3 channels, expected one"),
     "blank slide": (lambda d: write_pyramid(d / "slides/slide-2.tif", np.full((128, 192, 3), 255, np.uint8), 3, 32),
                     "slides/slide-2.tif: no tissue tile of 32 px at level 1 with at least data.slides.min_tissue = "
-                    "0.25 tissue (a blank slide?) [expect_column_values_to_be_between(tissue_tiles)]"),
+                    "0.25 tissue (a blank slide?)"),
     "orphan mask": (lambda d: (d / "slides/slide-3.tif").unlink(),
-                    "slide_masks/slide-3.tif: no slide in slides/ for stem slide-3 "
-                    "[expect_column_values_to_not_be_null(image)]"),
+                    "slide_masks/slide-3.tif: no slide in slides/ for stem slide-3"),
 }
 
 
@@ -87,8 +84,8 @@ def test_each_slide_defect_is_named(slide_dir: Path, defect: str) -> None:  # no
 
 def test_a_missing_pyramid_level_is_named(slide_dir: Path) -> None:  # noqa: F811
     report = validate_dataset(slide_dir, 2, 32, slides=SlidesConfig(level=3))
-    assert report.reasons == [f"slides/{s}.tif: no pyramid level 3 (data.slides.level); the slide has levels 0..2 "
-                              "[expect_column_values_to_be_in_set(level_exists)]" for s in STEMS]
+    assert report.reasons == [f"slides/{s}.tif: no pyramid level 3 (data.slides.level); the slide has levels 0..2"
+                              for s in STEMS]
 
 
 def test_a_round_on_slides_through_the_workspace(slide_dir: Path, tmp_path: Path,  # noqa: F811

@@ -91,6 +91,16 @@ class Request:
                               + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
 
 
+@dataclass(frozen=True)
+class Labels:
+    """What a tool's export gives: ``masks`` one (h, w) uint8 class-id mask per requested region, and
+    ``clipped`` the shapes cut at each region's edge, by region id (a region without any is absent;
+    always empty for a tool whose paint outside a region is refused)."""
+
+    masks: dict[str, np.ndarray]
+    clipped: dict[str, list[str]] = field(default_factory=dict)
+
+
 def check_name(name: object, where: str) -> str:
     """A plain file name (no folder, no ``..``, no leading dot or odd characters), else a
     :class:`FormatError` about the path trick."""

@@ -1,9 +1,11 @@
 """Label Studio: labeling config, tasks with the model's prediction as pre-annotation, and reading
 Label Studio's JSON export back.
 
-One task per region: ``data.image`` the region's crop with a context margin (a store URL or a local
-path, by ``image_url``), ``data.region_id``, ``data.activeseg_round``, ``data.region_in_crop``
-``[y0, x0, y1, x1]`` (crop pixels) and ``data.score``; one prediction whose ``score`` is the region's
+One task per region: ``data.image`` the region's crop with a context margin and the region outlined in
+yellow on its edge pixels (:func:`shown`; a store URL or a local path, by ``image_url``), ``data.region_id``,
+``data.activeseg_round``, ``data.region_in_crop`` ``[y0, x0, y1, x1]`` (crop pixels) and ``data.score``.
+The labeling config's header says what the image shows: paint inside the yellow box, its line included;
+the rest is context. One prediction whose ``score`` is the region's
 uncertainty (the Data Manager sorts by it) and whose result is one ``brushlabels`` item per predicted class,
 in Label Studio's RLE over the whole crop (RGBA, row-major), encoded and decoded with
 ``label_studio_sdk.converter.brush``. Reading takes each task's latest annotation that was not cancelled;
@@ -19,18 +21,29 @@ from typing import Any
 
 import numpy as np
 
+from activeseg.workspace.exchange import outlined
 from activeseg.workspace.formats.common import FormatError, Request, RequestItem, check_mask, check_name, user_name
 from activeseg.workspace.formats.files import one_file, read_json, write_json
 
 CONFIG, TASKS, IMAGES = "labeling_config.xml", "tasks.json", "images"
 FROM_NAME, TO_NAME = "label", "image"
 COLORS = ["#c80000", "#009600", "#0000c8", "#c800c8", "#009696", "#969600"]
+HEADER = ("Region $region_id: paint only inside the yellow box, its yellow line included (the line covers the "
+          "region's edge pixels). Around the box is context to look at: paint there is refused.")
+"""What the annotator reads above the image (``$region_id`` is the task's); it describes :func:`shown`."""
+
+
+def shown(crop: np.ndarray, item: RequestItem) -> np.ndarray:
+    """The (H, W, 3) uint8 image a task shows: the region's (H, W) or (H, W, 3) uint8 crop with the region
+    outlined in yellow on its edge pixels (:func:`activeseg.workspace.exchange.outlined`, as on the
+    request's previews). Same size as the crop, so brush strokes keep the crop's pixel grid."""
+    return outlined(crop, item.in_crop)
 
 
 def labeling_config(class_names: tuple[str, ...]) -> str:
-    """BrushLabels over the class names (background is what is left unpainted)."""
+    """BrushLabels over the class names (background is what is left unpainted) below :data:`HEADER`."""
     view = ET.Element("View")
-    ET.SubElement(view, "Header", {"value": "Region $region_id: label inside the yellow box $region_in_crop"})
+    ET.SubElement(view, "Header", {"value": HEADER})
     ET.SubElement(view, "Image", {"name": TO_NAME, "value": "$image", "zoom": "true"})
     brush = ET.SubElement(view, "BrushLabels", {"name": FROM_NAME, "toName": TO_NAME})
     for k, name in enumerate(class_names[1:]):
@@ -69,9 +82,9 @@ def task(request: Request, item: RequestItem, prediction: np.ndarray, crop_shape
 def export(request: Request, predictions: Mapping[str, np.ndarray], out: Path,
            crop: Callable[[RequestItem], np.ndarray],
            image_url: Callable[[RequestItem], str] | None = None) -> list[Path]:
-    """Write ``labeling_config.xml``, ``tasks.json`` and ``images/<region id>.png`` into ``out``.
-    ``image_url`` gives a task's image reference (default: Label Studio local files,
-    ``/data/local-files/?d=images/<region id>.png`` with ``out`` as the document root)."""
+    """Write ``labeling_config.xml``, ``tasks.json`` and ``images/<region id>.png`` (:func:`shown` of
+    ``crop(item)``) into ``out``. ``image_url`` gives a task's image reference (default: Label Studio local
+    files, ``/data/local-files/?d=images/<region id>.png`` with ``out`` as the document root)."""
     from PIL import Image
 
     (out / IMAGES).mkdir(parents=True, exist_ok=True)
@@ -79,7 +92,7 @@ def export(request: Request, predictions: Mapping[str, np.ndarray], out: Path,
     url = image_url or (lambda item: f"/data/local-files/?d={IMAGES}/{item.id}.png")
     tasks, written = [], [out / CONFIG]
     for item in request.items:
-        pixels = crop(item)
+        pixels = shown(crop(item), item)
         Image.fromarray(pixels).save(out / IMAGES / f"{item.id}.png")
         written.append(out / IMAGES / f"{item.id}.png")
         tasks.append(task(request, item, predictions[item.id], pixels.shape[:2], url(item)))
@@ -110,15 +123,15 @@ def _brush(result: Any, item: RequestItem, request: Request, where: str) -> tupl
     class_id = request.class_id(names[0], where)
     height, width = item.crop_box[2] - item.crop_box[0], item.crop_box[3] - item.crop_box[1]
     if (result.get("original_height"), result.get("original_width")) != (height, width):
-        raise FormatError(f"{where}: drawn on an image of {result.get('original_width')} x "
-                          f"{result.get('original_height')}, the region's crop is {width} x {height}")
+        raise FormatError(f"{where}: drawn on an image of {result.get('original_height')} x "
+                          f"{result.get('original_width')} (height x width), the region's crop is {height} x {width}")
     rle = value.get("rle")
     try:
         flat = decode_rle(rle) if isinstance(rle, list) and rle else None
     except Exception as exc:  # the SDK raises anything on bad bits
         raise FormatError(f"{where}: RLE cannot be decoded ({type(exc).__name__}: {exc})") from None
     if flat is None or flat.size != height * width * 4:
-        raise FormatError(f"{where}: RLE does not hold {width} x {height} RGBA pixels")
+        raise FormatError(f"{where}: RLE does not hold {height} x {width} (height x width) RGBA pixels")
     painted = flat.reshape(height, width, 4)[:, :, 3] > 127
     y0, x0, y1, x1 = item.in_crop
     inside = painted[y0:y1, x0:x1].copy()

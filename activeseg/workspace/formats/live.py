@@ -9,7 +9,8 @@ the ledger or the workspace. The project is created once per campaign and rememb
 round's tasks, in :data:`STATE` (``labelstudio.json``, committed with the round). Tasks and predictions are
 the ones ``activeseg labels export --format labelstudio`` writes (same labeling config, same task building,
 the export also in the store so that untouched predictions are recorded as ``reviewed_unchanged``); each
-task carries its crop inline as a PNG data URI, so the server needs no access to the object store.
+task carries its crop (the region outlined in yellow, :func:`.labelstudio.shown`) inline as a PNG data URI,
+so the server needs no access to the object store.
 Publishing is idempotent: a region already in the project is not imported twice.
 """
 
@@ -101,7 +102,8 @@ def _data_uri(ws: WorkspaceCore, item: RequestItem) -> str:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(to_uint8(ws.dataset.read_box(item.stem, item.crop_box))).save(buffer, format="PNG")
+    crop = to_uint8(ws.dataset.read_box(item.stem, item.crop_box))
+    Image.fromarray(labelstudio.shown(crop, item)).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

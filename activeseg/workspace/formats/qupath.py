@@ -11,31 +11,38 @@ coordinates times the level's downsample, ``Request.downsample``), and read back
 
 Reading takes a file or a folder of ``.geojson``/``.json`` files, each a FeatureCollection, a Feature or a
 list of features (``objectType``, ``classification``, ``isLocked``, Polygon or MultiPolygon with holes, as
-QuPath writes them). The class shapes of a file are rasterized into the requested regions of its image
-(pixel centres inside, later shapes over earlier ones; where regions overlap, a shape labels each region
-it covers); everything else in a region is background. A shape must lie inside one region's box (give or
-take :data:`TOLERANCE`).
+QuPath writes them). Each class shape of a file is clipped to the rectangle of every requested region of
+its image it overlaps (shapely's intersection: a nucleus outlined whole across a region's edge labels the
+region's part of it, and each of two regions it spans) and rasterized there (pixel centres inside, later
+shapes over earlier ones); everything else in a region is background. :func:`read_labels` also names, per
+region, the shapes cut at its rectangle (reaching more than :data:`TOLERANCE` past it). A shape that
+overlaps no region's rectangle is refused, every such shape named in one error.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from shapely import STRtree, get_parts, make_valid
 from shapely.affinity import scale
-from shapely.geometry import Polygon, mapping
+from shapely.geometry import MultiPolygon, Polygon, box, mapping
+from shapely.geometry.base import BaseGeometry
 
-from activeseg.workspace.formats.common import (REQUEST_CLASS, USER_KEYS, FormatError, Request, RequestItem, check_mask,
-                                                user_name)
+from activeseg.workspace.formats.common import (REQUEST_CLASS, USER_KEYS, FormatError, Labels, Request, RequestItem,
+                                                check_mask, user_name)
 from activeseg.workspace.formats.files import files_in, read_json, write_json
 from activeseg.workspace.formats.geometry import mask_polygons, rasterize
 
 SUFFIXES = (".geojson", ".json")
 TOLERANCE = 1.0
-"""How far (pixels) a shape may reach past its region's box; what lies beyond the box is not labeled."""
+"""How far (region pixels) a shape may reach past a region's box before it is recorded as clipped there
+(what lies beyond the box is never labeled)."""
 REQUEST_COLOR = [255, 255, 0]
 ROUND, SCORE, RANK = "activeseg round", "activeseg score", "activeseg rank"
 
@@ -163,17 +170,33 @@ def _describe(index: int, fid: Any, props: dict[str, Any]) -> str:
     return f"feature {index}" + (f" {name!r}" if name else "") + (f" (id {fid})" if fid else "")
 
 
-def read_file(path: Path, request: Request) -> tuple[list[RequestItem], list[tuple[str, int, list[Polygon]]]]:
-    """The request rectangles found in one file and its class shapes as (description, class id, polygons)."""
+@dataclass(frozen=True)
+class Shape:
+    """One class feature of a file: ``label`` names it (``feature 4 'name' (id ...)``) and ``area`` is
+    its valid (Multi)Polygon in QuPath's coordinates."""
+
+    file: Path
+    label: str
+    class_id: int
+    area: BaseGeometry
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}: {self.label}"
+
+
+def read_file(path: Path, request: Request) -> tuple[list[RequestItem], list[Shape]]:
+    """The request rectangles found in one file and its class shapes."""
     regions: list[RequestItem] = []
-    shapes: list[tuple[str, int, list[Polygon]]] = []
+    shapes: list[Shape] = []
     for index, feature in enumerate(_features(read_json(path), str(path))):
         if not isinstance(feature, dict):
             raise FormatError(f"{path}: feature {index} is not an object")
         props = feature.get("properties") or {}
         if not isinstance(props, dict):
             raise FormatError(f"{path}: feature {index}: properties is not an object")
-        where = f"{path}: {_describe(index, feature.get('id'), props)}"
+        label = _describe(index, feature.get("id"), props)
+        where = f"{path}: {label}"
         name = _class_name(props)
         if name == REQUEST_CLASS:
             meta = props.get("metadata") if isinstance(props.get("metadata"), dict) else {}
@@ -187,7 +210,9 @@ def read_file(path: Path, request: Request) -> tuple[list[RequestItem], list[tup
             raise FormatError(f"{where}: has no classification; set one of "
                               f"{', '.join(repr(n) for n in request.class_names)}")
         else:
-            shapes.append((where, request.class_id(name, where), _polygons(feature.get("geometry"), where)))
+            area = make_valid(MultiPolygon(_polygons(feature.get("geometry"), where)), method="structure",
+                              keep_collapsed=False)
+            shapes.append(Shape(path, label, request.class_id(name, where), area))
     return regions, shapes
 
 
@@ -207,48 +232,87 @@ def annotators(path: Path) -> list[str]:
     return sorted(names)
 
 
-def _inside(polygons: list[Polygon], item: RequestItem) -> bool:
+def _rectangle(item: RequestItem, grow: float = 0.0) -> Polygon:
+    """The region's in-image part in region pixels (``x, y``), grown by ``grow`` on every side."""
     y0, x0, y1, x1 = item.box
-    for polygon in polygons:
-        xmin, ymin, xmax, ymax = polygon.bounds
-        if xmin < x0 - TOLERANCE or ymin < y0 - TOLERANCE or xmax > x1 + TOLERANCE or ymax > y1 + TOLERANCE:
-            return False
-    return True
+    return box(x0 - grow, y0 - grow, x1 + grow, y1 + grow)
+
+
+def _paint(shape: Shape, area: BaseGeometry, candidates: list[RequestItem], labels: Labels) -> bool:
+    """Paint ``area`` (the shape in region pixels) into each candidate region it overlaps, clipped to the
+    region's rectangle, and record it as clipped where it reaches more than :data:`TOLERANCE` past a
+    rectangle it paints; False when it overlaps no candidate (by a positive area)."""
+    overlaps = False
+    for item in candidates:  # overlapping regions: a shape labels each one it covers
+        inside = area.intersection(_rectangle(item))
+        if inside.area == 0:
+            continue
+        overlaps = True
+        painted = rasterize([p for p in get_parts(inside) if isinstance(p, Polygon)], item.box)
+        if not painted.any():
+            continue
+        if item.id not in labels.masks:
+            raise FormatError(f"{shape.where}: inside region {item.id}, whose request rectangle is missing")
+        labels.masks[item.id][painted] = shape.class_id
+        if not _rectangle(item, TOLERANCE).covers(area):
+            labels.clipped.setdefault(item.id, []).append(f"{shape.file.name}: {shape.label}")
+    return overlaps
+
+
+def _outside(shapes: list[Shape]) -> FormatError:
+    """The error naming every shape that overlaps no requested region, with its extent in QuPath's
+    coordinates."""
+
+    def extent(shape: Shape) -> str:
+        xmin, ymin, xmax, ymax = shape.area.bounds
+        return f"{shape.label} at x {xmin:g}..{xmax:g}, y {ymin:g}..{ymax:g}"
+
+    named = [f"{file}: " + "; ".join(map(extent, found)) for file, found in groupby(shapes, key=lambda s: s.file)]
+    return FormatError(f"shapes outside the requested regions ({len(shapes)}; a shape must overlap a region's "
+                       "rectangle, what lies past it is clipped): " + "; ".join(named))
+
+
+def _stem(file: Path, regions: list[RequestItem], shapes: list[Shape], request: Request) -> str:
+    """The image a file is on: its request rectangles', else its file name's."""
+    images = {item.stem for item in regions}
+    if len(images) > 1:
+        raise FormatError(f"{file}: request rectangles of several images ({', '.join(sorted(images))}); "
+                          "QuPath writes one file per image")
+    stem = images.pop() if images else file.name.rsplit(".", 1)[0]
+    if shapes and stem not in {item.stem for item in request.items}:
+        raise FormatError(f"{file}: shapes but no activeseg request rectangle, and {stem!r} is not a requested "
+                          "image: cannot tell which image they are on")
+    return stem
+
+
+def read_labels(path: Path, request: Request) -> Labels:
+    """The masks of QuPath's GeoJSON at ``path`` (a file or a folder) and the shapes clipped to each
+    region (named ``<file name>: feature k 'name' (id ...)``, in file order); a :class:`FormatError`
+    names the file and feature of any problem (every shape outside the regions at once)."""
+    labels = Labels({})
+    outside: list[Shape] = []
+    for file in files_in(path, SUFFIXES):
+        regions, shapes = read_file(file, request)
+        stem = _stem(file, regions, shapes, request)
+        for item in regions:
+            if item.id in labels.masks:
+                raise FormatError(f"{file}: region {item.id} appears twice")
+            labels.masks[item.id] = np.zeros(item.shape, dtype=np.uint8)
+        candidates = [item for item in request.items if item.stem == stem]
+        rectangles = STRtree([_rectangle(item) for item in candidates])
+        factor = request.downsample.get(stem, 1.0)
+        for shape in shapes:
+            area = scale(shape.area, 1 / factor, 1 / factor, origin=(0, 0)) if factor != 1 else shape.area
+            near = [candidates[k] for k in sorted(rectangles.query(area))]  # bounding boxes meet, request order
+            if not _paint(shape, area, near, labels):
+                outside.append(shape)
+    if outside:
+        raise _outside(outside)
+    request.check_complete(set(labels.masks), str(path))
+    return labels
 
 
 def read(path: Path, request: Request) -> dict[str, np.ndarray]:
     """One (h, w) uint8 class-id mask per requested region from QuPath's GeoJSON at ``path`` (a file or
-    a folder); a :class:`FormatError` names the file and feature of any problem."""
-    masks: dict[str, np.ndarray] = {}
-    stems = {item.stem for item in request.items}
-    for file in files_in(path, SUFFIXES):
-        regions, shapes = read_file(file, request)
-        images = {item.stem for item in regions}
-        if len(images) > 1:
-            raise FormatError(f"{file}: request rectangles of several images ({', '.join(sorted(images))}); "
-                              "QuPath writes one file per image")
-        stem = images.pop() if images else file.name.rsplit(".", 1)[0]
-        if shapes and stem not in stems:
-            raise FormatError(f"{file}: shapes but no activeseg request rectangle, and {stem!r} is not a requested "
-                              "image: cannot tell which image they are on")
-        for item in regions:
-            if item.id in masks:
-                raise FormatError(f"{file}: region {item.id} appears twice")
-            masks[item.id] = np.zeros(item.shape, dtype=np.uint8)
-        candidates = [item for item in request.items if item.stem == stem]
-        factor = request.downsample.get(stem, 1.0)
-        for where, class_id, polygons in shapes:
-            polygons = [scale(p, 1 / factor, 1 / factor, origin=(0, 0)) for p in polygons] if factor != 1 else polygons
-            if not any(_inside(polygons, item) for item in candidates):
-                xmin, ymin, xmax, ymax = np.array([p.bounds for p in polygons]).T
-                raise FormatError(f"{where}: shape outside the requested regions of {stem} (x {xmin.min():g}.."
-                                  f"{xmax.max():g}, y {ymin.min():g}..{ymax.max():g}); draw inside a region's "
-                                  "rectangle")
-            for item in candidates:  # overlapping regions: a shape labels each one it covers
-                painted = rasterize(polygons, item.box)
-                if painted.any():
-                    if item.id not in masks:
-                        raise FormatError(f"{where}: inside region {item.id}, whose request rectangle is missing")
-                    masks[item.id][painted] = class_id
-    request.check_complete(set(masks), str(path))
-    return masks
+    a folder), shapes clipped to the regions (:func:`read_labels`)."""
+    return read_labels(path, request).masks

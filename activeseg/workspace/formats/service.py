@@ -32,7 +32,7 @@ from activeseg.workspace.base import WorkspaceCore
 from activeseg.workspace.errors import WorkspaceError
 from activeseg.workspace.exchange import context_box, mask_png, read_path_batch, round_prefix, to_uint8
 from activeseg.workspace.formats import cvat, labelstudio, qupath
-from activeseg.workspace.formats.common import FormatError, Request, RequestItem
+from activeseg.workspace.formats.common import FormatError, Labels, Request, RequestItem
 from activeseg.workspace.intake import reject_unreadable, submit
 from activeseg.workspace.records import LabelsAccepted, Staged
 from activeseg.workspace.request_docs import default_class_names
@@ -164,13 +164,16 @@ def reviewed_unchanged(masks: dict[str, np.ndarray], prediction: dict[str, np.nd
     return [rid for rid, mask in masks.items() if rid in prediction and np.array_equal(mask, prediction[rid])]
 
 
-def read_export(ws: WorkspaceCore, round_number: int, fmt: str, path: Path) -> dict[str, np.ndarray]:
-    """One mask per requested region from a tool's export (a :class:`FormatError` names any problem)."""
+def read_export(ws: WorkspaceCore, round_number: int, fmt: str, path: Path) -> Labels:
+    """One mask per requested region from a tool's export, and the shapes clipped to each region (QuPath's;
+    the other tools refuse paint outside a region); a :class:`FormatError` names any problem."""
     request = build_request(ws, round_number)
-    readers = {"qupath": qupath.read, "cvat": cvat.read, "labelstudio": labelstudio.read}
+    if fmt == "qupath":
+        return qupath.read_labels(Path(path), request)
+    readers = {"cvat": cvat.read, "labelstudio": labelstudio.read}
     if fmt not in readers:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
-    return readers[fmt](Path(path), request)
+    return Labels(readers[fmt](Path(path), request))
 
 
 def import_round(ws: WorkspaceCore, round_number: int | None, fmt: str, path: Path, annotator: str | None = None,
@@ -178,24 +181,28 @@ def import_round(ws: WorkspaceCore, round_number: int | None, fmt: str, path: Pa
     """Convert a tool's export to one PNG mask per requested region and hand them in through
     :func:`activeseg.workspace.intake.submit` (validated, staged or quarantined, recorded) as the
     annotator the export names (several: joined by ``, ``), else ``annotator``. The ``labels_submitted``
-    event also records the format, the annotator given and ``reviewed_unchanged``. An export that cannot
-    be read is quarantined and recorded, and :class:`BatchRejected` raised with the reason."""
+    event also records the format, the annotator given, ``reviewed_unchanged`` and ``clipped`` (region id
+    -> the shapes cut at its edge). An export that cannot be read is quarantined and recorded, and
+    :class:`BatchRejected` raised with the reason."""
     n, path = ws.resolve(round_number), Path(path)
     try:
-        masks = read_export(ws, n, fmt, path)
+        labels = read_export(ws, n, fmt, path)
         named = ", ".join(ANNOTATORS[fmt](path))
     except FormatError as exc:
         entries = read_path_batch(path, ws.cfg.oracle.max_file_bytes)
         if not entries:  # nothing was handed in: nothing to keep
             raise
-        raise reject_unreadable(ws, n, entries, annotator or "unknown", [str(exc)], f"{fmt} export") from None
+        base = path if path.is_dir() else path.parent  # reasons name files relative to what was handed in
+        reason = str(exc).replace(f"{base.resolve()}/", "").replace(f"{base}/", "")
+        raise reject_unreadable(ws, n, entries, annotator or "unknown", [reason], f"{fmt} export") from None
     who = named or annotator
     if not who:
         raise WorkspaceError(f"{path}: the {fmt} export names no annotator; give one (--annotator NAME)")
     details = {"format": fmt, "annotator_given": annotator,
-               "reviewed_unchanged": reviewed_unchanged(masks, exported_prediction(ws, n, fmt, path))}
+               "reviewed_unchanged": reviewed_unchanged(labels.masks, exported_prediction(ws, n, fmt, path)),
+               "clipped": labels.clipped}
     (ws.root / "tmp").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ws.root / "tmp") as folder:
-        for region_id, mask in masks.items():
+        for region_id, mask in labels.masks.items():
             (Path(folder) / f"{region_id}.png").write_bytes(mask_png(mask, ws.cfg.data.classes))
         return submit(ws, n, folder, who, replace, details)

@@ -91,7 +91,7 @@ def _slide_facts(path: Path, slides: SlidesConfig) -> dict[str, Any]:
         return {"image_readable": False, "slide_problem": f"unreadable slide (not {', '.join(SLIDE_EXTENSIONS)})"}
     try:
         handle = open_tiff(path, "slide")
-        facts = {"image_readable": True, "image_size": "x".join(map(str, handle.dimensions)),
+        facts = {"image_readable": True, "image_size": size_text(handle.dimensions[::-1]),
                  "level_exists": slides.level < handle.level_count, "levels": handle.level_count,
                  "content_sha256": sha256_file(path)}
         if not facts["level_exists"]:
@@ -116,7 +116,7 @@ def _slide_mask_facts(path: Path, classes: int) -> dict[str, Any]:
     except DatasetError:
         return {"mask_readable": False}
     channels = max(1 if t.ndim == 2 else t.shape[2] for t in tiles)
-    facts = {"mask_readable": True, "mask_size": f"{width}x{height}", "mask_channels": channels}
+    facts = {"mask_readable": True, "mask_size": size_text((height, width)), "mask_channels": channels}
     if channels == 1:
         values = np.concatenate([t.ravel() for t in tiles])
         facts["outside_classes"] = pixels_outside_classes(values, classes, binary_255=True)
@@ -230,8 +230,8 @@ def validate_dataset(root: str | Path, classes: int, patch_side: int, split: dic
                         "expected one"),
         Check(gxe.ExpectColumnPairValuesToBeEqual(column_A="image_size", column_B="mask_size",
                                                   ignore_row_if="either_value_is_missing"),
-              lambda r: f"mask size {r['mask_size']} differs from the slide's level 0 {r['image_size']}"
-              if r["kind"] == "slide" else f"mask size {r['mask_size']} differs from the image's {r['image_size']}"),
+              lambda r: f"mask size {r['mask_size']} (height x width) differs from the "
+                        + ("slide's level 0 " if r["kind"] == "slide" else "image's ") + r["image_size"]),
         Check(gxe.ExpectColumnValuesToBeInSet(column="level_exists", value_set=[True]),
               lambda r: f"no pyramid level {slides.level} (data.slides.level); the slide has levels "
                         f"0..{num_text(r['levels'] - 1)}"),

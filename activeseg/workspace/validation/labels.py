@@ -51,7 +51,7 @@ def label_batch_table(entries: Iterable[Entry], requested: dict[str, tuple[int, 
                "too_large": None}
         declared = png_header_size(entry.data) if entry.data is not None else None
         if declared is not None:
-            row["declared_size"] = f"{declared[0]}x{declared[1]}"
+            row["declared_size"] = size_text(declared[::-1])  # the header declares width, height
             row["too_large"] = declared[0] * declared[1] > limit
             if row["too_large"]:
                 row["size"] = row["declared_size"]
@@ -94,14 +94,14 @@ def validate_label_batch(entries: Iterable[Entry], requested: dict[str, tuple[in
         Check(gxe.ExpectColumnValuesToBeBetween(column="bytes", min_value=0, max_value=max_bytes),
               lambda r: f"{num_text(r['bytes'])} bytes, over oracle.max_file_bytes = {max_bytes}"),
         Check(gxe.ExpectColumnValuesToBeInSet(column="too_large", value_set=[False]),
-              lambda r: f"not decoded: its PNG header declares {r['declared_size']} pixels, more than the "
-                        f"{num_text(r['pixel_limit'])} of the largest mask it may be (a decompression bomb?)"),
+              lambda r: f"not decoded: its PNG header declares {r['declared_size']} pixels (height x width), more "
+                        f"than the {num_text(r['pixel_limit'])} of the largest mask it may be (a decompression bomb?)"),
         Check(gxe.ExpectColumnValuesToBeInSet(column="readable", value_set=[True]), lambda r: "not a readable PNG"),
         Check(gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[1]),
               lambda r: f"{num_text(r['channels'])} channels, a mask has one"),
         Check(gxe.ExpectColumnPairValuesToBeEqual(column_A="size", column_B="expected_size",
                                                   ignore_row_if="either_value_is_missing"),
-              lambda r: f"size {r['size']}, the region's in-image part is {r['expected_size']}"),
+              lambda r: f"size {r['size']} (height x width), the region's in-image part is {r['expected_size']}"),
         Check(gxe.ExpectColumnValuesToBeBetween(column="outside_classes", max_value=0),
               lambda r: f"{num_text(r['outside_classes'])} pixels outside the classes ({class_text})"),
     ]

@@ -2,12 +2,13 @@
 
 Each suite turns the files into facts, one pandas row per file (``name`` identifies the row), plus a
 one-row table for facts about the whole batch or split, and checks them with GX expectations. A
-failed expectation becomes one reason per offending row, naming the file and the expectation::
+failed expectation becomes one reason per offending row, a sentence naming the file::
 
-    syn-003_y0032_x0000_32x32.png: 3 channels, a mask has one [expect_column_values_to_be_in_set(channels)]
+    syn-003_y0032_x0000_32x32.png: 3 channels, a mask has one
 
-The GX validation results are kept as JSON (:attr:`ValidationReport.result`) in the quarantine report
-or the round's record.
+The expectation behind each reason (:attr:`ValidationReport.checks`, e.g.
+``expect_column_values_to_be_in_set(channels)``) and the GX validation results
+(:attr:`ValidationReport.result`) are kept as JSON in the quarantine report or the round's record.
 
 This module: the runner shared by the two suites and the facts both read from mask files
 (:mod:`.dataset`, :mod:`.labels`).
@@ -52,21 +53,26 @@ class Check:
 
 @dataclass
 class ValidationReport:
+    """A suite's outcome: the reasons (sentences), the GX expectation behind each (``checks``, in the
+    same order) and the GX results by table."""
+
     suite: str
     success: bool
     reasons: list[str] = field(default_factory=list)
     result: dict[str, Any] = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"suite": self.suite, "success": self.success, "reasons": self.reasons, "gx_result": self.result}
+        return {"suite": self.suite, "success": self.success, "reasons": self.reasons, "checks": self.checks,
+                "gx_result": self.result}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ValidationReport":
-        return cls(data["suite"], data["success"], data["reasons"], data["gx_result"])
+        return cls(data["suite"], data["success"], data["reasons"], data["gx_result"], data.get("checks", []))
 
 
 class ValidationFailed(ValueError):
-    """Data failed a suite; the message lists every file and expectation that failed."""
+    """Data failed a suite; the message lists every file and what is wrong with it."""
 
     def __init__(self, what: str, report: ValidationReport):
         self.report = report
@@ -98,7 +104,9 @@ def _context():
     return _CONTEXT
 
 
-def _validate(suite_name: str, table: str, df: pd.DataFrame, checks: list[Check]) -> tuple[list[str], dict]:
+def _validate(suite_name: str, table: str, df: pd.DataFrame,
+              checks: list[Check]) -> tuple[list[str], list[str], dict]:
+    """The reasons a table fails its checks, the expectation behind each, and the GX results."""
     import great_expectations as gx
 
     source = _context().data_sources.get("activeseg")
@@ -115,7 +123,7 @@ def _validate(suite_name: str, table: str, df: pd.DataFrame, checks: list[Check]
         suite.add_expectation(check.expectation)
     result = batch.validate(suite, result_format=RESULT_FORMAT).to_json_dict()
     by_name = df.drop_duplicates("name").set_index("name")
-    reasons = []
+    reasons, failed = [], []
     for item in result["results"]:
         if item["success"]:
             continue
@@ -123,22 +131,27 @@ def _validate(suite_name: str, table: str, df: pd.DataFrame, checks: list[Check]
         check = checks[config["meta"]["check"]]
         kwargs = config["kwargs"]
         columns = kwargs.get("column") or f"{kwargs.get('column_A')}, {kwargs.get('column_B')}"
-        label = f"[{config['type']}({columns})]"
+        label = f"{config['type']}({columns})"
         if item.get("exception_info", {}).get("raised_exception"):
-            reasons.append(f"{table}: {item['exception_info']['exception_message']} {label}")
+            reasons.append(f"{table}: the check of {columns} could not run: "
+                           f"{item['exception_info']['exception_message']}")
+            failed.append(label)
             continue
         for row in item["result"].get("unexpected_index_list") or []:
             full = {"name": row["name"], **by_name.loc[row["name"]].to_dict()}
-            reasons.append(f"{row['name']}: {check.message(full)} {label}")
-    return reasons, result
+            reasons.append(f"{row['name']}: {check.message(full)}")
+            failed.append(label)
+    return reasons, failed, result
 
 
 def run_suite(suite_name: str, tables: dict[str, tuple[pd.DataFrame, list[Check]]]) -> ValidationReport:
-    """Validate each table with its checks; a report with every reason and the GX results by table."""
+    """Validate each table with its checks; a report with every reason, the check behind it and the GX
+    results by table."""
     report = ValidationReport(suite_name, True)
     for table, (df, checks) in tables.items():
-        reasons, result = _validate(suite_name, table, df, checks)
+        reasons, failed, result = _validate(suite_name, table, df, checks)
         report.reasons += reasons
+        report.checks += failed
         report.result[table] = result
         report.success = report.success and result["success"]
     return report
@@ -186,4 +199,5 @@ def decode_png(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray | None:
 
 
 def size_text(shape: tuple[int, ...]) -> str:
-    return f"{shape[1]}x{shape[0]}"
+    """A size as the messages say it: ``height x width`` (``shape`` starts with the height, as an array's)."""
+    return f"{shape[0]} x {shape[1]}"

@@ -55,6 +55,34 @@ def test_bad_export_fails_with_its_name(ws: Workspace, tmp_path: Path, capsys: p
     code, out = cli(capsys, "labels", "import", str(tmp_path / "bad.geojson"), "--round", "1", "--format", "qupath",
                     "--annotator", "x", "--workspace", str(ws.root))
     assert code != 0 and "bad.geojson: malformed JSON" in out
+    rejected = ws.ledger.last("batch_rejected", round=1).data  # recorded without the machine's folders
+    assert rejected["reasons"][0].startswith("bad.geojson: malformed JSON") and str(tmp_path) not in str(rejected)
+
+
+def test_submit_and_import_say_what_was_staged_and_the_next_command(ws: Workspace, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    from activeseg.workspace.exchange import mask_png
+
+    request, truth = _truth(ws)
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for region_id, mask in truth.items():
+        (folder / f"{region_id}.png").write_bytes(mask_png(mask, ws.cfg.data.classes))
+    before = Workspace.open(ws.root).record(1).staged.batch_sha256
+    code, out = cli(capsys, "labels", "submit", str(folder), "--round", "1", "--annotator", "alice", "--replace",
+                    "--workspace", str(ws.root))
+    staged = Workspace.open(ws.root).record(1).staged
+    assert code == 0 and out == (
+        f"round 1: batch {staged.batch_sha256[:12]} from alice staged ({len(truth)} masks, replacing batch "
+        f"{before[:12]}); approve it with `activeseg approve --round 1 --by NAME` or reject it with "
+        "`activeseg reject --round 1 --by NAME --reason TEXT`\n")
+
+    cli(capsys, "labels", "export", "--round", "1", "--format", "qupath", "--out", str(tmp_path / "q"),
+        "--workspace", str(ws.root))
+    code, out = cli(capsys, "labels", "import", str(tmp_path / "q"), "--round", "1", "--format", "qupath",
+                    "--annotator", "bob", "--replace", "--workspace", str(ws.root))
+    staged = Workspace.open(ws.root).record(1).staged
+    assert code == 0 and out.startswith(f"round 1: batch {staged.batch_sha256[:12]} from bob staged ("), out
 
 
 # -- the import path: tool annotators, uncorrected predictions, bad exports quarantined ------------------
@@ -135,6 +163,32 @@ def test_bad_export_is_quarantined_then_a_good_one_is_taken(ws: Workspace, tmp_p
     assert staged.annotator == "ann2"  # the assignee the export names
     event = Workspace.open(ws.root).ledger.events(type="labels_submitted", round=1)[-1]
     assert event.data["reviewed_unchanged"] == [item.id for item in request.items]  # all sent back unchanged
+
+
+def test_qupath_import_says_which_shapes_were_clipped(ws: Workspace, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """A nucleus outlined whole across the first region's right edge is clipped, recorded and said."""
+    request, truth = _truth(ws)
+    item = request.items[0]
+    root = str(ws.root)
+    code, out = cli(capsys, "labels", "export", "--round", "1", "--format", "qupath", "--out", str(tmp_path / "q"),
+                    "--workspace", root)
+    assert code == 0, out
+    path = tmp_path / "q" / f"{item.stem}.geojson"
+    data = json.loads(path.read_text())
+    y0, _, _, x1 = item.box
+    ring = [[x1 - 2, y0 + 2], [x1 + 2, y0 + 2], [x1 + 2, y0 + 6], [x1 - 2, y0 + 6], [x1 - 2, y0 + 2]]
+    data["features"].append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                             "properties": {"objectType": "annotation", "name": "nucleus",
+                                            "classification": {"name": "foreground"}}})
+    path.write_text(json.dumps(data))
+    code, out = cli(capsys, "labels", "import", str(tmp_path / "q"), "--round", "1", "--format", "qupath",
+                    "--annotator", "pathologist", "--replace", "--workspace", root)
+    assert code == 0, out
+    named = f"{item.stem}.geojson: feature {len(data['features']) - 1} 'nucleus'"
+    event = Workspace.open(ws.root).ledger.events(type="labels_submitted", round=1)[-1]
+    assert event.data["clipped"][item.id] == [named]
+    assert f"shapes clipped at a region's edge, per region: {item.id} 1" in out
 
 
 def test_the_record_keeps_which_labels_are_uncorrected_predictions(ws: Workspace, tmp_path: Path,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
+from PIL import Image
 from shapely.geometry import Polygon
 from skimage.measure import label
 
@@ -257,7 +258,8 @@ def other_round(features: list) -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    (outside, r"feature \d+ 'stray'.*shape outside the requested regions"),
+    (outside, r"shapes outside the requested regions \(1; .*syn-000.geojson: feature \d+ 'stray' at x 40..50, "
+              r"y 2..12$"),
     (unknown_class, r"feature 1 .*unknown class name 'Tumor'"),
     (missing_region, r"regions missing \(1 of 2\): syn-000_y0032_x0032_32x32"),
     (other_round, r"feature 0 'syn-000_y0000_x0000_32x32'.*round 1, not round 2: a different round's export"),
@@ -283,6 +285,62 @@ def test_malformed_files_are_named(dataset: Dataset, tmp_path: Path) -> None:
                                        "</annotations>")
     with pytest.raises(FormatError, match=r"bomb.xml: XML refused"):
         cvat.read(tmp_path / "bomb.xml", request)
+
+
+def shape(name: str, ring: list[tuple[float, float]]) -> dict:
+    """A foreground polygon feature as QuPath writes it: ``ring`` its (x, y) corners."""
+    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[*map(list, ring), list(ring[0])]]},
+            "properties": {"objectType": "annotation", "classification": {"name": "foreground"}, "name": name}}
+
+
+def qupath_with(dataset: Dataset, tmp_path: Path, *shapes: dict) -> tuple[Request, Path, int]:
+    """``small_request``'s export of empty predictions with ``shapes`` added, and the first one's index."""
+    request = small_request(dataset)
+    qupath.export(request, {item.id: np.zeros(item.shape, np.uint8) for item in request.items}, tmp_path)
+    path = tmp_path / f"{dataset.stems[0]}.geojson"
+    data = json.loads(path.read_text())
+    first = len(data["features"])
+    data["features"] += list(shapes)
+    path.write_text(json.dumps(data))
+    return request, path, first
+
+
+def test_qupath_shapes_crossing_a_region_edge_are_clipped(dataset: Dataset, tmp_path: Path) -> None:
+    """Regions 0 (x, y 0..32) and 1 (x, y 32..64) of syn-000. A triangle crossing region 0's right edge
+    at x 32, a square over the corner both regions share, and one reaching 0.5 px past region 0's
+    bottom (within the tolerance: not recorded)."""
+    request, path, k = qupath_with(dataset, tmp_path, shape("triangle", [(28, 8), (40.5, 8), (28, 20.5)]),
+                                   shape("corner", [(30, 30), (34, 30), (34, 34), (30, 34)]),
+                                   shape("edge", [(2, 30), (4, 30), (4, 32.5), (2, 32.5)]))
+    labels = qupath.read_labels(path, request)
+    first, second = (item.id for item in request.items)
+    # the triangle keeps the pixel centres (c + 0.5, r + 0.5) with x > 28, y > 8, x + y < 48.5 and x < 32:
+    # columns 28..31 of rows 8..19, 8..18, 8..17, 8..16 (12 + 11 + 10 + 9 pixels)
+    expected = np.zeros((32, 32), np.uint8)
+    for column, last_row in zip(range(28, 32), (19, 18, 17, 16)):
+        expected[8:last_row + 1, column] = 1
+    expected[30:32, 30:32] = 1  # the corner square's quarter in region 0
+    expected[30:32, 2:4] = 1  # the edge shape, rows 30 and 31 (row 32 is not in the region)
+    assert int(expected.sum()) == 42 + 4 + 4
+    assert np.array_equal(labels.masks[first], expected)
+    corner = np.zeros((32, 32), np.uint8)
+    corner[0:2, 0:2] = 1  # its quarter in region 1
+    assert np.array_equal(labels.masks[second], corner)
+    assert labels.clipped == {first: [f"syn-000.geojson: feature {k} 'triangle'",
+                                      f"syn-000.geojson: feature {k + 1} 'corner'"],
+                              second: [f"syn-000.geojson: feature {k + 1} 'corner'"]}
+    assert np.array_equal(qupath.read(path, request)[first], expected)
+
+
+def test_every_qupath_shape_outside_the_regions_is_named(dataset: Dataset, tmp_path: Path) -> None:
+    request, path, k = qupath_with(dataset, tmp_path, shape("stray", [(40, 2), (50, 2), (50, 12), (40, 12)]),
+                                   shape("inside", [(2, 2), (6, 2), (6, 6), (2, 6)]),
+                                   shape("below", [(4, 40), (8, 40), (8, 44)]))
+    with pytest.raises(FormatError) as caught:
+        qupath.read(path, request)
+    assert str(caught.value) == (
+        "shapes outside the requested regions (2; a shape must overlap a region's rectangle, what lies past it is "
+        f"clipped): {path}: feature {k} 'stray' at x 40..50, y 2..12; feature {k + 2} 'below' at x 4..8, y 40..44")
 
 
 def cvat_xml(dataset: Dataset, tmp_path: Path, change) -> Path:
@@ -355,6 +413,51 @@ def test_labelstudio_export_round_trips(dataset: Dataset, tmp_path: Path) -> Non
     request = small_request(dataset)
     masks = labelstudio.read(ls_export(dataset, tmp_path, lambda tasks: None), request)
     assert all(np.array_equal(masks[i], m) for i, m in truth(dataset, request).items())
+
+
+YELLOW = (255, 255, 0)
+
+
+def test_labelstudio_images_show_the_yellow_box_the_config_names(dataset: Dataset, tmp_path: Path) -> None:
+    """Region 1 (x, y 32..64 of a 64 x 64 image) has a 16 px context margin above and left: its crop is
+    x, y 16..64 and the region is x, y 16..48 of the crop."""
+    request = small_request(dataset)
+    labelstudio.export(request, truth(dataset, request), tmp_path, crop_of(dataset))
+    header = ET.fromstring((tmp_path / "labeling_config.xml").read_text()).find("Header").get("value")
+    assert header == ("Region $region_id: paint only inside the yellow box, its yellow line included (the line "
+                      "covers the region's edge pixels). Around the box is context to look at: paint there is "
+                      "refused.")
+    item = request.items[1]
+    assert item.crop_box == (16, 16, 64, 64) and item.in_crop == (16, 16, 48, 48)
+    shown = np.asarray(Image.open(tmp_path / "images" / f"{item.id}.png"))
+    edge = np.zeros((48, 48), bool)  # the region's outermost rows and columns, in crop pixels
+    edge[16, 16:48] = edge[47, 16:48] = edge[16:48, 16] = edge[16:48, 47] = True
+    assert int(edge.sum()) == 4 * 32 - 4
+    assert np.array_equal((shown == YELLOW).all(axis=2), edge)
+    assert np.array_equal(shown[~edge], crop_of(dataset)(item)[~edge])  # the rest is the crop, untouched
+
+
+def test_labelstudio_paint_on_the_yellow_line_is_the_region_edge(dataset: Dataset, tmp_path: Path) -> None:
+    """A brush stroke over exactly the yellow pixels of the shown image reads back as the region's edge
+    pixels; one pixel more, just outside the line, is refused."""
+    from label_studio_sdk.converter.brush import mask2rle
+
+    request = small_request(dataset)
+    path = ls_export(dataset, tmp_path, lambda tasks: None)
+    tasks = json.loads(path.read_text())
+    line = (np.asarray(Image.open(tmp_path / "images" / f"{request.items[1].id}.png")) == YELLOW).all(axis=2)
+    result = tasks[1]["annotations"][0]["result"][0]
+    result["value"]["rle"] = mask2rle(line.astype(np.uint8) * 255)
+    path.write_text(json.dumps(tasks))
+    mask = labelstudio.read(path, request)[request.items[1].id]
+    expected = np.zeros((32, 32), np.uint8)
+    expected[[0, -1], :] = expected[:, [0, -1]] = 1
+    assert np.array_equal(mask, expected)
+    line[15, 20] = True  # the context row above the line
+    result["value"]["rle"] = mask2rle(line.astype(np.uint8) * 255)
+    path.write_text(json.dumps(tasks))
+    with pytest.raises(FormatError, match=r"task 1 .*1 painted pixels outside the region \(e.g. x 20, y 15 "):
+        labelstudio.read(path, request)
 
 
 def ls_outside(tasks: list) -> None:

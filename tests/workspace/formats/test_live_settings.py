@@ -15,6 +15,7 @@ from activeseg.cli.main import main
 from activeseg.core.config import ConfigError, load_config
 from activeseg.orchestration.approval import approve
 from activeseg.workspace import Workspace
+from activeseg.workspace.creation import write_params
 from activeseg.workspace.formats.live import STATE, LabelStudioError, _api, client
 from tests.conftest import TINY
 
@@ -66,8 +67,12 @@ def test_approve_with_nothing_staged_pulls_from_label_studio_first(tmp_path: Pat
     stages and the approval: tests/workspace/test_labelstudio_live.py)."""
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
     url = f"http://127.0.0.1:{closed_port()}"
-    ws = Workspace.init(tmp_path / "ws", "synthetic", overrides=[*TINY, "oracle.kind=labelstudio",
-                                                                   f"oracle.labelstudio_url={url}"])
+    ws = Workspace.init(tmp_path / "ws", "synthetic", overrides=[*TINY, "oracle.kind=human"])
+    ws.train(1)
+    ws.query(1)  # the round's request, published before Label Studio is configured
+    write_params(ws.root / "params.yaml", ws.root / "params.yaml",
+                 ["oracle.kind=labelstudio", f"oracle.labelstudio_url={url}"])
+    ws = Workspace.open(ws.root)
     with pytest.raises(LabelStudioError, match="round 1: no Label Studio tasks were published"):
         approve(None, ws, 1, "pi")
     (ws.root / STATE).write_text(json.dumps({"url": url, "project": 7, "rounds": {"1": {"tasks": {"r": 70}}}}))
