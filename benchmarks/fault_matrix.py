@@ -55,21 +55,21 @@ ROWS: list[tuple[str, str, list[str], bool]] = [
     ("S3 outage: publish/upload/ingest/push (moto)", "short retried, long fails clearly, nothing half-applied; "
      "round completes, events once", ["tests/workspace/test_outage.py"], False),
     ("two submissions at once", "exactly one staged, the other refused naming it; replace recorded",
-     ["tests/workspace/test_intake.py::test_two_submissions_at_once_stage_exactly_one",
-      "tests/workspace/test_intake.py::test_replacing_a_staged_batch_is_recorded_and_a_rejected_batch_may_come_again"],
+     ["tests/workspace/exchange/test_intake.py::test_two_submissions_at_once_stage_exactly_one",
+      "tests/workspace/exchange/test_intake.py::test_replacing_a_staged_batch_is_recorded_and_a_rejected_batch_may_come_again"],
      False),
     ("staged batch changed in the store, then approved", "refused on the record (approver, batch, reason), batch "
      "quarantined with the reason, approve exits 1 saying why, status and labels pending show it; by hand and "
      "through the suspended round run",
-     ["tests/workspace/test_intake.py::test_an_approval_of_a_changed_staged_batch_is_refused_recorded_and_shown",
+     ["tests/workspace/exchange/test_intake.py::test_an_approval_of_a_changed_staged_batch_is_refused_recorded_and_shown",
       "tests/flows/test_al_round.py::test_round_suspends_holds_no_process_and_resumes_on_a_new_worker"], True),
     ("second annotator uploads over a staged batch", "staged batch unchanged, partial upload quarantined alone, "
      "a replacement unstages it on the record with a copy kept; every byte handed in can be found",
-     ["tests/workspace/test_intake.py::test_an_upload_over_a_staged_batch_never_changes_or_loses_it"], False),
+     ["tests/workspace/exchange/test_intake.py::test_an_upload_over_a_staged_batch_never_changes_or_loses_it"], False),
     ("two approvals at once", "the batch taken in once",
-     ["tests/workspace/test_intake.py::test_two_approvals_at_once_take_the_batch_in_once"], False),
+     ["tests/workspace/exchange/test_intake.py::test_two_approvals_at_once_take_the_batch_in_once"], False),
     ("reviewer rejects, annotator resubmits", "approval gates labels; events with actors",
-     ["tests/workspace/test_intake.py::test_a_batch_is_staged_rejected_resubmitted_and_taken_in_only_when_approved"],
+     ["tests/workspace/exchange/test_intake.py::test_a_batch_is_staged_rejected_resubmitted_and_taken_in_only_when_approved"],
      False),
     ("decompression-bomb PNG", "refused from the header, not decoded",
      ["tests/workspace/test_bad_input.py::test_a_decompression_bomb_in_a_batch_is_quarantined_without_decoding"], False),

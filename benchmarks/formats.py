@@ -20,10 +20,10 @@ from activeseg.core.data import load_dataset
 from activeseg.core.partition import Region, partition_image
 from activeseg.core.synthetic import synthesize
 from activeseg.loop.oracle import ground_truth
-from activeseg.workspace.exchange import to_uint8
-from activeseg.workspace.formats import cvat, labelstudio, qupath
-from activeseg.workspace.formats.common import RequestItem
-from activeseg.workspace.formats.service import make_request
+from activeseg.workspace.exchange.images import to_uint8
+from activeseg.workspace.exchange.formats import cvat, labelstudio, qupath
+from activeseg.workspace.exchange.formats.common import RequestItem
+from activeseg.workspace.exchange.formats.service import make_request
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from activeseg.workspace.exchange import mask_png
+from activeseg.workspace.exchange.images import mask_png
 from activeseg.loop.oracle import ground_truth
 from activeseg.core.partition import Region
 from activeseg.core.util import round_name

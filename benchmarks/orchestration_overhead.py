@@ -80,7 +80,8 @@ def instrument() -> None:
     from mlflow.tracking import MlflowClient
 
     from activeseg.model import tracking
-    from activeseg.workspace import creation, intake, ledger, steps, vcs
+    from activeseg.workspace import creation, ledger, steps, vcs
+    from activeseg.workspace.exchange import intake
 
     vcs.Vcs.run = timed("dvc + git (run)", vcs.Vcs.run)
     vcs.Vcs._in_process = timed("dvc (Python API)", vcs.Vcs._in_process)

@@ -22,7 +22,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.runtime import flow_run
 
-from activeseg.workspace.exchange import read_manifest, round_prefix
+from activeseg.workspace.exchange.layout import round_prefix
+from activeseg.workspace.exchange.requests import read_manifest
 from activeseg.core.util import canonical_json, sha256_text
 from activeseg.workspace.storage import StoreUnavailable
 from activeseg.orchestration.engine import RunEngine

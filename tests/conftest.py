@@ -88,8 +88,8 @@ MARKS = {
         "workspace/test_bad_input.py",
         "workspace/test_credentials.py",
         "workspace/test_kill.py",
-        "workspace/test_labelstudio_live.py",
-        "workspace/formats/test_live_settings.py::test_approve_with_nothing_staged_pulls_from_label_studio_first",
+        "workspace/exchange/test_labelstudio_live.py",
+        "workspace/exchange/formats/test_live_settings.py::test_approve_with_nothing_staged_pulls_from_label_studio_first",
         "flows/test_worker_recovery.py",
         "flows/test_forkserver.py",
         "orchestration/test_server.py::test_start_status_stop_restart",
@@ -107,7 +107,7 @@ MARKS = {
         "cli/test_model.py",
     },
     # test_labelstudio_live: a real Label Studio server; `make labelstudio-venv` installs it first (about 2 min)
-    "matrix": {"flows/test_faults.py", "flows/test_server_restart.py", "workspace/test_labelstudio_live.py"},
+    "matrix": {"flows/test_faults.py", "flows/test_server_restart.py", "workspace/exchange/test_labelstudio_live.py"},
 }
 
 

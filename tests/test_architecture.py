@@ -1,5 +1,6 @@
 """The import contracts of pyproject.toml (``[tool.importlinter]``), one test each: the layers of
-``activeseg`` import only downwards, the library imports neither Prefect nor ``flows``/``tasks``, the CLI
+``activeseg`` import only downwards (inside the workspace: its steps and facade over the label exchange over
+its core), the library imports neither Prefect nor ``flows``/``tasks``, the CLI
 starts flows and flows call tasks (never the other way round), the production path never imports the
 simulation, and no package has an import cycle between its modules. A broken contract fails with
 import-linter's report (the offending chain of imports, with line numbers). Also: the test marks of
@@ -26,7 +27,7 @@ def contract_ids() -> list[str]:
 
 
 def test_the_contracts_cover_layers_prefect_and_cycles():
-    assert {"layers", "library-without-prefect", "cli-flows-tasks", "acyclic"} <= set(contract_ids())
+    assert {"layers", "workspace-exchange", "library-without-prefect", "cli-flows-tasks", "acyclic"} <= set(contract_ids())
 
 
 @pytest.mark.parametrize("contract", contract_ids())

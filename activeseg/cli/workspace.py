@@ -84,13 +84,13 @@ def cmd_labels(args: argparse.Namespace) -> int:
         note_server(ws.root)
         return 0
     if args.labels_command == "export":
-        from activeseg.workspace.formats.service import export_round
+        from activeseg.workspace.exchange.formats.service import export_round
 
         prefix = args.image_prefix
         image_url = (lambda item: f"{prefix.rstrip('/')}/{item.id}.png") if prefix else None
         result = export_round(ws, ws.resolve(args.round), args.format, args.out, image_url=image_url)
     elif args.labels_command == "import":
-        from activeseg.workspace.formats.service import import_round
+        from activeseg.workspace.exchange.formats.service import import_round
 
         result = import_round(ws, args.round, args.format, args.path, args.annotator, args.replace)
         clipped = result.clipped or {}
@@ -99,7 +99,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
                 + ", ".join(f"{rid} {len(shapes)}" for rid, shapes in clipped.items())
                 + " (the labels_submitted event names each: `activeseg audit --json`)")
     elif args.labels_command == "pull":
-        from activeseg.workspace.formats.live import pull
+        from activeseg.workspace.exchange.formats.live import pull
 
         result = pull(ws, args.round, args.replace)
         print_json(result)

@@ -43,7 +43,7 @@ def run_owns_round(ws: Workspace, round_number: int) -> bool:
 
 def approve(engine: RunEngine | None, ws: Workspace, round_number: int, by: str, comment: str = "", *,
             run_id: str | None = None, wait_seconds: float | None = None) -> dict[str, Any]:
-    """Approve the round's staged batch (the one that passed validation; see `activeseg.workspace.intake`)
+    """Approve the round's staged batch (the one that passed validation; see `activeseg.workspace.exchange.intake`)
     and say what became of it: `outcome` "taken_in" (with its `commit`), "refused" (with the `reason`;
     the refusal is in the ledger), "failed" (the round run ended otherwise: `reason`) or "pending" (not
     decided within `wait_seconds`, default `WAIT_SECONDS`; 0: not waited for).
@@ -134,7 +134,7 @@ def pull_labels(ws: Workspace, round_number: int) -> str | None:
     record = ws.record(round_number)
     if ws.cfg.oracle.kind != "labelstudio" or record.staged is not None or record.labels_accepted is not None:
         return None
-    from activeseg.workspace.formats.live import pull
+    from activeseg.workspace.exchange.formats.live import pull
 
     result = pull(ws, round_number)
     batch = result.get("staged")

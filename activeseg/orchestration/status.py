@@ -54,7 +54,7 @@ def labelstudio_progress(ws: Workspace, open_requests: list[dict[str, Any]]) -> 
     if ws.cfg.oracle.kind != "labelstudio":
         return None
     from activeseg.workspace.errors import WorkspaceError
-    from activeseg.workspace.formats.live import progress
+    from activeseg.workspace.exchange.formats.live import progress
 
     found = []
     for item in open_requests:

@@ -26,8 +26,9 @@ from activeseg.metrics import METRICS
 from activeseg.orchestration.engine import RunEngine
 from activeseg.orchestration.status import headline, status
 from activeseg.workspace import Workspace
-from activeseg.workspace.exchange import context_box, to_uint8
-from activeseg.workspace.formats.service import FORMATS, PREDICTION, export_prefix
+from activeseg.workspace.exchange.images import to_uint8
+from activeseg.workspace.exchange.requests import context_box
+from activeseg.workspace.exchange.formats.service import FORMATS, PREDICTION, export_prefix
 from activeseg.workspace.ledger import VerifyResult, parse_time
 from activeseg.workspace.query_maps import read_query_maps
 from activeseg.workspace.records import RequestedRegion, RoundRecord

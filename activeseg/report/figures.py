@@ -21,7 +21,7 @@ import numpy as np
 
 from activeseg.loop.curves import curves
 from activeseg.report.campaign import RegionView
-from activeseg.workspace.exchange import outlined, png_bytes
+from activeseg.workspace.exchange.images import outlined, png_bytes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

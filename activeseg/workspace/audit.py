@@ -8,7 +8,7 @@ from typing import Any
 from activeseg.core.util import sha256_file
 from activeseg.loop.stop_rules import stop_rule
 from activeseg.workspace.base import WorkspaceCore
-from activeseg.workspace.exchange import round_prefix
+from activeseg.workspace.exchange.layout import round_prefix
 from activeseg.workspace.ledger import Export, VerifyResult, parse_export, read_export
 from activeseg.workspace.state import label_state
 

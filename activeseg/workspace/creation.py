@@ -23,8 +23,8 @@ from activeseg.core.util import canonical_json, round_name, sha256_file, sha256_
 from activeseg.loop.oracle import ground_truth
 from activeseg.workspace.base import SETTINGS, WorkspaceCore
 from activeseg.workspace.errors import WorkspaceError
-from activeseg.workspace.exchange import mask_png
-from activeseg.workspace.intake import commit_labels
+from activeseg.workspace.exchange.images import mask_png
+from activeseg.workspace.exchange.intake import commit_labels
 from activeseg.workspace.records import Initial, RequestedRegion, RoundRecord
 from activeseg.workspace.state import save_state
 from activeseg.workspace.steps import check_dataset, write_pool

@@ -1,5 +1,5 @@
 """What the model that asked saw around each queried region: its uncertainty and its prediction over
-the region's context crop (the crop of the label request, :func:`activeseg.workspace.exchange.context_box`),
+the region's context crop (the crop of the label request, :func:`activeseg.workspace.exchange.requests.context_box`),
 kept in ``query/maps/round-NNN.npz`` by the query step, inside the ``query`` stage output (DVC), so they are
 versioned and pushed with the round. The campaign report draws them; nothing else reads them.
 
@@ -20,7 +20,7 @@ from activeseg.core.config import Config
 from activeseg.core.data import Dataset
 from activeseg.core.partition import Region
 from activeseg.core.util import round_name
-from activeseg.workspace.exchange import context_box
+from activeseg.workspace.exchange.requests import context_box
 
 
 def maps_path(root: Path, round_number: int) -> Path:

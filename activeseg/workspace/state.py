@@ -2,7 +2,7 @@
 files when out of date; ``state/source.json`` lists the (round, annotator) batches it was built from
 and the revoked (round, region id) pairs it left out.
 
-Revoked labels (``labels/revoked.json``, committed; see :mod:`.revocation`) are never revealed: the
+Revoked labels (``labels/revoked.json``, committed; see :mod:`.exchange.revocation`) are never revealed: the
 state is rebuilt from the accepted files without them, so a revoked region's pixels stay unknown
 unless another, non-revoked region reveals them."""
 

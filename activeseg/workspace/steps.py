@@ -17,8 +17,9 @@ from activeseg.core.util import canonical_json, read_json, round_name, sha256_fi
 from activeseg.metrics import METRICS
 from activeseg.workspace.base import WorkspaceCore, round_step
 from activeseg.workspace.errors import ModelCollapsed, WorkspaceError
-from activeseg.workspace.exchange import publish_request, round_prefix
-from activeseg.workspace.intake import label_targets
+from activeseg.workspace.exchange.layout import round_prefix
+from activeseg.workspace.exchange.requests import publish_request
+from activeseg.workspace.exchange.intake import label_targets
 from activeseg.workspace.ledger import region_stem
 from activeseg.workspace.records import Evaluated, Queried, RoundRecord, Trained
 from activeseg.workspace.query_maps import maps_path, save_query_maps
@@ -164,7 +165,7 @@ def query(ws: WorkspaceCore, round_number: int | None = None) -> Queried:
     and predictions (each call imports the tasks missing there, so a call after an outage completes it)."""
     queried = _query(ws, round_number)
     if ws.cfg.oracle.kind == "labelstudio" and not ws.in_dvc:
-        from activeseg.workspace.formats.live import publish
+        from activeseg.workspace.exchange.formats.live import publish
 
         publish(ws, queried.round)
     return queried

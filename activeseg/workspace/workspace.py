@@ -3,7 +3,7 @@
 ``Workspace.init`` creates it; every step is a method (the ``activeseg step ...`` commands, the stages
 of ``dvc.yaml`` and the Prefect tasks call the same methods). The class is a facade: its state is
 :class:`~activeseg.workspace.base.WorkspaceCore` (git and DVC in :mod:`.vcs`, typed round records in
-:mod:`.records`), the work is done by :mod:`.creation` (init), :mod:`.steps`, :mod:`.intake` (labels
+:mod:`.records`), the work is done by :mod:`.creation` (init), :mod:`.steps`, :mod:`.exchange.intake` (labels
 in, quarantine), :mod:`.state` (known masks) and :mod:`.audit` (status, pending, verify, learning curve).
 
 Rounds are numbered from 1; round 0 is the initial labeled set made by ``init``. One round: :meth:`train`, :meth:`query` (publishes the
@@ -55,10 +55,11 @@ from pathlib import Path
 from typing import Any
 
 from activeseg.core.labels import LabelState
-from activeseg.workspace import audit, intake, revocation, state, steps
+from activeseg.workspace import audit, state, steps
 from activeseg.workspace.base import SETTINGS, WorkspaceCore
 from activeseg.workspace.creation import all_or_nothing, plan, populate, prepare
 from activeseg.workspace.errors import ApprovalRefused, BatchRejected, WorkspaceError
+from activeseg.workspace.exchange import intake, revocation
 from activeseg.workspace.ledger import VerifyResult
 
 __all__ = ["BatchRejected", "Workspace", "WorkspaceError"]
@@ -67,7 +68,7 @@ __all__ = ["BatchRejected", "Workspace", "WorkspaceError"]
 class Workspace(WorkspaceCore):
     """One campaign workspace (see the module docstring): the steps, label intake and audit as methods.
     Its state (``root``, ``cfg``, ``ledger``, ``store``, ``vcs``, ``records``, ``dataset``...) is
-    :class:`WorkspaceCore`'s; the work is done in :mod:`.steps`, :mod:`.intake`, :mod:`.state`,
+    :class:`WorkspaceCore`'s; the work is done in :mod:`.steps`, :mod:`.exchange.intake`, :mod:`.state`,
     :mod:`.audit` and :mod:`.creation`. Results are JSON-able dicts (a step's record entry)."""
 
     # -- creation ------------------------------------------------------------------------------------
@@ -140,7 +141,7 @@ class Workspace(WorkspaceCore):
     def ingest(self, round_number: int | None = None, annotator: str | None = None, source: Path | None = None,
                replace: bool = False) -> dict[str, Any]:
         """Stage a label batch from ``source`` (a folder) or the store for approval, or quarantine it
-        (:class:`BatchRejected`), see :func:`.intake.ingest`."""
+        (:class:`BatchRejected`), see :func:`.exchange.intake.ingest`."""
         return intake.ingest(self, round_number, annotator, source, replace).model_dump()
 
     def submit(self, round_number: int | None, folder: str | Path, annotator: str,
@@ -156,7 +157,7 @@ class Workspace(WorkspaceCore):
     def approve(self, round_number: int | None, by: str, comment: str = "", batch: str | None = None,
                 flow_run_id: str | None = None) -> dict[str, Any]:
         """Take the staged batch in (labels/, DVC, commit, known masks), approved by ``by``; see
-        :func:`.intake.approve`."""
+        :func:`.exchange.intake.approve`."""
         return intake.approve(self, round_number, by, comment, batch, flow_run_id).model_dump()
 
     def reject(self, round_number: int | None, by: str, reason: str) -> dict[str, Any]:
@@ -167,7 +168,7 @@ class Workspace(WorkspaceCore):
     def revoke(self, round_number: int, by: str, reason: str, regions: list[str] | None = None) -> dict[str, Any]:
         """Revoke an accepted batch of round ``round_number`` (or its ``regions``) as ``by`` with ``reason``:
         ledger ``labels_revoked``, ``labels/revoked.json`` and a commit; the labels leave the known masks and
-        the regions go back to the open request or the pool; see :func:`.revocation.revoke`."""
+        the regions go back to the open request or the pool; see :func:`.exchange.revocation.revoke`."""
         return revocation.revoke(self, round_number, by, reason, regions)
 
     # -- status and audit ----------------------------------------------------------------------------

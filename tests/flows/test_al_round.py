@@ -22,7 +22,8 @@ from activeseg.orchestration import processes, server, workers
 from activeseg.orchestration.guard import read_claim
 from activeseg.orchestration.names import ROUND_FLOW, deployment_name
 from activeseg.orchestration.rounds import start_round, wait_for_round
-from activeseg.workspace.exchange import mask_png, round_prefix, staged_prefix
+from activeseg.workspace.exchange.images import mask_png
+from activeseg.workspace.exchange.layout import round_prefix, staged_prefix
 from activeseg.loop.oracle import ground_truth
 from activeseg.workspace.creation import write_params
 from activeseg.workspace.workspace import Workspace

@@ -14,9 +14,9 @@ import pytest
 from activeseg.core.partition import Region
 from activeseg.loop.oracle import ground_truth
 from activeseg.workspace import ApprovalRefused, BatchRejected, Workspace
-from activeseg.workspace.formats import qupath
-from activeseg.workspace.formats.common import Request
-from activeseg.workspace.formats.service import build_request, export_round, import_round
+from activeseg.workspace.exchange.formats import qupath
+from activeseg.workspace.exchange.formats.common import Request
+from activeseg.workspace.exchange.formats.service import build_request, export_round, import_round
 from tests.workspace.test_workspace import SETTINGS, write_good_batch
 
 

@@ -13,7 +13,7 @@ from activeseg.metrics import METRICS
 from activeseg.report.campaign import gather, rounds_text, without_folders
 from activeseg.report.figures import DISAGREE, label_panel
 from activeseg.workspace import Workspace
-from activeseg.workspace.exchange import context_box
+from activeseg.workspace.exchange.requests import context_box
 from activeseg.workspace.query_maps import maps_path, read_query_maps
 from tests.report.conftest import pre_annotation, requested_truth
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from activeseg.loop.oracle import ground_truth
 from activeseg.workspace import BatchRejected, Workspace, WorkspaceError
-from activeseg.workspace.exchange import round_prefix
+from activeseg.workspace.exchange.layout import round_prefix
 from tests.conftest import bomb_png
 from tests.workspace.s3 import s3_bucket, s3_endpoint, s3_server  # noqa: F401  (fixtures)
 from tests.workspace.test_workspace import (SETTINGS, label_round, requested, round_one, write_good_batch,  # noqa: F401

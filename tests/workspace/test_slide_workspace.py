@@ -19,8 +19,8 @@ from activeseg.core.util import canonical_json, sha256_file, sha256_text
 from activeseg.loop.oracle import ground_truth
 from activeseg.report.campaign import region_views
 from activeseg.workspace import Workspace
-from activeseg.workspace.exchange import to_uint8
-from activeseg.workspace.formats.service import PREDICTION, export_round
+from activeseg.workspace.exchange.images import to_uint8
+from activeseg.workspace.exchange.formats.service import PREDICTION, export_round
 from activeseg.workspace.validation import validate_dataset
 from activeseg.workspace.validation.dataset import dataset_table, mask_sample_origins
 from tests.conftest import TINY

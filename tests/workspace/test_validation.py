@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from activeseg.workspace.exchange import BatchEntry, png_bytes
+from activeseg.workspace.exchange.batches import BatchEntry
+from activeseg.workspace.exchange.images import png_bytes
 from activeseg.core.synthetic import synthesize
 from activeseg.workspace.validation import ValidationFailed, pixels_outside_classes, validate_dataset, validate_label_batch
 from activeseg.workspace.validation.suite import ValidationReport

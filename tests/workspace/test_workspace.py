@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from activeseg.cli.main import main
-from activeseg.workspace.exchange import mask_png, round_prefix
+from activeseg.workspace.exchange.images import mask_png
+from activeseg.workspace.exchange.layout import round_prefix
 from activeseg.loop.oracle import ground_truth
 from activeseg.core.partition import Region
 from activeseg.strategies import STRATEGIES, QueryContext, Selection, Strategy, fill_budget

@@ -35,7 +35,7 @@ RESULT_FORMAT = {"result_format": "COMPLETE", "unexpected_index_column_names": [
 
 
 class Entry(Protocol):
-    """One entry of a label batch (see :class:`activeseg.workspace.exchange.BatchEntry`)."""
+    """One entry of a label batch (see :class:`activeseg.workspace.exchange.batches.BatchEntry`)."""
 
     name: str
     kind: str

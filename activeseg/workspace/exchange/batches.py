@@ -1,26 +1,4 @@
-"""The label exchange through an object store: requests out, label batches in, bad batches quarantined.
-
-Layout (see :mod:`activeseg.workspace.storage`)::
-
-    requests/round-NNN/manifest.json          the request (written last: its presence means published)
-    requests/round-NNN/<id>.png               the image around the region, with a context margin
-    requests/round-NNN/<id>.preview.png       the same crop enlarged (>= 384 px long side) with the region outlined
-    requests/round-NNN/INSTRUCTIONS.md        what to label, the classes, mask sizes, file names, how to hand in
-    requests/round-NNN/manifest.schema.json   the manifest's JSON Schema (draft 2020-12)
-    requests/round-NNN/<format>/...           an export for QuPath, CVAT or Label Studio (`activeseg labels export`)
-    labels/round-NNN/<id>.png                 the upload folder: the annotator's mask for each requested region
-    staged/round-NNN/<batch sha256>/batch.json, files/<id>.png
-                                              a validated batch waiting for review: write-once, apart from the
-                                              upload folder, so no later upload can change what is approved
-    quarantine/round-NNN/<timestamp>/report.json, files/...   a rejected, replaced or refused batch
-
-The manifest lists each region: ``id`` (filesystem-safe), ``stem``, ``box`` [y0, x0, y1, x1] (it may
-reach past the image, which is mirror-padded there; half-open, image pixels), ``label_size`` [h, w] (the
-in-image part of the box: the size of the mask to upload), ``cost`` (newly revealed pixels), ``score``, and
-where its crop (``crop_box`` in image coordinates, ``region_in_crop`` in crop coordinates), preview (enlarged
-``preview_scale`` times) and label go; beside them ``classes``, ``class_names`` and the keys of the
-instructions and the schema (:mod:`activeseg.workspace.request_docs`).
-The context margin is half the region's longer side on every side, clipped to the image.
+"""Label batches in the label exchange (:mod:`.layout`): read whole, hashed, staged, quarantined.
 
 A batch is read whole, as :class:`BatchEntry` items, from a local folder or from the store: links are
 reported and never followed, and files over the size cap are not read. It is then validated whole
@@ -33,121 +11,19 @@ object still holds the bytes that were staged (:func:`clear_upload`): a file upl
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image, ImageDraw
-
-from activeseg.core.data import Dataset
-from activeseg.core.partition import Region
-from activeseg.core.util import round_name
-from activeseg.workspace.request_docs import (INSTRUCTIONS, SCHEMA, default_class_names, instructions, manifest_schema,
-                                              preview_scale)
+from activeseg.workspace.exchange.layout import REPORT, STAGED_BATCH, round_prefix, staged_prefix, timestamp
 from activeseg.workspace.storage import ObjectStore, StoreError, StoreUnavailable
 
-MANIFEST = "manifest.json"
-REPORT = "report.json"
-STAGED_BATCH = "batch.json"
-OUTLINE = (255, 255, 0)
+
 NOT_KEPT = {"symlink": "a symbolic link, never followed", "other": "not a plain file"}
 
-
-def round_prefix(area: str, round_number: int) -> str:
-    """``requests``, ``labels``, ``staged`` or ``quarantine`` of one round: ``labels/round-007/``."""
-    return f"{area}/{round_name(round_number)}/"
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def png_bytes(array: np.ndarray, compress_level: int = 6) -> bytes:
-    """PNG of an (H, W) or (H, W, 3) uint8 array; `compress_level` from 0 (none) to 9 (Pillow's default 6)."""
-    out = io.BytesIO()
-    Image.fromarray(array).save(out, format="PNG", compress_level=compress_level)
-    return out.getvalue()
-
-
-def mask_png(mask: np.ndarray, classes: int) -> bytes:
-    """PNG of an (h, w) class-id mask in the dataset convention: {0, 255} when binary, else class ids."""
-    return png_bytes((mask * 255 if classes == 2 else mask).astype(np.uint8))
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """(H, W, C) float in [0, 1] -> (H, W) or (H, W, 3) uint8."""
-    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    return pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
-
-
-# -- requests ------------------------------------------------------------------------------------------
-
-def context_box(region: Region, height: int, width: int) -> tuple[int, int, int, int]:
-    """The in-image part of the region grown by half its longer side, clipped: (y0, x0, y1, x1)."""
-    ys, xs = region.clipped(height, width)
-    margin = max(region.y1 - region.y0, region.x1 - region.x0) // 2
-    return (max(0, ys.start - margin), max(0, xs.start - margin),
-            min(height, ys.stop + margin), min(width, xs.stop + margin))
-
-
-def outlined(crop: np.ndarray, box: tuple[int, int, int, int], scale: int = 1) -> np.ndarray:
-    """An RGB copy of a uint8 crop enlarged ``scale`` times (nearest neighbour) with the box (y0, x0, y1,
-    x1 in crop pixels; end exclusive) outlined in yellow on its edge pixels, ``max(1, scale // 2)`` wide."""
-    img = Image.fromarray(crop).convert("RGB")
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    y0, x0, y1, x1 = (v * scale for v in box)
-    ImageDraw.Draw(img).rectangle([x0, y0, x1 - 1, y1 - 1], outline=OUTLINE, width=max(1, scale // 2))
-    return np.asarray(img)
-
-
-def publish_request(store: ObjectStore, round_number: int, regions: list[dict[str, Any]], dataset: Dataset,
-                    meta: dict[str, Any]) -> dict[str, Any]:
-    """Write every region's crop and preview, ``INSTRUCTIONS.md`` and ``manifest.schema.json``, then the
-    manifest; returns the manifest.
-
-    ``regions``: dicts with ``id``, ``stem``, ``box``, ``cost``, ``score``. ``meta`` goes into the
-    manifest as it is (round, strategy, ``classes`` (default: the dataset's), ...). Publishing again
-    overwrites the same objects with the same bytes.
-    """
-    prefix = round_prefix("requests", round_number)
-    listed = []
-    for item in regions:
-        region = Region.from_dict(item)
-        sample = dataset.samples[region.stem]
-        ys, xs = region.clipped(sample.height, sample.width)
-        cy0, cx0, cy1, cx1 = context_box(region, sample.height, sample.width)
-        crop = to_uint8(dataset.read_box(region.stem, (cy0, cx0, cy1, cx1)))
-        inner = (ys.start - cy0, xs.start - cx0, ys.stop - cy0, xs.stop - cx0)
-        store.put_bytes(f"{prefix}{region.id}.png", png_bytes(crop))
-        scale = preview_scale(*crop.shape[:2])
-        store.put_bytes(f"{prefix}{region.id}.preview.png", png_bytes(outlined(crop, inner, scale)))
-        listed.append({"id": region.id, "stem": region.stem, "box": list(item["box"]),
-                       "label_size": [ys.stop - ys.start, xs.stop - xs.start], "cost": item["cost"],
-                       "score": item["score"], "crop": f"{prefix}{region.id}.png", "crop_box": [cy0, cx0, cy1, cx1],
-                       "region_in_crop": list(inner), "preview": f"{prefix}{region.id}.preview.png",
-                       "preview_scale": scale, "label": f"{round_prefix('labels', round_number)}{region.id}.png"})
-    classes = meta.get("classes", dataset.classes)
-    manifest = {**meta, "round": round_number, "classes": classes, "class_names": list(default_class_names(classes)),
-                "instructions": prefix + INSTRUCTIONS, "schema": prefix + SCHEMA, "regions": listed}
-    store.put_bytes(prefix + SCHEMA, json.dumps(manifest_schema(), indent=1).encode())
-    store.put_bytes(prefix + INSTRUCTIONS, instructions(manifest, store.url).encode())
-    store.put_bytes(prefix + MANIFEST, json.dumps(manifest, indent=1).encode())
-    return manifest
-
-
-def read_manifest(store: ObjectStore, round_number: int) -> dict[str, Any] | None:
-    key = round_prefix("requests", round_number) + MANIFEST
-    return json.loads(store.get_bytes(key)) if store.exists(key) else None
-
-
-# -- label batches -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class BatchEntry:
@@ -163,6 +39,10 @@ class BatchEntry:
     @property
     def sha256(self) -> str | None:
         return sha256_bytes(self.data) if self.data is not None else None
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_folder_batch(folder: str | Path, max_bytes: int) -> list[BatchEntry]:
@@ -224,11 +104,6 @@ def batch_sha256(entries: list[BatchEntry]) -> str:
     return sha256_bytes(json.dumps(listing, separators=(",", ":")).encode())
 
 
-def staged_prefix(round_number: int, digest: str) -> str:
-    """Where a staged batch lies: ``staged/round-NNN/<batch sha256>/``."""
-    return f"{round_prefix('staged', round_number)}{digest}/"
-
-
 def stage_batch(store: ObjectStore, round_number: int, entries: list[BatchEntry], digest: str,
                 meta: dict[str, Any]) -> str:
     """Copy a validated batch (plain files only) to ``staged/round-NNN/<digest>/files/`` with
@@ -282,11 +157,6 @@ def clear_upload(store: ObjectStore, round_number: int, entries: list[BatchEntry
         elif store.exists(key):
             left.append(entry.name)
     return left
-
-
-def timestamp() -> str:
-    """A UTC time usable in a key: ``20250131T120000.123456Z``."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 def quarantine_name(name: str, index: int) -> str:

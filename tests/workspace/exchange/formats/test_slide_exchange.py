@@ -15,9 +15,9 @@ from activeseg.core.data import Dataset, load_dataset
 from activeseg.core.partition import Region
 from activeseg.core.synthetic import synthesize_slides
 from activeseg.loop.oracle import ground_truth
-from activeseg.workspace.exchange import to_uint8
-from activeseg.workspace.formats import cvat, qupath
-from activeseg.workspace.formats.service import make_request
+from activeseg.workspace.exchange.images import to_uint8
+from activeseg.workspace.exchange.formats import cvat, qupath
+from activeseg.workspace.exchange.formats.service import make_request
 
 NAMES2 = ("background", "foreground")
 

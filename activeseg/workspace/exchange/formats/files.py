@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from activeseg.workspace.formats.common import MAX_FILE_BYTES, FormatError
+from activeseg.workspace.exchange.formats.common import MAX_FILE_BYTES, FormatError
 
 
 def read_bytes(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:

@@ -1,7 +1,7 @@
 """The documents of a published label request: ``INSTRUCTIONS.md`` for the annotator and
 ``manifest.schema.json``, the JSON Schema (draft 2020-12) of ``manifest.json``; and the class names.
 
-Both are written beside the manifest by :func:`activeseg.workspace.exchange.publish_request` (before
+Both are written beside the manifest by :func:`activeseg.workspace.exchange.requests.publish_request` (before
 it: the manifest's presence means the request is published).
 """
 

@@ -22,9 +22,9 @@ from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as safe_xml
 from shapely.geometry import Polygon
 
-from activeseg.workspace.formats.common import FormatError, Request, RequestItem, check_mask, region_of_name, user_name
-from activeseg.workspace.formats.files import one_file, read_bytes
-from activeseg.workspace.formats.geometry import rasterize
+from activeseg.workspace.exchange.formats.common import FormatError, Request, RequestItem, check_mask, region_of_name, user_name
+from activeseg.workspace.exchange.formats.files import one_file, read_bytes
+from activeseg.workspace.exchange.formats.geometry import rasterize
 
 ANNOTATIONS = "annotations.xml"
 IMAGES = "images"

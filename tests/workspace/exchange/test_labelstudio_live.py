@@ -16,9 +16,9 @@ from PIL import Image
 from activeseg.cli.main import main
 from activeseg.loop.oracle import ground_truth
 from activeseg.workspace import Workspace
-from activeseg.workspace.formats import labelstudio
-from activeseg.workspace.formats.live import STATE, LabelStudioError, client, project_tasks, pull
-from activeseg.workspace.formats.service import build_request
+from activeseg.workspace.exchange.formats import labelstudio
+from activeseg.workspace.exchange.formats.live import STATE, LabelStudioError, client, project_tasks, pull
+from activeseg.workspace.exchange.formats.service import build_request
 from tests.conftest import TINY
 from tests.workspace.labelstudio_server import Server, labelstudio_server  # noqa: F401  (fixture)
 

@@ -20,11 +20,11 @@ from activeseg.core.partition import Region, partition_image
 from activeseg.core.synthetic import synthesize
 from activeseg.loop.oracle import ground_truth
 from activeseg.metrics import dice
-from activeseg.workspace.exchange import to_uint8
-from activeseg.workspace.formats import FormatError, cvat, labelstudio, qupath
-from activeseg.workspace.formats.common import Request, RequestItem
-from activeseg.workspace.formats.geometry import mask_polygons, rasterize
-from activeseg.workspace.formats.service import make_request
+from activeseg.workspace.exchange.images import to_uint8
+from activeseg.workspace.exchange.formats import FormatError, cvat, labelstudio, qupath
+from activeseg.workspace.exchange.formats.common import Request, RequestItem
+from activeseg.workspace.exchange.formats.geometry import mask_polygons, rasterize
+from activeseg.workspace.exchange.formats.service import make_request
 
 NAMES2 = ("background", "foreground")
 

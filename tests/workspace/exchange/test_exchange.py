@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 
 from activeseg.core.data import Dataset, load_dataset
-from activeseg.workspace.exchange import (OUTLINE, BatchEntry, batch_sha256, context_box, mask_png, publish_request,
-                                quarantine, read_folder_batch, read_manifest, read_store_batch, to_uint8)
+from activeseg.workspace.exchange.batches import (BatchEntry, batch_sha256, quarantine, read_folder_batch,
+                                                  read_store_batch)
+from activeseg.workspace.exchange.images import OUTLINE, mask_png, to_uint8
+from activeseg.workspace.exchange.requests import context_box, publish_request, read_manifest
 from activeseg.core.partition import Region
 from activeseg.workspace.storage import LocalStore
 from activeseg.core.synthetic import synthesize

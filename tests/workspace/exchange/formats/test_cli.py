@@ -61,7 +61,7 @@ def test_bad_export_fails_with_its_name(ws: Workspace, tmp_path: Path, capsys: p
 
 def test_submit_and_import_say_what_was_staged_and_the_next_command(ws: Workspace, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture) -> None:
-    from activeseg.workspace.exchange import mask_png
+    from activeseg.workspace.exchange.images import mask_png
 
     request, truth = _truth(ws)
     folder = tmp_path / "masks"
@@ -91,14 +91,14 @@ def _truth(ws: Workspace) -> tuple:
     """Round 1's request as the formats see it and each region's ground truth."""
     from activeseg.core.partition import Region
     from activeseg.loop.oracle import ground_truth
-    from activeseg.workspace.formats.service import build_request
+    from activeseg.workspace.exchange.formats.service import build_request
 
     request = build_request(ws, 1)
     return request, {item.id: ground_truth(ws.dataset, Region(item.stem, *item.box)) for item in request.items}
 
 
 def test_export_is_kept_in_the_round_request(ws: Workspace, tmp_path: Path) -> None:
-    from activeseg.workspace.formats.service import PREDICTION, export_round
+    from activeseg.workspace.exchange.formats.service import PREDICTION, export_round
 
     request, truth = _truth(ws)
     summary = export_round(ws, 1, "cvat", tmp_path / "c", prediction=lambda item: truth[item.id])
@@ -110,9 +110,9 @@ def test_export_is_kept_in_the_round_request(ws: Workspace, tmp_path: Path) -> N
 
 
 def test_labelstudio_import_records_its_annotator_and_unchanged_regions(ws: Workspace, tmp_path: Path) -> None:
-    from activeseg.workspace.formats import labelstudio
-    from activeseg.workspace.formats.service import export_round, import_round
-    from tests.workspace.formats.test_formats import annotated
+    from activeseg.workspace.exchange.formats import labelstudio
+    from activeseg.workspace.exchange.formats.service import export_round, import_round
+    from tests.workspace.exchange.formats.test_formats import annotated
 
     request, truth = _truth(ws)
     changed = request.items[0].id
@@ -135,7 +135,7 @@ def test_labelstudio_import_records_its_annotator_and_unchanged_regions(ws: Work
 
 def test_bad_export_is_quarantined_then_a_good_one_is_taken(ws: Workspace, tmp_path: Path) -> None:
     from activeseg.workspace.errors import BatchRejected
-    from activeseg.workspace.formats.service import export_round, import_round
+    from activeseg.workspace.exchange.formats.service import export_round, import_round
 
     request, truth = _truth(ws)
     sent = {rid: mask ^ np.eye(*mask.shape, dtype=np.uint8) for rid, mask in truth.items()}  # not the staged batch
@@ -194,9 +194,9 @@ def test_qupath_import_says_which_shapes_were_clipped(ws: Workspace, tmp_path: P
 def test_the_record_keeps_which_labels_are_uncorrected_predictions(ws: Workspace, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
     """Last in this module: it takes round 1's labels in."""
-    from activeseg.workspace.formats import qupath
-    from activeseg.workspace.formats.service import export_round, import_round
-    from activeseg.workspace.intake import approve
+    from activeseg.workspace.exchange.formats import qupath
+    from activeseg.workspace.exchange.formats.service import export_round, import_round
+    from activeseg.workspace.exchange.intake import approve
 
     request, truth = _truth(ws)
     changed = request.items[-1].id

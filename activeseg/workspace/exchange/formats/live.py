@@ -28,9 +28,9 @@ from typing import Any
 from activeseg.core.util import read_json, write_json
 from activeseg.workspace.base import WorkspaceCore
 from activeseg.workspace.errors import WorkspaceError
-from activeseg.workspace.exchange import to_uint8
-from activeseg.workspace.formats import labelstudio
-from activeseg.workspace.formats.common import RequestItem
+from activeseg.workspace.exchange.images import to_uint8
+from activeseg.workspace.exchange.formats import labelstudio
+from activeseg.workspace.exchange.formats.common import RequestItem
 from activeseg.workspace.records import LabelsAccepted, Staged
 
 STATE = "labelstudio.json"
@@ -124,7 +124,7 @@ def project_tasks(ls: Any, project: int, fields: str = "task_only") -> Iterator[
 def publish(ws: WorkspaceCore, round_number: int) -> dict[str, Any]:
     """Create the campaign's project (once) and import the round's tasks with the model's prediction (those
     not in the project yet); returns the project id and the round's task count."""
-    from activeseg.workspace.formats.service import export_round, export_prefix
+    from activeseg.workspace.exchange.formats.service import export_round, export_prefix
 
     n, state = round_number, read_state(ws)
     known = state.get("rounds", {}).get(str(n), {}).get("tasks", {})
@@ -215,7 +215,7 @@ def pull(ws: WorkspaceCore, round_number: int | None = None, replace: bool = Fal
     """Fetch the round's annotations; when every task is done, hand them in through
     :func:`.service.import_round` (validated, staged for approval or quarantined; the annotator from
     ``completed_by``) and say that the batch is ready to approve. Until then, only the count."""
-    from activeseg.workspace.formats.service import import_round
+    from activeseg.workspace.exchange.formats.service import import_round
 
     n = ws.resolve(round_number)
     tasks, done = fetch(ws, n)

@@ -34,10 +34,10 @@ from shapely.affinity import scale
 from shapely.geometry import MultiPolygon, Polygon, box, mapping
 from shapely.geometry.base import BaseGeometry
 
-from activeseg.workspace.formats.common import (REQUEST_CLASS, USER_KEYS, FormatError, Labels, Request, RequestItem,
+from activeseg.workspace.exchange.formats.common import (REQUEST_CLASS, USER_KEYS, FormatError, Labels, Request, RequestItem,
                                                 check_mask, user_name)
-from activeseg.workspace.formats.files import files_in, read_json, write_json
-from activeseg.workspace.formats.geometry import mask_polygons, rasterize
+from activeseg.workspace.exchange.formats.files import files_in, read_json, write_json
+from activeseg.workspace.exchange.formats.geometry import mask_polygons, rasterize
 
 SUFFIXES = (".geojson", ".json")
 TOLERANCE = 1.0

@@ -30,12 +30,15 @@ from activeseg.core.partition import Region
 from activeseg.core.util import sha256_file
 from activeseg.workspace.base import WorkspaceCore
 from activeseg.workspace.errors import WorkspaceError
-from activeseg.workspace.exchange import context_box, mask_png, read_path_batch, round_prefix, to_uint8
-from activeseg.workspace.formats import cvat, labelstudio, qupath
-from activeseg.workspace.formats.common import FormatError, Labels, Request, RequestItem
-from activeseg.workspace.intake import reject_unreadable, submit
+from activeseg.workspace.exchange.batches import read_path_batch
+from activeseg.workspace.exchange.images import mask_png, to_uint8
+from activeseg.workspace.exchange.layout import round_prefix
+from activeseg.workspace.exchange.requests import context_box
+from activeseg.workspace.exchange.formats import cvat, labelstudio, qupath
+from activeseg.workspace.exchange.formats.common import FormatError, Labels, Request, RequestItem
+from activeseg.workspace.exchange.intake import reject_unreadable, submit
 from activeseg.workspace.records import LabelsAccepted, Staged
-from activeseg.workspace.request_docs import default_class_names
+from activeseg.workspace.exchange.request_docs import default_class_names
 
 FORMATS = ("qupath", "cvat", "labelstudio")
 PREDICTION = "activeseg-prediction.npz"
@@ -179,7 +182,7 @@ def read_export(ws: WorkspaceCore, round_number: int, fmt: str, path: Path) -> L
 def import_round(ws: WorkspaceCore, round_number: int | None, fmt: str, path: Path, annotator: str | None = None,
                  replace: bool = False) -> Staged | LabelsAccepted:
     """Convert a tool's export to one PNG mask per requested region and hand them in through
-    :func:`activeseg.workspace.intake.submit` (validated, staged or quarantined, recorded) as the
+    :func:`activeseg.workspace.exchange.intake.submit` (validated, staged or quarantined, recorded) as the
     annotator the export names (several: joined by ``, ``), else ``annotator``. The ``labels_submitted``
     event also records the format, the annotator given, ``reviewed_unchanged`` and ``clipped`` (region id
     -> the shapes cut at its edge). An export that cannot be read is quarantined and recorded, and

@@ -33,9 +33,11 @@ from activeseg.core.util import round_name, sha256_file, write_json
 from activeseg.loop.oracle import SIMULATED, ground_truth
 from activeseg.workspace.base import WorkspaceCore
 from activeseg.workspace.errors import ApprovalRefused, BatchRejected, WorkspaceError
-from activeseg.workspace.exchange import (BatchEntry, batch_sha256, changed_files, clear_staged, clear_upload,
-                                          mask_png, quarantine, read_folder_batch, read_staged_batch, read_store_batch,
-                                          round_prefix, stage_batch, staged_prefix)
+from activeseg.workspace.exchange.batches import (BatchEntry, batch_sha256, changed_files, clear_staged, clear_upload,
+                                                  quarantine, read_folder_batch, read_staged_batch, read_store_batch,
+                                                  stage_batch)
+from activeseg.workspace.exchange.images import mask_png
+from activeseg.workspace.exchange.layout import round_prefix, staged_prefix
 from activeseg.workspace.records import LabelsAccepted, RoundRecord, Staged
 from activeseg.workspace.state import save_state
 from activeseg.workspace.validation import ValidationReport, validate_label_batch

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from activeseg.workspace.exchange import outlined
-from activeseg.workspace.formats.common import FormatError, Request, RequestItem, check_mask, check_name, user_name
-from activeseg.workspace.formats.files import one_file, read_json, write_json
+from activeseg.workspace.exchange.images import outlined
+from activeseg.workspace.exchange.formats.common import FormatError, Request, RequestItem, check_mask, check_name, user_name
+from activeseg.workspace.exchange.formats.files import one_file, read_json, write_json
 
 CONFIG, TASKS, IMAGES = "labeling_config.xml", "tasks.json", "images"
 FROM_NAME, TO_NAME = "label", "image"
@@ -35,7 +35,7 @@ HEADER = ("Region $region_id: paint only inside the yellow box, its yellow line 
 
 def shown(crop: np.ndarray, item: RequestItem) -> np.ndarray:
     """The (H, W, 3) uint8 image a task shows: the region's (H, W) or (H, W, 3) uint8 crop with the region
-    outlined in yellow on its edge pixels (:func:`activeseg.workspace.exchange.outlined`, as on the
+    outlined in yellow on its edge pixels (:func:`activeseg.workspace.exchange.images.outlined`, as on the
     request's previews). Same size as the crop, so brush strokes keep the crop's pixel grid."""
     return outlined(crop, item.in_crop)
 

@@ -1,6 +1,6 @@
 """The live Label Studio loop's settings and errors that need no server: the URL in params, the token from the
 environment only, and an unreachable server named without the token (the loop itself runs against a real
-server in tests/workspace/test_labelstudio_live.py)."""
+server in tests/workspace/exchange/test_labelstudio_live.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from activeseg.core.config import ConfigError, load_config
 from activeseg.orchestration.approval import approve
 from activeseg.workspace import Workspace
 from activeseg.workspace.creation import write_params
-from activeseg.workspace.formats.live import STATE, LabelStudioError, _api, client
+from activeseg.workspace.exchange.formats.live import STATE, LabelStudioError, _api, client
 from tests.conftest import TINY
 
 TOKEN = "secret-token-0123456789abcdef"
@@ -64,7 +64,7 @@ def test_approve_with_nothing_staged_pulls_from_label_studio_first(tmp_path: Pat
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """`activeseg approve` of a round with no staged batch asks Label Studio for the annotations (as `labels
     pull`) instead of answering that nothing is staged; here nothing listens, so it says that (the pull that
-    stages and the approval: tests/workspace/test_labelstudio_live.py)."""
+    stages and the approval: tests/workspace/exchange/test_labelstudio_live.py)."""
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
     url = f"http://127.0.0.1:{closed_port()}"
     ws = Workspace.init(tmp_path / "ws", "synthetic", overrides=[*TINY, "oracle.kind=human"])

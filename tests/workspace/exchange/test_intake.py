@@ -13,7 +13,7 @@ from PIL import Image
 
 from activeseg.cli.main import main
 from activeseg.workspace import ApprovalRefused, BatchRejected, Workspace, WorkspaceError
-from activeseg.workspace.exchange import batch_sha256, read_folder_batch, read_staged_batch
+from activeseg.workspace.exchange.batches import batch_sha256, read_folder_batch, read_staged_batch
 from tests.workspace.test_workspace import head, requested, round_one, write_good_batch, ws  # noqa: F401
 
 INTAKE = ("labels_received", "labels_submitted", "batch_rejected", "batch_unstaged", "labels_approved",

@@ -19,8 +19,9 @@ from activeseg.core.labels import LabelState
 from activeseg.core.util import canonical_json, sha256_text, utc_now, write_json
 from activeseg.workspace.base import WorkspaceCore
 from activeseg.workspace.errors import WorkspaceError
-from activeseg.workspace.exchange import publish_request, read_manifest, round_prefix
-from activeseg.workspace.intake import _intake_lock
+from activeseg.workspace.exchange.intake import _intake_lock
+from activeseg.workspace.exchange.layout import round_prefix
+from activeseg.workspace.exchange.requests import publish_request, read_manifest
 from activeseg.workspace.records import RequestedRegion, RoundRecord
 from activeseg.workspace.state import REVOKED, build_state, label_state, revocations, revoked_pairs, save_state
 

@@ -12,6 +12,6 @@ pixel (pixel ``(row r, column c)`` covers ``[c, c+1) x [r, r+1)``); CVAT uses ``
 in pixels of the image it was given (here: the region's crop).
 """
 
-from activeseg.workspace.formats.common import FormatError
+from activeseg.workspace.exchange.formats.common import FormatError
 
 __all__ = ["FormatError"]
