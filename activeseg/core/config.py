@@ -16,6 +16,7 @@ tests/strategies/test_registry.py checks that both name the same strategies.
 
 from __future__ import annotations
 
+import copy
 import re
 import typing
 from pathlib import Path
@@ -562,8 +563,11 @@ def from_dict(data: dict[str, Any]) -> Config:
     return build(Config, data)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load ``params.yaml`` (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                overrides_from: str = "--set") -> Config:
+    """Load ``params.yaml`` (or the defaults when ``path`` is None) and apply ``--set`` overrides. A problem
+    of the file names the file; one that only the overrides bring names ``overrides_from`` (the
+    command-line options that gave them), not the file (without a file, messages carry no prefix)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -576,11 +580,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
         data = loaded
-    apply_overrides(data, overrides or [])
+    if path is None:
+        return _checked(apply_overrides(data, overrides or []), "")
+    _checked(copy.deepcopy(data), f"{path}: ")
+    return _checked(apply_overrides(data, overrides or []), f"{overrides_from}: " if overrides else f"{path}: ")
+
+
+def _checked(data: dict[str, Any], where: str) -> Config:
+    """The settings of ``data``, or a ConfigError whose message starts with ``where``."""
     try:
         return from_dict(data)
     except ConfigError as exc:
-        where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{exc}") from None
 
 

@@ -12,11 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
 import activeseg
-from activeseg.core.config import Config, ConfigError, YamlLoader, apply_overrides, from_dict, load_config, \
-    parse_override
+from activeseg.core.config import Config, load_config, parse_override
 from activeseg.core.data import load_or_create_split
 from activeseg.core.pool import initial_regions
 from activeseg.core.util import canonical_json, round_name, sha256_file, sha256_text, utc_now, write_json
@@ -79,24 +76,13 @@ def plan(root: str | Path, dataset: str | Path, classes: int | None, remote: str
     overrides = list(overrides) + ([f"data.classes={classes}"] if classes is not None else [])
     name = "synthetic" if str(dataset) == "synthetic" else str(Path(dataset).resolve())
     overrides.append(f"data.dataset={json.dumps(name)}")  # a quoted YAML scalar, whatever the path holds
-    cfg = settings(base, overrides, "--set" if classes is None else "--set or --classes")
+    cfg = load_config(base, overrides, "--set" if classes is None else "--set or --classes")
     source = None if str(dataset) == "synthetic" else Path(dataset).resolve()
     if source is not None:
         report = validate_dataset(source, cfg.data.classes, cfg.partition.side, slides=cfg.data.slides)
         if not report.success:
             raise ValidationFailed(f"dataset {source}", report)
     return Plan(root, base, overrides, cfg, source, Remote.choose(root, remote, endpoint))
-
-
-def settings(base: Path, overrides: list[str], options: str) -> Config:
-    """The params of ``base`` with ``overrides``: a problem of the file names the file, one that the
-    overrides bring names the command-line ``options`` that gave them (not the file)."""
-    load_config(base)
-    data = apply_overrides(yaml.load(base.read_text(), Loader=YamlLoader) or {}, overrides)
-    try:
-        return from_dict(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{options}: {exc}") from None
 
 
 @contextmanager

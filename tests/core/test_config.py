@@ -195,3 +195,15 @@ def test_the_settings_are_checked_without_loading_the_strategies_or_pytorch():
 def test_the_synthetic_names_are_the_generator_s():
     assert SYNTHETIC_NAMES == {"style_weights": tuple(s.name for s in synthetic.STYLES),
                                "object_weights": tuple(t.name for t in synthetic.OBJECT_TYPES)}
+
+
+def test_a_bad_override_names_the_option_and_a_bad_file_names_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  patience: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.patience=abc"])
+    assert str(err.value) == "--set: train.patience: expected int, got 'abc'"
+    path.write_text("train:\n  patience: zz\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.patience=4"], overrides_from="--set or --classes")
+    assert str(err.value) == f"{path}: train.patience: expected int, got 'zz'"
