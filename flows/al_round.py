@@ -71,9 +71,9 @@ def await_labels(workspace: str, n: int, timeout_seconds: int) -> dict[str, Any]
     if taken:  # an earlier run of this round was approved and took the batch in
         return taken
     for attempt in count():
-        approval = await_approval(key=f"{round_name(n)}-labels-{attempt}", timeout=timeout_seconds,
-                                  description=_form_text(n, request, attempt))
-        labels = steps.ingest_labels(workspace, n, approval.model_dump(mode="json"))
+        wait = f"{round_name(n)}-labels-{attempt}"
+        approval = await_approval(key=wait, timeout=timeout_seconds, description=_form_text(n, request, attempt))
+        labels = steps.ingest_labels(workspace, n, wait, approval.model_dump(mode="json"))
         if labels["accepted"]:
             return labels
         print(f"round {n}: batch not taken ({labels['reason']}); waiting for another")

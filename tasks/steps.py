@@ -132,8 +132,12 @@ def _taken(ws: Workspace, n: int) -> dict[str, Any] | None:
 
 
 @task(name="ingest-labels", version="1", **STEP, **RETRY)
-def ingest_labels(workspace: str, round_number: int, approval: dict[str, Any]) -> dict[str, Any]:
+def ingest_labels(workspace: str, round_number: int, wait: str, approval: dict[str, Any]) -> dict[str, Any]:
     """Take the approved staged batch in; `accepted` False (with the reason) when the round must wait on.
+
+    `wait`: the key of the wait that `approval` answered. It is part of the cache key, so each answer is
+    taken once (a re-run from the top gets it back cached) and the same approval given again to a later
+    wait (the same batch handed in again after a refusal) is decided anew, not answered from the cache.
 
     Approved: the staged batch must be the one the approval names and hold the bytes that were staged;
     the workspace records the approval (`labels_approved`) and takes the batch in (`labels_committed`),

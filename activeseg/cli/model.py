@@ -28,8 +28,9 @@ def _registry(args: argparse.Namespace):
     ws = _workspace(args)
     tracker = ws.tracker()
     if not tracker.enabled:
-        raise ValueError(f"{ws.root / 'params.yaml'}: tracking.mlflow is false, so no model is registered; "
-                         "pass a checkpoint path to --model (e.g. model/model.pt)")
+        raise ValueError(f"{ws.root / 'params.yaml'}: tracking.mlflow is false, so no model is registered: "
+                         "`model list` has nothing to list, and `predict --model` takes a checkpoint path (e.g. "
+                         "model/model.pt) instead of champion, latest or round-N")
     return ws, ModelRegistry(tracker)
 
 

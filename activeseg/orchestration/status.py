@@ -130,6 +130,9 @@ def _hint(ws: Workspace, phase: str, claim: Claim | None, state: RunState | None
         n = batch["round"]
         return (f"batch {batch['sha256']} staged for round {n}: `activeseg approve --round {n} --by NAME` takes it "
                 f"in, `activeseg reject --round {n} --by NAME --reason TEXT` sends it to quarantine")
+    if phase in ("idle", "completed") and stop_reason(ws, ws.cfg.rounds):
+        return (f"the campaign is finished ({stop_reason(ws, ws.cfg.rounds)}); `activeseg round start --force` "
+                f"starts round {ws.current_round()} anyway")
     if phase in ("idle", "completed"):
         steps = ["`activeseg server start`"] * (srv is None) + ["`activeseg worker --background`"] * no_worker
         return f"start round {ws.current_round()} with " + ", ".join([*steps, "`activeseg round start`"])

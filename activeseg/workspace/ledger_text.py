@@ -41,8 +41,9 @@ def summary(event: Event, sample: str | None = None) -> str:
     if event.type in ("labels_received", "labels_submitted"):
         return (f"annotator {d['annotator']}, batch {short(d['batch_sha256'])}, {d['files']} files"
                 + (f", replaces batch {short(d['replaces'])}" if d.get("replaces") else ""))
-    if event.type == "batch_rejected":
-        return f"by {d['by']}: " + "; ".join(d["reasons"][:3]) + (" ..." if len(d["reasons"]) > 3 else "")
+    if event.type == "batch_rejected":  # a reviewer's reason already says "rejected by NAME: ..."
+        by = "" if d["reasons"][:1] and d["reasons"][0].startswith(f"rejected by {d['by']}") else f"by {d['by']}: "
+        return by + "; ".join(d["reasons"][:3]) + (" ..." if len(d["reasons"]) > 3 else "")
     if event.type == "batch_unstaged":
         return f"batch {short(d['batch_sha256'])} from {d['annotator']} unstaged by {d['by']}: {d['reason']}"
     if event.type == "approval_refused":

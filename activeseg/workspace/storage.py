@@ -185,7 +185,14 @@ class LocalStore(ObjectStore):
         return sorted(found, key=lambda info: info.key)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Remove the file, then its folders up to the store's root while they are empty (as in a bucket,
+        where a prefix with no object does not exist)."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == self.root or not folder.is_relative_to(self.root) or any(folder.iterdir()):
+                break
+            folder.rmdir()
 
 
 class S3Store(ObjectStore):

@@ -168,7 +168,11 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
     refused = json.loads(cli(capsys, "status", "--json", "--workspace", str(root))[1])["pending"][0]["refused"]
     assert (refused["approver"], refused["batch_sha256"], refused["flow_run_id"]) == ("bob", changed, str(run_id))
 
-    submit_and_approve(capsys, root, 1, tmp_path / "good")  # the annotator tries again: taken in, said so
+    # the annotator hands the same batch in again and bob approves it again, in the same words: taken in
+    submit(capsys, root, 1, tmp_path / "changed")
+    assert Workspace.open(root).record(1).staged.batch_sha256 == changed
+    code, out = cli(capsys, "approve", "--round", "1", "--by", "bob", "--workspace", str(root))
+    assert code == 0 and "approved by bob and taken in flow run" in " ".join(out.split()), out
     state = wait(run_id, until_final=True, timeout=300)
     assert (state.type, state.name) == ("COMPLETED", "Completed")
 
@@ -182,10 +186,10 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
                             "labels_approved", "labels_committed")]
     assert intake == [("batch_rejected", "pi"), ("labels_submitted", "ann"), ("batch_rejected", "pi"),
                       ("labels_submitted", "ann"), ("batch_unstaged", "bob"), ("approval_refused", "bob"),
-                      ("labels_submitted", "ann"), ("labels_approved", "pi"), ("labels_committed", "ann")]
+                      ("labels_submitted", "ann"), ("labels_approved", "bob"), ("labels_committed", "ann")]
     approved = ws.ledger.last("labels_approved", round=1).data
     committed = ws.ledger.last("labels_committed", round=1).data
-    assert (approved["approver"], approved["comment"], approved["annotator"]) == ("pi", "checked", "ann")
+    assert (approved["approver"], approved["comment"], approved["annotator"]) == ("bob", "", "ann")
     assert approved["batch_sha256"] == committed["batch_sha256"] and approved["flow_run_id"] == str(run_id)
     assert ws.git("tag", "-l").split() == ["round-000", "round-001"]
     assert ws.verify().ok

@@ -37,14 +37,20 @@ def test_a_killed_worker_leaves_no_fork_server_and_its_run_carries_on(tmp_path: 
                                timeout=60)
         log = server.prefect_home(root) / "worker.log"
         engine.start("busy-flow/toy", {"folder": str(folder)}, tags=[])
-        assert wait_until((folder / "pid").exists, 120), log.read_text()
-        run = psutil.Process(int((folder / "pid").read_text()))
-        fork_server = run.parent()  # the run's process was forked by the fork server, the worker's child
-        assert fork_server.ppid() == started.pid
+        try:
+            assert wait_until((folder / "pid").exists, 120), log.read_text()
+            run = psutil.Process(int((folder / "pid").read_text()))
+            fork_server = run.parent()  # the run's process was forked by the fork server, the worker's child
+            assert fork_server.ppid() == started.pid
 
-        os.kill(started.pid, signal.SIGKILL)
-        # it exits (about 4 s: the interpreter's teardown after its imports); a zombie is init's to reap
-        assert wait_until(lambda: not processes.alive(fork_server.pid), 15), log.read_text()
-        assert run.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)  # the run carries on
-        (folder / "stop").touch()
+            os.kill(started.pid, signal.SIGKILL)
+            # it exits (about 4 s: the interpreter's teardown after its imports); a zombie is init's to reap
+            assert wait_until(lambda: not processes.alive(fork_server.pid), 15), log.read_text()
+            assert run.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)  # the run carries on
+        finally:  # the toy run ends when told; nothing this test started is left running, pass or fail
+            (folder / "stop").touch()
+            if processes.alive(started.pid):  # failed before the kill: end the worker and what it started
+                worker_process = psutil.Process(started.pid)
+                for process in [*worker_process.children(recursive=True), worker_process]:
+                    process.kill()
         assert wait_until(lambda: not processes.alive(run.pid), 30)

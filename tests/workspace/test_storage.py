@@ -36,6 +36,10 @@ def test_put_get_list_delete(store) -> None:
     assert [i.key for i in store.list("labels/")] == ["labels/round-001/sub/b.png", "labels/round-0010/c.png"]
     with pytest.raises(StoreError, match="labels/round-001/a.png"):
         store.get_bytes("labels/round-001/a.png")
+    store.delete("labels/round-001/sub/b.png")  # the last object under a prefix: the prefix is gone, as in S3
+    assert [i.key for i in store.list("labels/")] == ["labels/round-0010/c.png"]
+    if isinstance(store, LocalStore):
+        assert not (store.root / "labels/round-001").exists() and (store.root / "labels").is_dir()
 
 
 @pytest.mark.parametrize("key", ["../x.png", "/abs.png", "a//b.png", "a/./b.png", "a\\b.png", ""])

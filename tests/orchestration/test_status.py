@@ -1,0 +1,19 @@
+"""The campaign at a glance (`activeseg status`) in the states a lab meets between rounds."""
+
+from __future__ import annotations
+
+from activeseg.orchestration.status import status
+from activeseg.workspace import Workspace
+from tests.workspace.test_workspace import label_round, round_one, ws  # noqa: F401
+
+
+def test_a_finished_campaign_says_so_instead_of_offering_the_next_round(ws: Workspace) -> None:
+    label_round(ws)
+    ws.evaluate(1)
+    ws.cfg.rounds = 1  # round 1 was the last
+    result = status(None, ws)
+    assert result["stop"] == "round limit: round 1 was the last"
+    assert result["hint"] == ("the campaign is finished (round limit: round 1 was the last); `activeseg round start "
+                              "--force` starts round 2 anyway")
+    ws.cfg.rounds = 3
+    assert status(None, ws)["hint"].startswith("start round 2 with `activeseg server start`")
