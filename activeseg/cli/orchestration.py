@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from activeseg.cli.output import console, print_json, print_table, say
+from activeseg.cli.output import console, count, print_json, print_table, say
 from activeseg.orchestration.engine import RunEngine, RunState
 
 FOLLOW_SECONDS = 1.0
@@ -197,8 +197,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                         is not None else "") + ")")
     lines += [f"round {item['round']}: {refusal(item['refused'])}" for item in result["pending"] if item["refused"]]
     lines += [result["hint"]] * bool(result["hint"])
-    lines += [f"pending: round {item['round']}, {item['regions']} regions requested at {item['request']}; "
-              f"{item['uploaded']} files uploaded, {item['rejected_batches']} batches rejected"
+    lines += [f"pending: round {item['round']}, {count(item['regions'], 'region')} requested at {item['request']}; "
+              f"{count(item['uploaded'], 'file')} uploaded, {count(item['rejected_batches'], 'batch')} rejected"
               + (f"; batch {item['staged']['batch_sha256']} staged" if item["staged"] else "")
               for item in result["pending"]]
     for item in result["labelstudio"] or []:

@@ -41,3 +41,9 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: st
     for row in cells:
         table.add_row(*(escape(cell) for cell in row))
     console.print(table)
+
+
+def count(n: int, noun: str) -> str:
+    """``n`` and the noun, plural but for one: "1 file", "3 files", "0 batches"."""
+    plural = noun + ("es" if noun.endswith(("s", "sh", "ch", "x")) else "s")
+    return f"{n} {noun if n == 1 else plural}"

@@ -114,13 +114,23 @@ def cmd_labels(args: argparse.Namespace) -> int:
         result = ws.ingest(args.round, args.annotator, replace=args.replace)
     else:
         result = ws.simulate_labels(args.round)
-    if args.labels_command in ("export", "revoke"):
+    if args.labels_command == "export":
+        console.print(exported_line(result), highlight=False, markup=False)
+    elif args.labels_command == "revoke":
         print_json(result)
     else:
         from activeseg.workspace.records import Staged
 
         console.print(staged_line(Staged.model_validate(result)), highlight=False, markup=False)
     return 0
+
+
+def exported_line(export: dict[str, Any]) -> str:
+    """An export in words, with the command that hands the tool's export back."""
+    n, fmt = export["round"], export["format"]
+    return (f"round {n}: {export['regions']} regions exported for {fmt} to {export['out']} ({export['files']} files, "
+            f"the model's prediction as pre-annotation; also at {export['store']}); hand the tool's export back with "
+            f"`activeseg labels import PATH --format {fmt} --annotator NAME --round {n}`")
 
 
 def staged_line(batch: Staged) -> str:

@@ -200,3 +200,10 @@ def test_status_without_a_server_says_the_round_in_progress_is_unknown(lab, caps
     assert (status["state"], status["round"], status["flow_run"]["state"]) == ("unknown", 1, "unknown")
     assert status["hint"].startswith("the state of round 1's flow run is unknown while no server runs")
     assert not (server.prefect_home(root) / "server.pid").exists()
+
+
+def test_counts_read_as_english():
+    from activeseg.cli.output import count
+
+    assert [count(1, "file"), count(0, "file"), count(2, "batch"), count(1, "batch")] == [
+        "1 file", "0 files", "2 batches", "1 batch"]

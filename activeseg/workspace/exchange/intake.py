@@ -90,6 +90,9 @@ def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | 
         if staged and staged.batch_sha256 == digest:
             if source is None:  # a staging cut short before it emptied the upload folder
                 clear_upload(ws.store, n, entries)
+            if replace and annotator not in (None, staged.annotator):
+                raise WorkspaceError(f"round {n}: the batch from {annotator} is byte for byte batch "
+                                     f"{digest[:12]}, already staged from {staged.annotator}: nothing to replace")
             return staged
         if staged and not replace:
             raise WorkspaceError(f"round {n}: batch {staged.batch_sha256} from {staged.annotator} is staged and waits "

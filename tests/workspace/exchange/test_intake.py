@@ -274,3 +274,13 @@ def test_approve_on_a_round_without_a_request_says_so(ws: Workspace, capsys: pyt
     assert main(["approve", "--round", "2", "--by", "bob", "--workspace", str(ws.root)]) == 2
     out = " ".join(capsys.readouterr().out.split())
     assert "round 2 has no label request, so there is nothing to approve: it has not started" in out
+
+
+def test_replacing_a_staged_batch_with_the_same_bytes_says_so(ws: Workspace, tmp_path: Path):
+    alice = write_good_batch(ws, tmp_path / "alice")
+    a = ws.submit(1, alice, "alice")["batch_sha256"]
+    with pytest.raises(WorkspaceError, match=f"the batch from dan is byte for byte batch {a[:12]}, already staged "
+                                             "from alice: nothing to replace"):
+        ws.submit(1, alice, "dan", replace=True)
+    assert ws.submit(1, alice, "alice", replace=True)["batch_sha256"] == a  # the same hand-in again: as it was
+    assert [e.actor for e in ws.ledger.events(type="labels_submitted", round=1)] == ["alice"]

@@ -189,7 +189,7 @@ def read_file(path: Path, request: Request) -> tuple[list[RequestItem], list[Sha
     """The request rectangles found in one file and its class shapes."""
     regions: list[RequestItem] = []
     shapes: list[Shape] = []
-    for index, feature in enumerate(_features(read_json(path), str(path))):
+    for index, feature in enumerate(_features(read_json(path), str(path)), start=1):  # counted from 1, as people do
         if not isinstance(feature, dict):
             raise FormatError(f"{path}: feature {index} is not an object")
         props = feature.get("properties") or {}

@@ -35,6 +35,9 @@ def test_export_qupath_then_import_stages_the_batch(ws: Workspace, tmp_path: Pat
                     "--workspace", root)
     assert code == 0, out
     regions = ws.record(1).queried.regions
+    said = " ".join(out.split())  # a sentence, with the command that hands the tool's export back
+    assert said.startswith(f"round 1: {len(regions)} regions exported for qupath to {tmp_path / 'q'} (")
+    assert said.endswith("`activeseg labels import PATH --format qupath --annotator NAME --round 1`")
     files = sorted((tmp_path / "q").glob("*.geojson"))
     assert {f.stem for f in files} == {r.stem for r in regions}
     rects = [f for path in files for f in json.loads(path.read_text())["features"]
@@ -185,7 +188,7 @@ def test_qupath_import_says_which_shapes_were_clipped(ws: Workspace, tmp_path: P
     code, out = cli(capsys, "labels", "import", str(tmp_path / "q"), "--round", "1", "--format", "qupath",
                     "--annotator", "pathologist", "--replace", "--workspace", root)
     assert code == 0, out
-    named = f"{item.stem}.geojson: feature {len(data['features']) - 1} 'nucleus'"
+    named = f"{item.stem}.geojson: feature {len(data['features'])} 'nucleus'"
     event = Workspace.open(ws.root).ledger.events(type="labels_submitted", round=1)[-1]
     assert event.data["clipped"][item.id] == [named]
     assert f"shapes clipped at a region's edge, per region: {item.id} 1" in out

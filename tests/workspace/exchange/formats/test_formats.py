@@ -260,9 +260,9 @@ def other_round(features: list) -> None:
 @pytest.mark.parametrize("change, message", [
     (outside, r"shapes outside the requested regions \(1; .*syn-000.geojson: feature \d+ 'stray' at x 40..50, "
               r"y 2..12$"),
-    (unknown_class, r"feature 1 .*unknown class name 'Tumor'"),
+    (unknown_class, r"feature 2 .*unknown class name 'Tumor'"),
     (missing_region, r"regions missing \(1 of 2\): syn-000_y0032_x0032_32x32"),
-    (other_round, r"feature 0 'syn-000_y0000_x0000_32x32'.*round 1, not round 2: a different round's export"),
+    (other_round, r"feature 1 'syn-000_y0000_x0000_32x32'.*round 1, not round 2: a different round's export"),
 ])
 def test_bad_qupath_exports_are_named(change, message: str, dataset: Dataset, tmp_path: Path) -> None:
     path = bad_qupath(dataset, tmp_path, change)
@@ -326,9 +326,9 @@ def test_qupath_shapes_crossing_a_region_edge_are_clipped(dataset: Dataset, tmp_
     corner = np.zeros((32, 32), np.uint8)
     corner[0:2, 0:2] = 1  # its quarter in region 1
     assert np.array_equal(labels.masks[second], corner)
-    assert labels.clipped == {first: [f"syn-000.geojson: feature {k} 'triangle'",
-                                      f"syn-000.geojson: feature {k + 1} 'corner'"],
-                              second: [f"syn-000.geojson: feature {k + 1} 'corner'"]}
+    assert labels.clipped == {first: [f"syn-000.geojson: feature {k + 1} 'triangle'",
+                                      f"syn-000.geojson: feature {k + 2} 'corner'"],
+                              second: [f"syn-000.geojson: feature {k + 2} 'corner'"]}
     assert np.array_equal(qupath.read(path, request)[first], expected)
 
 
@@ -340,7 +340,7 @@ def test_every_qupath_shape_outside_the_regions_is_named(dataset: Dataset, tmp_p
         qupath.read(path, request)
     assert str(caught.value) == (
         "shapes outside the requested regions (2; a shape must overlap a region's rectangle, what lies past it is "
-        f"clipped): {path}: feature {k} 'stray' at x 40..50, y 2..12; feature {k + 2} 'below' at x 4..8, y 40..44")
+        f"clipped): {path}: feature {k + 1} 'stray' at x 40..50, y 2..12; feature {k + 3} 'below' at x 4..8, y 40..44")
 
 
 def cvat_xml(dataset: Dataset, tmp_path: Path, change) -> Path:
