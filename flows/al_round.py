@@ -1,6 +1,9 @@
 """One active-learning round of a campaign workspace, as a Prefect flow:
 
-    validate -> partition -> train -> query -> await labels -> evaluate
+    validate -> partition -> pretrain -> train -> query -> await labels -> evaluate
+
+Pretrain (self-supervised, on the pool) runs once per campaign: its task is cached by the hash of its
+inputs, not by round, and runs again only when the pool's data or the settings change.
 
 Await labels publishes the request, then suspends the flow run (no process is held) until it is
 resumed with an `ApprovalInput` (`activeseg approve`, or the form in the Prefect UI) or its timeout
@@ -50,6 +53,7 @@ def al_round(workspace: str, round: int | None = None, trigger: str = "schedule"
     n = start["round"]
     steps.validate(workspace, n)
     steps.partition(workspace, n)
+    steps.pretrain(workspace, n)
     model = steps.train(workspace, n)
     selection = steps.query(workspace, n)
     labels = await_labels(workspace, n, start["timeout_seconds"])

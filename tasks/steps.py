@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
+from prefect.context import TaskRunContext
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.runtime import flow_run
 
@@ -28,6 +29,7 @@ from activeseg.core.util import canonical_json, sha256_text
 from activeseg.workspace.storage import StoreUnavailable
 from activeseg.orchestration.engine import RunEngine
 from activeseg.orchestration.guard import claim_round
+from activeseg.workspace.steps import pretrain_inputs
 from activeseg.workspace.workspace import Workspace, WorkspaceError
 from tasks import STEP
 
@@ -70,6 +72,21 @@ def partition(workspace: str, round_number: int) -> dict[str, Any]:
     ws = _open(workspace)
     path = ws.partition()
     return {"regions": str(path.relative_to(ws.root)), "count": len(ws.regions())}
+
+
+def _pretrain_key(context: TaskRunContext, inputs: dict[str, Any]) -> str:
+    """The pretrain task's cache key: the workspace and its pretraining inputs' hash (the pool's images and
+    regions, the settings, the method's code), not the round: it runs once per campaign, again when they change."""
+    ws = _open(inputs["workspace"])
+    return f"{ws.root}:{ws.cfg.pretrain.enabled}:{pretrain_inputs(ws)}"
+
+
+@task(name="pretrain", version="1", persist_result=True, result_serializer="json",
+      cache_policy=CacheKeyFnPolicy(cache_key_fn=_pretrain_key) + TASK_SOURCE)
+def pretrain(workspace: str, round_number: int) -> dict[str, Any]:
+    """Self-supervised pretraining on the pool before the first training (skipped by the workspace too while
+    its inputs' hash is the recorded one); cached across rounds by that hash."""
+    return _open(workspace).pretrain() or {"enabled": False}
 
 
 @task(name="train", version="1", **STEP)

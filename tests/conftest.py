@@ -31,6 +31,9 @@ TINY = [
     "train.steps_per_epoch=4",
     "train.batch_size=4",
     "train.crop=32",
+    "pretrain.steps=4",
+    "pretrain.batch_size=2",
+    "pretrain.crop=32",
     "query.mc_passes=3",
     "query.allow_collapsed_model=true",  # a model this small and short-trained often predicts background only
     "tracking.mlflow=false",
@@ -82,6 +85,7 @@ MARKS = {
         "flows/test_suspend_resume.py",
         "flows/test_campaign.py::test_demo_runs_rounds_that_suspend_and_resume_then_stops_what_it_started",
         "workspace/test_workspace.py",
+        "workspace/test_pretrain.py",
         "workspace/test_outage.py::test_a_round_survives_store_outages",
         "workspace/test_audit.py",
         "workspace/test_collapsed_model.py",

@@ -210,6 +210,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         model = result["collapsed"]
         lines.append(f"model of round {model['round']} collapsed: {model['reason']} (val Dice {model['val_dice']:.4f})")
     lines += [f"campaign stop rule holds: {result['stop']}"] * bool(result["stop"])
+    lines.append(f"augmentation preset {result['augment']['preset']} ({result['augment']['reason']})")
     for line in lines:
         console.print(f"  {line}", highlight=False, markup=False)
     if result["rounds"]:

@@ -18,7 +18,7 @@ from activeseg.cli.output import console, print_json, print_table, say
 if TYPE_CHECKING:
     from activeseg.workspace.records import Staged
 
-STEPS = ("validate", "partition", "train", "query", "evaluate")
+STEPS = ("validate", "partition", "pretrain", "train", "query", "evaluate")
 
 
 def _workspace(args: argparse.Namespace):
@@ -53,6 +53,8 @@ def cmd_step(args: argparse.Namespace) -> int:
         result = ws.validate()
     elif args.step_command == "partition":
         result = {"regions": str(ws.partition().relative_to(ws.root))}
+    elif args.step_command == "pretrain":
+        result = ws.pretrain() or {"enabled": False}
     else:
         result = getattr(ws, args.step_command)(args.round)
     if args.step_command == "query":

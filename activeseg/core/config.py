@@ -1,6 +1,6 @@
 """Typed configuration loaded from ``params.yaml``, as pydantic models.
 
-Every stage of the pipeline has its own section (data, partition, model, train, query, oracle,
+Every stage of the pipeline has its own section (data, partition, model, train, pretrain, query, oracle,
 evaluate, tracking, campaign, schedule, storage), one :class:`Settings` model each. Unknown keys, values of the
 wrong type and values out of range fail with a :class:`ConfigError` that names the dotted key, e.g.
 ``train.patience: expected int, got 'ten'`` or ``partition.overlap: must be in [0, 1)``.
@@ -114,6 +114,61 @@ class ModelConfig(Settings):
     dropout: float = Field(0.2, ge=0, lt=1)
 
 
+class SemiConfig(Settings):
+    """Semi-supervised consistency on unlabeled crops of the pool (``activeseg.model.semi``): ``method`` none,
+    mean_teacher (Tarvainen & Valpola 2017) or fixmatch (Sohn et al. 2020); the consistency term, times
+    ``weight`` and a sigmoid ramp-up over ``rampup_steps``, is added to the supervised loss;
+    ``unlabeled_share`` unlabeled crops per labeled crop of a step; ``threshold``: fixmatch's confidence for
+    a pseudo-label; ``ema_decay``: the mean teacher's. Its pseudo-labels are never labels: the label state,
+    labels/, the ledger and the number of steps do not see them."""
+
+    method: Literal["none", "mean_teacher", "fixmatch"] = "none"
+    weight: float = Field(1.0, ge=0)
+    threshold: float = Field(0.95, ge=0, le=1)
+    unlabeled_share: float = Field(1.0, gt=0)
+    rampup_steps: int = Field(200, ge=0)
+    ema_decay: float = Field(0.99, ge=0, le=1)
+
+
+# default strength of each augmentation per preset (train.augment; activeseg.model.augment says what a strength
+# means); explicit strengths override these
+AUGMENT_PRESETS: dict[str, dict[str, float]] = {
+    "none": {"stain": 0.0, "brightness": 0.0, "contrast": 0.0, "gamma": 0.0, "blur": 0.0, "noise": 0.0,
+             "scale": 0.0, "rotation": 0.0, "elastic": 0.0},
+    "histology": {"stain": 0.05, "brightness": 0.1, "contrast": 0.1, "gamma": 0.1, "blur": 1.0, "noise": 0.02,
+                  "scale": 0.1, "rotation": 45.0, "elastic": 2.0},
+    "fluorescence": {"stain": 0.0, "brightness": 0.1, "contrast": 0.2, "gamma": 0.2, "blur": 1.0, "noise": 0.03,
+                     "scale": 0.1, "rotation": 45.0, "elastic": 2.0},
+    "em": {"stain": 0.0, "brightness": 0.1, "contrast": 0.2, "gamma": 0.2, "blur": 1.0, "noise": 0.03,
+           "scale": 0.1, "rotation": 45.0, "elastic": 2.0},
+}
+
+
+class AugmentConfig(Settings):
+    """``train.augment``: augmentation of the training crops beyond the flips and 90-degree turns, which are
+    always on (activeseg.model.augment). ``preset`` fills each transform's default strength
+    (:data:`AUGMENT_PRESETS`; ``auto``: histology, fluorescence or em as detected from the data by
+    activeseg.core.image_kind, shown by ``activeseg status``); a strength set here overrides the preset's
+    (0: off). The default stays ``none`` (today's training, bit for bit) until the presets' defaults are
+    chosen on validation Dice over seeds."""
+
+    preset: Literal["none", "auto", "histology", "fluorescence", "em"] = "none"
+    stain: float | None = Field(None, ge=0)  # HED scale 1 + U(-s, s) and shift U(-s, s) per stain (RGB only)
+    brightness: float | None = Field(None, ge=0)  # + U(-s, s)
+    contrast: float | None = Field(None, ge=0)  # x (1 + U(-s, s)) about the crop's mean
+    gamma: float | None = Field(None, ge=0)  # ** exp(U(-s, s))
+    blur: float | None = Field(None, ge=0)  # Gaussian, sigma U(0, s) pixels
+    noise: float | None = Field(None, ge=0)  # Gaussian, std U(0, s)
+    scale: float | None = Field(None, ge=0)  # zoom exp(U(-s, s))
+    rotation: float | None = Field(None, ge=0)  # U(-s, s) degrees
+    elastic: float | None = Field(None, ge=0)  # smooth displacement, up to s pixels
+
+    def strengths(self, preset: str) -> dict[str, float]:
+        """Per transform, its strength: the one set here, else ``preset``'s (``self.preset`` resolved: not auto)."""
+        return {name: default if getattr(self, name) is None else getattr(self, name)
+                for name, default in AUGMENT_PRESETS[preset].items()}
+
+
 class TrainConfig(Settings):
     """Label-bound training: ``ceil(passes x labeled pixels / (batch_size x crop^2))`` steps, clamped to
     ``[min_steps, max_steps]``, in epochs of ``steps_per_epoch`` steps (see activeseg.model.training)."""
@@ -138,6 +193,8 @@ class TrainConfig(Settings):
     # batch batch_size is split evenly across them
     devices: int = Field(1, ge=1)
     seed: int = 0
+    semi: SemiConfig = Field(default_factory=SemiConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -156,6 +213,32 @@ class TrainConfig(Settings):
         if self.batch_size % self.devices:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of devices ({self.devices}): each "
                              "process trains on batch_size / devices crops of the global batch")
+        if self.semi.method != "none" and self.devices > 1:
+            raise ValueError(f"semi.method {self.semi.method} trains in one process only for now; set devices: 1 "
+                             "or semi.method: none")
+        return self
+
+
+class PretrainConfig(Settings):
+    """Self-supervised pretraining on the pool's images before a campaign's first training (masked
+    reconstruction, see activeseg.model.pretrain): ``steps`` optimisation steps on batches of
+    ``batch_size`` random crops of side ``crop``, each with ``mask_ratio`` of its ``patch`` x ``patch``
+    cells hidden. Off by default, like ``train.augment`` and ``train.semi``, until the defaults are chosen
+    together on validation Dice over seeds (issue 21)."""
+
+    enabled: bool = False
+    steps: int = Field(500, ge=1)
+    batch_size: int = Field(8, ge=1)
+    crop: int = Field(64, ge=1)
+    mask_ratio: float = Field(0.5, gt=0, lt=1)
+    patch: int = Field(8, ge=1)
+    lr: float = Field(0.003, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _patch_tiles_the_crop(self) -> PretrainConfig:
+        if self.crop % self.patch:
+            raise ValueError(f"crop ({self.crop}) must be a multiple of patch ({self.patch})")
         return self
 
 
@@ -412,6 +495,7 @@ class Config(Settings):
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     query: QueryConfig = Field(default_factory=QueryConfig)
     oracle: OracleConfig = Field(default_factory=OracleConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
@@ -426,6 +510,8 @@ class Config(Settings):
         step = 2 ** self.model.depth
         if self.train.crop % step:
             raise ValueError(f"train.crop: must be a multiple of 2**model.depth = {step}")
+        if self.pretrain.crop % step:
+            raise ValueError(f"pretrain.crop: must be a multiple of 2**model.depth = {step}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

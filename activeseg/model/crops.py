@@ -6,7 +6,8 @@ images (so an image or region contributes in proportion to its labeled pixels); 
 ``foreground_oversample = f`` a fraction ``f`` of the crops is centred on a labeled foreground pixel
 (class > 0) instead. The (crop, crop) window is centred on that pixel and shifted inside the image.
 Per pixel, the weight is 1 where a human label is known, ``train.pseudo_weight`` where only a
-pseudo-label is, and 0 elsewhere. Random flips and 90-degree rotations.
+pseudo-label is, and 0 elsewhere. Random flips and 90-degree rotations, then the augmentation of
+``train.augment`` (:mod:`activeseg.model.augment`; off by default).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from activeseg.core.config import Config
 from activeseg.core.data import Dataset
 from activeseg.core.labels import LabelState
 from activeseg.core.partition import Region, crop
+from activeseg.model.augment import augment_batch, draw, is_on
 from activeseg.model.inference import to_tensor
 
 
@@ -74,15 +76,23 @@ class CropCentres:
         return self.labeled.draw(rng)
 
 
+def crop_window(shape: tuple[int, int], centre: tuple[str, int, int], side: int) -> Region:
+    """The (side, side) window centred on ``centre`` = (stem, y, x), shifted inside an image of ``shape``
+    (H, W) (it sticks out below and right of an image smaller than ``side``)."""
+    stem, cy, cx = centre
+    h, w = shape
+    y0 = int(np.clip(cy - side // 2, 0, max(0, h - side)))
+    x0 = int(np.clip(cx - side // 2, 0, max(0, w - side)))
+    return Region(stem, y0, x0, y0 + side, x0 + side)
+
+
 def sample_crop(state: LabelState, dataset: Dataset, centre: tuple[str, int, int], side: int,
                 pseudo_weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The (side, side) window centred on ``centre`` = (stem, y, x), shifted inside the image:
     image (side, side, C), target and weight (side, side)."""
-    stem, cy, cx = centre
+    stem = centre[0]
     h, w = state.shapes[stem]
-    y0 = int(np.clip(cy - side // 2, 0, max(0, h - side)))
-    x0 = int(np.clip(cx - side // 2, 0, max(0, w - side)))
-    window = Region(stem, y0, x0, y0 + side, x0 + side)
+    window = crop_window((h, w), centre, side)
     known = crop(state.known[stem], window)
     pseudo_known = crop(state.pseudo_known[stem], window) & ~known
     target = np.where(known, crop(state.labels[stem], window), crop(state.pseudo[stem], window))
@@ -104,11 +114,14 @@ def augment(x: torch.Tensor, y: torch.Tensor, wgt: torch.Tensor, turns: int, fli
 
 
 def make_batch(state: LabelState, dataset: Dataset, centres: CropCentres, cfg: Config, rng: np.random.Generator,
-               share: range | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               share: range | None = None,
+               strengths: dict[str, float] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Augmented crops of the samples ``share`` (default: all) of a global batch of ``train.batch_size``:
     images (N, C, crop, crop), targets and weights (N, crop, crop). Every sample's centre, rotation and
     flip are drawn from ``rng`` whether in the share or not, so processes with the same stream cut
-    disjoint parts of one batch."""
+    disjoint parts of one batch. With ``strengths`` (``train.augment`` resolved by
+    :func:`activeseg.model.augment.resolve`) and any above 0, the batch is then augmented with draws for
+    the whole global batch from a generator seeded by ``rng`` (none is drawn otherwise)."""
     t = cfg.train
     xs, ys, ws = [], [], []
     for i in range(t.batch_size):
@@ -119,4 +132,9 @@ def make_batch(state: LabelState, dataset: Dataset, centres: CropCentres, cfg: C
         x, y, w = augment(to_tensor(image), torch.from_numpy(target.astype(np.int64)), torch.from_numpy(weight),
                           turns, flip)
         xs.append(x), ys.append(y), ws.append(w)
-    return torch.stack(xs), torch.stack(ys), torch.stack(ws)
+    batch = torch.stack(xs), torch.stack(ys), torch.stack(ws)
+    if strengths is None or not is_on(strengths):
+        return batch
+    draws = draw(strengths, t.batch_size, batch[0].shape[1], t.crop,
+                 torch.Generator().manual_seed(int(rng.integers(2**63))))
+    return augment_batch(*batch, strengths, draws.take([i for i in range(t.batch_size) if share is None or i in share]))

@@ -13,7 +13,10 @@ training ends after ``patience`` epochs in a row without a better validation Dic
 epoch with the best validation Dice is kept.
 
 **Crops and loss**: :mod:`activeseg.model.crops` (centres, windows, weights, augmentation) and
-:mod:`activeseg.model.losses`. CUDA with mixed precision when available, the same code on CPU.
+:mod:`activeseg.model.losses`; with ``train.semi.method`` other than none, a consistency term on unlabeled
+crops of the pool is added (:mod:`activeseg.model.semi`; one process only): it changes neither ``T`` nor the
+labeled batches, and the loss recorded per epoch stays the supervised one. CUDA with mixed precision when
+available, the same code on CPU.
 
 **Several devices** (``train.devices: R`` > 1): PyTorch DistributedDataParallel in ``R`` processes started
 by ``torch.multiprocessing.spawn`` from inside this call (rendezvous through a file in a temporary folder;
@@ -50,12 +53,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from activeseg.core.config import Config, TrainConfig
 from activeseg.core.data import Dataset
+from activeseg.model.augment import resolve
 from activeseg.model.crops import CropCentres, make_batch
 from activeseg.model.inference import predict_mask
 from activeseg.core.labels import LabelState
 from activeseg.metrics import dice
 from activeseg.model.losses import global_batch_loss
 from activeseg.model.network import EDConvNet, build_model, pick_device, save_checkpoint
+from activeseg.model.pretrain import transfer
+from activeseg.model.semi import Semi
 from activeseg.core.util import read_json, write_json
 from activeseg.model.tracking import RunLog
 
@@ -120,6 +126,8 @@ class Job:
     out_dir: Path
     init: dict | None
     seed: int
+    pretrained: dict | None = None
+    augmentation: dict[str, float] | None = None  # train.augment resolved (activeseg.model.augment)
 
 
 @dataclass
@@ -185,6 +193,8 @@ def fit(job: Job, device: torch.device, rank: int = 0, world: int = 1,
     net = build_model(job.dataset.channels, job.dataset.classes, m.width, m.depth, m.dropout).to(device)
     if job.init is not None and t.mode == "finetune":
         net.load_state_dict(job.init)
+    elif job.pretrained is not None:
+        transfer(net, job.pretrained)
     model, share = net, None
     if world > 1:
         if device.type == "cuda":
@@ -192,6 +202,7 @@ def fit(job: Job, device: torch.device, rank: int = 0, world: int = 1,
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         share = range(rank * t.batch_size // world, (rank + 1) * t.batch_size // world)
         torch.manual_seed(job.seed + rank)  # dropout masks of their own
+    semi = Semi.of(t, job.state, job.dataset, net, job.seed, device)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     total = planned_steps(len(job.centres.labeled), t)
     schedule = lr_schedule(opt, t, total)
@@ -205,15 +216,20 @@ def fit(job: Job, device: torch.device, rank: int = 0, world: int = 1,
         model.train()
         losses = []
         for _ in range(min(t.steps_per_epoch, total - epoch * t.steps_per_epoch)):
-            x, y, w = (v.to(device) for v in make_batch(job.state, job.dataset, job.centres, cfg, rng, share))
+            x, y, w = (v.to(device) for v in make_batch(job.state, job.dataset, job.centres, cfg, rng, share,
+                                                            job.augmentation))
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                 logits = model(x)
             loss, value = global_batch_loss(logits.float(), y, w, t.dice_weight, world)
+            if semi is not None:
+                loss = loss + semi.loss(model, epoch * t.steps_per_epoch + len(losses))
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             schedule.step()
+            if semi is not None:
+                semi.after_step(net)
             losses.append(value)
         val = validation_dice(net, job.dataset, job.val_stems, device) if rank == 0 else 0.0
         val = from_rank0(val, device) if world > 1 else val
@@ -260,8 +276,9 @@ def fit_distributed(job: Job, world: int, progress: bool = False) -> Fit:
 
 def train_model(cfg: Config, dataset: Dataset, state: LabelState, val_stems: list[str], out_dir: Path,
                 run: RunLog | None = None, init: dict | None = None, seed: int = 0,
-                progress: bool = True) -> TrainResult:
-    """Train a fresh model (or fine-tune ``init``, a state dict, when ``train.mode`` is finetune) for
+                progress: bool = True, pretrained: dict | None = None) -> TrainResult:
+    """Train a fresh model (or fine-tune ``init``, a state dict, when ``train.mode`` is finetune; else
+    start from ``pretrained``, a state dict of :mod:`activeseg.model.pretrain`, when given) for
     the labeled pixels' number of steps (module docstring) and keep the epoch with the best val Dice,
     in one process or, with ``train.devices`` > 1, in that many DistributedDataParallel processes.
 
@@ -271,7 +288,8 @@ def train_model(cfg: Config, dataset: Dataset, state: LabelState, val_stems: lis
     centres = CropCentres.of(state, t.foreground_oversample)
     if not len(centres.labeled):
         raise ValueError("nothing is labeled yet: reveal an initial set before training")
-    job = Job(cfg, dataset, state, centres, val_stems, out_dir, init, seed)
+    job = Job(cfg, dataset, state, centres, val_stems, out_dir, init, seed, pretrained,
+              resolve(t.augment, dataset))
     if t.devices == 1:
         on_epoch = None if run is None else (lambda record: log_epoch(run, record))
         result = fit(job, process_device(t, 0, 1), on_epoch=on_epoch, progress=progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from activeseg.core.image_kind import detect_preset
 from activeseg.workspace.audit import learning_curve, stop_reason
 from activeseg.orchestration import server, workers
 from activeseg.orchestration.engine import RunEngine, RunState
@@ -21,7 +22,7 @@ def status(engine: RunEngine | None, ws: Workspace) -> dict[str, Any]:
     awaiting_labels, completed, failed, model_collapsed: failed because its model collapsed; unknown while
     no server runs: `engine` None) with the flow run's id, state and since when, the staged batch that
     waits for approval (the hash the approval form needs), the open label requests, a hint, the round's
-    collapsed model (or None), the learning curve and whether a stop rule holds."""
+    collapsed model (or None), the learning curve, whether a stop rule holds and the augmentation preset."""
     claim = read_claim(ws.root)
     state = engine.state(claim.run_id) if claim and engine else None
     collapsed = _collapsed(ws, claim.round_number if claim else ws.current_round())
@@ -45,7 +46,16 @@ def status(engine: RunEngine | None, ws: Workspace) -> dict[str, Any]:
             "hint": _hint(ws, phase, claim, state, batch, srv), "pending": open_requests,
             "schedule": ws.cfg.schedule.cron, "worker_pid": workers.worker_pid(ws.root),
             "collapsed": collapsed, "stop": stop_reason(ws, ws.cfg.rounds), "rounds": learning_curve(ws),
-            "labelstudio": labelstudio_progress(ws, open_requests)}
+            "labelstudio": labelstudio_progress(ws, open_requests), "augment": augment_preset(ws)}
+
+
+def augment_preset(ws: Workspace) -> dict[str, str]:
+    """The augmentation preset training uses (``train.augment.preset``; auto: detected from the dataset) and why."""
+    preset = ws.cfg.train.augment.preset
+    if preset != "auto":
+        return {"preset": preset, "reason": "train.augment.preset in params.yaml"}
+    detected = detect_preset(ws.dataset)
+    return {"preset": detected.preset, "reason": detected.reason}
 
 
 def labelstudio_progress(ws: Workspace, open_requests: list[dict[str, Any]]) -> list[dict[str, Any]] | None:

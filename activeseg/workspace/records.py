@@ -82,6 +82,22 @@ class Trained(GrownEntry):
     """Why the model counts as collapsed (one class everywhere on validation, or val Dice 0), else None."""
 
 
+class Pretrained(Entry):
+    """The campaign's pretrained network (``pretrain/pretrain.json``, beside its checkpoint): not a round's
+    entry, as it is made once and remade only when ``inputs_sha256`` (the pool's images and regions, the
+    ``pretrain`` and ``model`` settings, the method's code) changes."""
+
+    inputs_sha256: str
+    checkpoint: str
+    checkpoint_sha256: str
+    mlflow_run_id: str | None
+    steps: int
+    first_loss: float
+    last_loss: float
+    seconds: float
+    created: str
+
+
 class PseudoLabels(Entry):
     """The pseudo-labels a strategy made with the query: masks in ``file`` (npz keyed by region id)."""
 

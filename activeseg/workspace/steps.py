@@ -1,5 +1,5 @@
-"""The steps of a round: validate, partition, train, query (publishes the label request), evaluate
-(closes the round). Each writes its outputs first and its record entry last (:func:`round_step`), so a
+"""The steps of a round: validate, partition, pretrain (once per campaign), train, query (publishes the
+label request), evaluate (closes the round). Each writes its outputs first and its record entry last (:func:`round_step`), so a
 finished step returns its recorded result and an interrupted one completes when called again."""
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from activeseg.workspace.exchange.layout import round_prefix
 from activeseg.workspace.exchange.requests import publish_request
 from activeseg.workspace.exchange.intake import label_targets
 from activeseg.workspace.ledger import region_stem
-from activeseg.workspace.records import Evaluated, Queried, RoundRecord, Trained
+from activeseg.workspace.records import Evaluated, Pretrained, Queried, RoundRecord, Trained
 from activeseg.workspace.query_maps import maps_path, save_query_maps
 from activeseg.workspace.state import label_state
 from activeseg.workspace.validation import ValidationFailed, ValidationReport, dataset_fingerprint, validate_dataset
 
 
-STAGES_BEFORE_LABELS = ("validate", "partition", "train", "query")
+STAGES_BEFORE_LABELS = ("validate", "partition", "pretrain", "train", "query")
 """The stages of a round before its labels arrive: recorded in dvc.lock together, by the query step (one
 ``dvc commit`` instead of four; none of their deps changes in between, and the round is committed to git
 only when it closes)."""
@@ -90,6 +90,66 @@ def partition(ws: WorkspaceCore) -> Path:
     return write_pool(ws)
 
 
+PRETRAIN_CODE = Path(__file__).parents[1] / "model" / "pretrain.py"
+"""The pretraining method's source: its hash is one of the step's inputs (read, not imported: a skipped
+step never loads PyTorch)."""
+
+
+def pretrain_inputs(ws: WorkspaceCore) -> str:
+    """sha256 of what the pretrained network depends on: the content of the pool's images and its regions,
+    the ``pretrain`` and ``model`` settings (``enabled`` aside) and the method's source code."""
+    regions = ws.regions()
+    images = {stem: sha256_file(ws.dataset.samples[stem].image_path) for stem in sorted({r.stem for r in regions})}
+    settings = ws.cfg.pretrain.model_dump(exclude={"enabled"})
+    return sha256_text(canonical_json({"images": images, "regions": sha256_file(ws.root / "pool" / "regions.json"),
+                                       "pretrain": settings, "model": ws.cfg.model.model_dump(),
+                                       "code": sha256_file(PRETRAIN_CODE)}))
+
+
+def pretrain(ws: WorkspaceCore) -> Pretrained | None:
+    """Pretrain the network on the pool (:mod:`activeseg.model.pretrain`) into pretrain/model.pt and
+    pretrain/pretrain.json, the ``pretrain`` stage; skipped (the recorded result returned) while its inputs'
+    hash (:func:`pretrain_inputs`) and the checkpoint are the recorded ones. Once per campaign in practice:
+    the data is frozen. None with ``pretrain.enabled`` false (pretrain.json then says so, for DVC's output)."""
+    info_path, checkpoint = ws.root / "pretrain" / "pretrain.json", ws.root / "pretrain" / "model.pt"
+    if not ws.cfg.pretrain.enabled:
+        write_json(info_path, {"enabled": False})
+        return None
+    key = pretrain_inputs(ws)
+    recorded = read_json(info_path) if info_path.is_file() else {}
+    info = Pretrained.model_validate(recorded) if "inputs_sha256" in recorded else None
+    current = info is not None and info.inputs_sha256 == key and checkpoint.is_file()
+    if not (current and sha256_file(checkpoint) == info.checkpoint_sha256):
+        info = _pretrain(ws, key, checkpoint)
+        write_json(info_path, info.model_dump())
+    return info
+
+
+def _pretrain(ws: WorkspaceCore, key: str, checkpoint: Path) -> Pretrained:
+    from activeseg.model.network import pick_device, save_checkpoint
+    from activeseg.model.pretrain import pretrain_model
+
+    cfg, regions = ws.cfg, ws.regions()
+    device = pick_device(cfg.train.device, cfg.train.threads)
+    params = {**{f"pretrain.{k}": v for k, v in cfg.pretrain.model_dump().items()}, "inputs_sha256": key,
+              "regions": len(regions), "workspace": str(ws.root)}
+    with ws.tracker().run("pretrain", params, {"activeseg.step": "pretrain"}) as run:
+        def log(step: int, loss: float) -> None:
+            if step % 25 == 0 or step == cfg.pretrain.steps - 1:
+                run.log_metrics({"reconstruction_loss": loss}, step=step)
+
+        result = pretrain_model(cfg, ws.dataset, regions, device, log)
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        m = cfg.model
+        save_checkpoint(result.model, checkpoint, {"in_channels": ws.dataset.channels, "classes": ws.dataset.channels,
+                                                   "width": m.width, "depth": m.depth, "dropout": m.dropout})
+        run.log_metrics({"pretrain_seconds": result.seconds})
+        run.log_artifact(checkpoint, "pretrain")
+    return Pretrained(inputs_sha256=key, checkpoint="pretrain/model.pt", checkpoint_sha256=sha256_file(checkpoint),
+                      mlflow_run_id=run.run_id, steps=len(result.losses), first_loss=result.losses[0],
+                      last_loss=result.losses[-1], seconds=result.seconds, created=utc_now())
+
+
 @round_step("trained")
 def train(ws: WorkspaceCore, record: RoundRecord) -> Trained:
     """Train the round's model on every accepted label (checkpoint hash, MLflow run, val Dice, labeled pixels)."""
@@ -116,14 +176,18 @@ def _train(ws: WorkspaceCore, n: int, checkpoint: Path) -> Trained:
 
     cfg, state = ws.cfg, label_state(ws)
     previous = ws.record(n - 1).trained
-    init = None
+    init = pretrained = None
     if cfg.train.mode == "finetune" and previous and checkpoint.is_file() \
             and sha256_file(checkpoint) == previous.checkpoint_sha256:
         init = torch.load(checkpoint, weights_only=True)["state_dict"]
-    params = {**cfg.flat(), "round": n, "workspace": str(ws.root)}
+    start = pretrain(ws) if init is None else None  # a round that does not continue the previous model
+    if start is not None:
+        pretrained = torch.load(ws.root / start.checkpoint, weights_only=True)["state_dict"]
+    params = {**cfg.flat(), "round": n, "workspace": str(ws.root),
+              "pretrained_sha256": start.checkpoint_sha256 if start else None}
     with ws.tracker().run(f"{round_name(n)}-train", params, {"activeseg.step": "train"}) as run:
         result = train_model(cfg, ws.dataset, state, ws.split()["val"], checkpoint.parent, run, init=init,
-                             seed=cfg.train.seed * 1000 + n, progress=False)
+                             seed=cfg.train.seed * 1000 + n, progress=False, pretrained=pretrained)
     classes = _val_classes(ws, result.checkpoint)
     return Trained(round=n, checkpoint="model/model.pt", checkpoint_sha256=sha256_file(result.checkpoint),
                    mlflow_run_id=result.run_id, val_dice=result.val_dice, best_epoch=result.best_epoch,
@@ -187,6 +251,7 @@ def _query(ws: WorkspaceCore, record: RoundRecord) -> Queried:
     selection = read_json(path) if path.is_file() else None
     if not (selection and (selection["round"], selection["checkpoint_sha256"]) == (n, model_sha)):
         selection = _select(ws, n, trained, checkpoint)
+        save_embeddings(ws)
         picked = [Region.from_dict(r) for r in selection["regions"]]
         save_query_maps(ws.cfg, ws.dataset, picked, checkpoint, maps_path(ws.root, n), ws.cfg.train.seed * 1000 + n)
         write_json(path, selection)
@@ -198,9 +263,28 @@ def _query(ws: WorkspaceCore, record: RoundRecord) -> Queried:
     manifest = publish_request(ws.store, n, selection["regions"], ws.dataset, meta)
     manifest_sha = sha256_text(canonical_json(manifest))
     _log_query(ws, n, selection, trained, manifest_sha)
-    ws.vcs.stage_done(*STAGES_BEFORE_LABELS)
+    # a workspace made by an older version lacks the newer stages (pretrain) in its dvc.yaml
+    ws.vcs.stage_done(*[stage for stage in STAGES_BEFORE_LABELS if stage in ws.vcs.stages()])
     request = f"{ws.store.url}/{round_prefix('requests', n)}"
     return Queried.model_validate({**selection, "request": request, "manifest_sha256": manifest_sha})
+
+
+def save_embeddings(ws: WorkspaceCore) -> None:
+    """query/embeddings.npz: per candidate region of the pool (keyed by region id) its embedding by the
+    pretrained encoder (:func:`activeseg.model.pretrain.region_embeddings`, unit norm), for
+    diversity-aware strategies. Nothing without pretraining."""
+    pretrained = pretrain(ws)
+    if pretrained is None:
+        return
+    from activeseg.model.network import load_checkpoint, pick_device
+    from activeseg.model.pretrain import region_embeddings
+
+    device = pick_device(ws.cfg.train.device, ws.cfg.train.threads)
+    model, _ = load_checkpoint(ws.root / pretrained.checkpoint, device)
+    regions = ws.regions()
+    vectors = region_embeddings(model, ws.dataset, regions, device)
+    (ws.root / "query").mkdir(exist_ok=True)
+    np.savez_compressed(ws.root / "query" / "embeddings.npz", **{r.id: v for r, v in zip(regions, vectors)})
 
 
 def _log_query(ws: WorkspaceCore, n: int, selection: dict[str, Any], trained: Trained, manifest_sha: str) -> None:
@@ -273,7 +357,8 @@ def _record_evaluation(ws: WorkspaceCore, record: RoundRecord) -> Evaluated:
     # the round's one push; labels named by their .dvc files (with the folder itself among stage targets,
     # dvc push left both that folder and the train stage's model out)
     labels = [f"{target}.dvc" for target in label_targets(record)]
-    ws.dvc("push", "-q", "partition", "train", "query", *labels)
+    stages = [stage for stage in ("partition", "pretrain", "train", "query") if stage in ws.vcs.stages()]
+    ws.dvc("push", "-q", *stages, *labels)
     return result
 
 

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from activeseg.core.util import round_name
 from activeseg.workspace.errors import WorkspaceError
 from activeseg.workspace.storage import ObjectStore, Retry, open_store, s3_credentials, split_s3_url
@@ -130,6 +132,10 @@ class Vcs:
         """Tag HEAD ``round-NNN`` unless the round is tagged already."""
         if not self.tag_exists(round_number):
             self.git("tag", "-a", round_name(round_number), "-m", message)
+
+    def stages(self) -> list[str]:
+        """The stages of the workspace's dvc.yaml (one made by an older version lacks the newer stages)."""
+        return list((yaml.safe_load((self.root / "dvc.yaml").read_text()) or {}).get("stages", {}))
 
     def stage_done(self, *stages: str) -> None:
         """Record the stages' current deps and outs in dvc.lock (``dvc repro`` does it itself), as

@@ -6,7 +6,8 @@ of ``dvc.yaml`` and the Prefect tasks call the same methods). The class is a fac
 :mod:`.records`), the work is done by :mod:`.creation` (init), :mod:`.steps`, :mod:`.exchange.intake` (labels
 in, quarantine), :mod:`.state` (known masks) and :mod:`.audit` (status, pending, verify, learning curve).
 
-Rounds are numbered from 1; round 0 is the initial labeled set made by ``init``. One round: :meth:`train`, :meth:`query` (publishes the
+Rounds are numbered from 1; round 0 is the initial labeled set made by ``init``. One round: :meth:`pretrain`
+(once per campaign), :meth:`train`, :meth:`query` (publishes the
 label request), labels arrive (:meth:`submit`, :meth:`ingest` or :meth:`simulate_labels`: staged) and
 are approved (:meth:`approve`: taken in) or rejected (:meth:`reject`), then :meth:`evaluate`, which
 ends the round in a git commit tagged ``round-NNN``.
@@ -20,6 +21,7 @@ Layout::
     split.json              the frozen split (git)
     validation/dataset.json GX result of the last dataset validation (git)
     pool/regions.json       the partition of the training pool (stage output)
+    pretrain/               model.pt and pretrain.json: the network pretrained on the pool (stage output)
     model/                  model.pt and train.json of the round's model (stage output)
     query/selection.json    the round's selection (stage output); pseudo/round-NNN.npz pseudo-labels
     query/maps/round-NNN.npz  the asking model's uncertainty and prediction around each queried region
@@ -120,6 +122,12 @@ class Workspace(WorkspaceCore):
     def partition(self) -> Path:
         """Write the training pool's candidate regions to pool/regions.json."""
         return steps.partition(self)
+
+    def pretrain(self) -> dict[str, Any] | None:
+        """Pretrain the network on the pool (self-supervised), or return the recorded result while its inputs'
+        hash is unchanged; None with ``pretrain.enabled`` false."""
+        pretrained = steps.pretrain(self)
+        return pretrained.model_dump() if pretrained else None
 
     def train(self, round_number: int | None = None) -> dict[str, Any]:
         """Train the round's model on every accepted label; returns {checkpoint, checkpoint_sha256,

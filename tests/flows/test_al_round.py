@@ -32,8 +32,8 @@ from flows.engine import PrefectEngine
 from local_prefect import local_prefect
 from tests.conftest import TINY
 
-SETTINGS = [*TINY, "query.budget_pixels=2048", "oracle.kind=human"]
-STEPS = ("validate", "partition", "train", "query", "publish-request")
+SETTINGS = [*TINY, "query.budget_pixels=2048", "oracle.kind=human", "pretrain.enabled=true"]
+STEPS = ("validate", "partition", "pretrain", "train", "query", "publish-request")  # pretrain: cached by its inputs' hash
 ENGINE = PrefectEngine()
 
 

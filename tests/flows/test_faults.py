@@ -30,6 +30,7 @@ import pytest
 from activeseg.orchestration import processes, workers
 from activeseg.orchestration.guard import read_claim
 from activeseg.orchestration.rounds import start_round
+from activeseg.workspace.exchange.layout import staged_prefix
 from activeseg.workspace.workspace import Workspace
 from local_prefect import local_prefect
 from test_al_round import ENGINE, SETTINGS, cli, set_params, start_worker, submit_and_approve, task_states, wait
@@ -45,8 +46,9 @@ def assert_like_a_clean_round(root: Path, n: int, run_id: UUID) -> None:
     assert Counter(e.type for e in ws.ledger.events(round=n)) == Counter(ROUND_ONE)
     ids = sorted(r.id for r in ws.record(n).requested())
     assert sorted(p.name for p in (root / "labels" / f"round-{n:03d}").iterdir()) == [f"{i}.png" for i in ids]
-    assert sorted(i.key for i in ws.store.list(f"labels/round-{n:03d}/")) == [
-        f"labels/round-{n:03d}/{i}.png" for i in ids]
+    kept = staged_prefix(n, ws.record(n).labels_accepted.batch_sha256) + "files/"  # the store's copy, taken in
+    assert sorted(i.key for i in ws.store.list(kept)) == [f"{kept}{i}.png" for i in ids]
+    assert ws.store.list(f"labels/round-{n:03d}/") == []  # the upload folder holds nothing staged or taken in
     assert ws.git("tag", "-l").split() == [f"round-{k:03d}" for k in range(n + 1)]
     assert ws.git("rev-list", "--merges", "HEAD") == "" and ws.git("status", "--porcelain") == ""
     assert "in sync" in ws.dvc("status", "-c")

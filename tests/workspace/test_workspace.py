@@ -132,7 +132,7 @@ def test_a_round_end_to_end_is_idempotent_and_clones_bit_identically(ws: Workspa
     subprocess.run(["git", "clone", "-q", str(ws.root), str(clone)], check=True)
     cloned = Workspace.open(clone)
     cloned.dvc("pull", "-q")
-    for part in ("data", "labels", "model", "query", "pool"):
+    for part in ("data", "labels", "pretrain", "model", "query", "pool"):
         assert tree(clone / part) == tree(ws.root / part), part
     assert cloned.verify().ok and len(cloned.ledger.events()) == events
     # checking out round-000 restores exactly that round (no model or selection yet: allow-missing)
