@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from activeseg.core.util import round_name
@@ -25,6 +27,8 @@ from activeseg.workspace.storage import ObjectStore, Retry, open_store, s3_crede
 REMOTE_COMMANDS = ("push", "pull", "fetch")
 """The ``dvc`` commands that reach the remote, and so may fail for a while when it does not answer."""
 
+STALE_LOCK = re.compile(r"Unable to create '([^']+\.lock)': File exists")
+"""How git says that a lock file is in its way (its path is the group)."""
 GIT = ["git", "-c", "user.name=activeseg", "-c", "user.email=activeseg@localhost", "-c", "commit.gpgsign=false",
        "-c", "tag.gpgsign=false", "-c", "core.hooksPath=/dev/null"]
 
@@ -112,8 +116,30 @@ class Vcs:
                                lambda exc: isinstance(exc, WorkspaceError))
 
     def git(self, *args: str) -> str:
-        """Run git in the workspace with the fixed activeseg identity."""
-        return self.run([*GIT, *args])
+        """Run git in the workspace with the fixed activeseg identity. A lock file that a killed git left
+        behind (a SIGKILL inside a step's commit or tag) is removed and the command run once more, when no
+        git process runs in the workspace: a step run again after a kill finishes."""
+        try:
+            return self.run([*GIT, *args])
+        except WorkspaceError as exc:
+            lock = self._stale_lock(str(exc))
+            if lock is None:
+                raise
+            lock.unlink(missing_ok=True)
+            return self.run([*GIT, *args])
+
+    def _stale_lock(self, message: str) -> Path | None:
+        """The lock file git refused to create in ``message``, when it is inside this repository's .git and
+        no git process runs in the workspace (then nothing holds it); else None."""
+        found = STALE_LOCK.search(message)
+        git_dir = (self.root / ".git").resolve()
+        if found is None or not Path(found.group(1)).resolve().is_relative_to(git_dir):
+            return None
+        for process in psutil.process_iter(["name", "cwd"]):
+            cwd = process.info["cwd"]
+            if process.info["name"] == "git" and cwd and Path(cwd).resolve().is_relative_to(self.root.resolve()):
+                return None
+        return Path(found.group(1))
 
     def commit(self, message: str) -> str:
         """Commit everything that changed (if anything did); returns HEAD."""

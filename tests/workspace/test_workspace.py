@@ -469,3 +469,14 @@ def test_s3_remote_round_trip(tmp_path: Path, s3_endpoint: str, s3_bucket: str) 
         assert tree(clone / part) == tree(ws.root / part), part
     dvc_objects = [i.key for i in ws.store.list("dvc/files/md5/")]
     assert len(dvc_objects) > len(ws.dataset.stems) * 2
+
+
+def test_a_lock_file_left_by_a_killed_git_does_not_block_the_next_commit_or_tag(ws: Workspace) -> None:
+    """A SIGKILL inside `git tag` (fault matrix: evaluate-commit-no-tag) leaves refs/tags/round-NNN.lock."""
+    (ws.root / ".git" / "index.lock").write_text("")
+    (ws.root / "notes.txt").write_text("after the kill\n")
+    commit = ws.vcs.commit("a commit after a killed git")
+    assert commit == head(ws) and not (ws.root / ".git" / "index.lock").exists()
+    (ws.root / ".git" / "refs" / "tags" / "round-001.lock").write_text("")
+    ws.vcs.tag(1, "round 1")
+    assert ws.vcs.tag_commit(1) == commit
