@@ -76,9 +76,13 @@ def refuse_overrides(parser: argparse.ArgumentParser) -> None:
                 f"--set are taken by {', '.join(taking)}"))
 
 
+def params_path(args: argparse.Namespace) -> Path | None:
+    """``--params``, else ./params.yaml if present, else None (the defaults)."""
+    return args.params if args.params is not None else (DEFAULT_PARAMS if DEFAULT_PARAMS.is_file() else None)
+
+
 def config_from(args: argparse.Namespace) -> Config:
-    path = args.params if args.params is not None else (DEFAULT_PARAMS if DEFAULT_PARAMS.is_file() else None)
-    return load_config(path, args.overrides)
+    return load_config(params_path(args), args.overrides)
 
 
 def resolve_dataset(cfg: Config, dataset: str | None, out: Path) -> Path:
@@ -156,6 +160,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     dataset = resolve_dataset(cfg, args.dataset, out)
     strategies = [s for item in args.strategies for s in item.split(",")] if args.strategies else [cfg.query.strategy]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    if args.regimes:
+        return regime_benchmark(args, dataset, strategies, seeds)
     report = run_benchmark(cfg, dataset, strategies, seeds, out, rounds=args.rounds, progress=not args.quiet)
     title = f"benchmark ({report['granularity']}, seeds {report['seeds']})"
     print_table(COLUMNS, table_rows(report), title=title)
@@ -164,6 +170,23 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     page = pages.write_comparison(title, out, COLUMNS, table_rows(report), report["protocol"]["warnings"])
     console.print(f"wall time {report['wall_seconds']:.0f} s; report {out / 'benchmark.md'}, "
                   f"{out / 'benchmark.json'} and {page}; plot {out / 'learning_curves.png'}")
+    return 0
+
+
+def regime_benchmark(args: argparse.Namespace, dataset: Path, strategies: list[str], seeds: list[int] | None) -> int:
+    """``benchmark --regimes FILE``: training regimes against ``plain`` (activeseg.loop.benchmark)."""
+    from activeseg.loop.benchmark import REGIME_COLUMNS, read_regimes, regime_rows, run_regime_benchmark
+
+    report = run_regime_benchmark(params_path(args), args.overrides, read_regimes(args.regimes), dataset,
+                                  strategies, seeds, args.out, rounds=args.rounds, progress=not args.quiet)
+    title = f"regime benchmark (seeds {report['seeds']})"
+    rows = regime_rows(report["comparison"])
+    print_table(REGIME_COLUMNS, rows, title=title)
+    for warning in report["protocol"]["warnings"]:
+        say(f"warning: {warning}")
+    page = pages.write_comparison(title, args.out, REGIME_COLUMNS, rows, report["protocol"]["warnings"])
+    console.print(f"wall time {report['wall_seconds']:.0f} s; report {args.out / 'benchmark.md'}, "
+                  f"{args.out / 'benchmark.json'} and {page}")
     return 0
 
 
@@ -227,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int)
     p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2 (default: 6 seeds from train.seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--regimes", type=Path, metavar="FILE",
+                   help="compare training regimes instead: YAML mapping a name to a list of key.path=value "
+                        "overrides, against plain (random and full, no overrides); arms regime/strategy")
     common(p)
     p.set_defaults(func=cmd_benchmark)
 

@@ -4,12 +4,15 @@ Per strategy and seed, round k trains on what is revealed, evaluates on the test
 in the last round) queries the budget and reveals it. Every finished round is written to
 ``OUT/runs/<strategy>/seed-<s>/round-<k>/`` (labels after the query, selection, metrics, checkpoint,
 then ``done.json`` last), so rerunning with the same ``OUT`` resumes after the last finished round.
-``full`` reveals the whole pool and trains once: the upper bound.
+``full`` reveals the whole pool and trains once: the upper bound. With ``pretrain.enabled`` the network is
+pretrained once per ``OUT`` (``OUT/pretrain/model.pt``, reused on resume) and every campaign starts from it.
+Each record keeps the round's wall and CPU seconds (training, evaluation and query).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from activeseg.core.labels import LabelState
 from activeseg.core.util import round_name
 from activeseg.metrics import METRICS, auc_dice
 from activeseg.model.network import load_checkpoint, pick_device
+from activeseg.model.pretrain import pretrain_model, save_pretrained
 from activeseg.loop.oracle import reveal_from_ground_truth
 from activeseg.core.partition import Region
 from activeseg.loop.curves import plot_learning_curves
@@ -74,8 +78,24 @@ def apply_selection(state: LabelState, dataset: Dataset, selection: Selection, c
     return cost
 
 
-def run_campaign(campaign: Campaign, rounds: int, tracker: Tracker, progress: bool = True) -> list[dict]:
-    """Run (or resume) one campaign; returns one record per round."""
+def pretrained_weights(cfg: Config, dataset: Dataset, split: dict[str, list[str]], out: Path) -> dict | None:
+    """The pretrained network's state dict (``activeseg.model.pretrain``) when ``pretrain.enabled``, else None:
+    read from ``out/pretrain/model.pt``, or pretrained on the train pool and written there first (atomically:
+    two processes may share ``out``)."""
+    if not cfg.pretrain.enabled:
+        return None
+    path = out / "pretrain" / "model.pt"
+    if not path.is_file():
+        device = pick_device(cfg.train.device, cfg.train.threads)
+        result = pretrain_model(cfg, dataset, pool_regions(dataset, split["train"], cfg), device)
+        save_pretrained(result.model, path, cfg, dataset.channels)
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def run_campaign(campaign: Campaign, rounds: int, tracker: Tracker, progress: bool = True,
+                 pretrained: dict | None = None) -> list[dict]:
+    """Run (or resume) one campaign, starting from ``pretrained`` (a state dict) when given; returns one
+    record per round."""
     cfg, dataset = campaign.cfg, campaign.dataset
     regions = pool_regions(dataset, campaign.split["train"], cfg)
     rounds = 1 if campaign.strategy == "full" else rounds
@@ -88,12 +108,14 @@ def run_campaign(campaign: Campaign, rounds: int, tracker: Tracker, progress: bo
     for k in range(start, rounds):
         folder = campaign.folder / round_name(k)
         fraction = state.revealed_fraction()
+        wall, cpu = time.perf_counter(), time.process_time()
         params = {**cfg.flat(), "strategy": campaign.strategy, "seed": campaign.seed, "round": k}
         with tracker.run(f"{campaign.strategy}-seed{campaign.seed}-round{k}", params) as run:
             prev = campaign.folder / round_name(k - 1) / "model.pt"
             init = torch.load(prev, weights_only=True)["state_dict"] if k > 0 and prev.exists() else None
             result = train_model(cfg, dataset, state, campaign.split["val"], folder, run,
-                                 init=init, seed=campaign.seed * 1000 + k, progress=progress)
+                                 init=init, seed=campaign.seed * 1000 + k, progress=progress,
+                                 pretrained=pretrained)
             model, _ = load_checkpoint(result.checkpoint, device)
             metrics = evaluate_model(model, dataset, campaign.split["test"], device)
             run.log_metrics({f"test_{m}": metrics["mean"][m] for m in METRICS})
@@ -108,6 +130,8 @@ def run_campaign(campaign: Campaign, rounds: int, tracker: Tracker, progress: bo
             apply_selection(state, dataset, selection, ctx.candidates, k + 1)
             selection_log = [{"id": ctx.candidates[i].id, "score": s, "cost": c}
                              for i, s, c in zip(selection.indices, selection.scores, selection.costs)]
+        record["round_seconds"] = time.perf_counter() - wall
+        record["cpu_seconds"] = time.process_time() - cpu
         state.save(folder)
         (folder / "selection.json").write_text(json.dumps(selection_log, indent=1))
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -142,11 +166,12 @@ def simulate(cfg: Config, dataset_dir: Path, strategies: list[str], seeds: list[
                                  cfg.data.seed)
     dump_config(cfg, out / "params.yaml")
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, out, enabled=cfg.tracking.mlflow)
+    pretrained = pretrained_weights(cfg, dataset, split, out)
     runs = []
     for name in strategies:
         for seed in seeds:
             campaign = Campaign(cfg, dataset, split, name, seed, out / "runs" / name / f"seed-{seed}")
-            runs += run_campaign(campaign, rounds or cfg.rounds, tracker, progress)
+            runs += run_campaign(campaign, rounds or cfg.rounds, tracker, progress, pretrained)
     results = {"runs": runs, "summary": summarize(runs)}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     name = "synthetic" if cfg.data.dataset == "synthetic" else Path(dataset_dir).name

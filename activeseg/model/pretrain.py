@@ -25,9 +25,11 @@ bottleneck over the region, the descriptor of :class:`~activeseg.model.network.E
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,7 +40,7 @@ from activeseg.core.data import Dataset
 from activeseg.core.partition import Region
 from activeseg.model.crops import crop_window
 from activeseg.model.inference import to_tensor
-from activeseg.model.network import EDConvNet, build_model, standardize
+from activeseg.model.network import EDConvNet, build_model, save_checkpoint, standardize
 
 HEAD = "head."
 """The state-dict prefix of the network's last 1 x 1 convolution: the reconstruction head here, the class
@@ -115,6 +117,17 @@ def pretrain_model(cfg: Config, dataset: Dataset, regions: list[Region], device:
         if on_step is not None:
             on_step(step, losses[-1])
     return PretrainResult(model.eval(), losses, time.perf_counter() - started)
+
+
+def save_pretrained(model: EDConvNet, path: Path, cfg: Config, channels: int) -> None:
+    """Write the pretrained network (its head predicts the ``channels`` image channels) as a checkpoint,
+    atomically (a partial file, then renamed: several processes may share the folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+    m = cfg.model
+    save_checkpoint(model, partial, {"in_channels": channels, "classes": channels, "width": m.width,
+                                     "depth": m.depth, "dropout": m.dropout})
+    partial.replace(path)
 
 
 def transfer(net: EDConvNet, pretrained: dict[str, torch.Tensor]) -> None:

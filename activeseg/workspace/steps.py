@@ -126,8 +126,8 @@ def pretrain(ws: WorkspaceCore) -> Pretrained | None:
 
 
 def _pretrain(ws: WorkspaceCore, key: str, checkpoint: Path) -> Pretrained:
-    from activeseg.model.network import pick_device, save_checkpoint
-    from activeseg.model.pretrain import pretrain_model
+    from activeseg.model.network import pick_device
+    from activeseg.model.pretrain import pretrain_model, save_pretrained
 
     cfg, regions = ws.cfg, ws.regions()
     device = pick_device(cfg.train.device, cfg.train.threads)
@@ -139,10 +139,7 @@ def _pretrain(ws: WorkspaceCore, key: str, checkpoint: Path) -> Pretrained:
                 run.log_metrics({"reconstruction_loss": loss}, step=step)
 
         result = pretrain_model(cfg, ws.dataset, regions, device, log)
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        m = cfg.model
-        save_checkpoint(result.model, checkpoint, {"in_channels": ws.dataset.channels, "classes": ws.dataset.channels,
-                                                   "width": m.width, "depth": m.depth, "dropout": m.dropout})
+        save_pretrained(result.model, checkpoint, cfg, ws.dataset.channels)
         run.log_metrics({"pretrain_seconds": result.seconds})
         run.log_artifact(checkpoint, "pretrain")
     return Pretrained(inputs_sha256=key, checkpoint="pretrain/model.pt", checkpoint_sha256=sha256_file(checkpoint),

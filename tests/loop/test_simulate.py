@@ -19,7 +19,7 @@ def test_end_to_end_simulation_writes_results_and_plot(tiny_cfg, tiny_data_dir, 
     saved = json.loads((out / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
     keys = {"strategy", "seed", "round", "labeled_pixel_fraction", "dice", "voe", "msd", "hd95", "train_steps",
-            "stop_epoch", "train_seconds"}
+            "stop_epoch", "train_seconds", "round_seconds", "cpu_seconds"}
     assert all(keys <= set(r) for r in saved["runs"])
     pool = 6 * 64 * 64  # 6 training images of 64 x 64
     for r in saved["runs"]:  # no early stopping: the planned steps, in epochs of 4
@@ -59,7 +59,7 @@ def test_queries_spend_the_budget_only_on_the_train_pool(tiny_cfg, tiny_data_dir
 def test_deterministic_by_seed(tiny_cfg, tiny_data_dir, tmp_path):
     a = run(tiny_cfg, tiny_data_dir, tmp_path / "a", rounds=2)
     b = run(tiny_cfg, tiny_data_dir, tmp_path / "b", rounds=2)
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("mlflow_run_id", "train_seconds")} for r in rs]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("mlflow_run_id", "train_seconds", "round_seconds", "cpu_seconds")} for r in rs]  # noqa: E731
     assert strip(a["runs"]) == strip(b["runs"])
     sel = lambda root: (root / "runs/mc_variance/seed-0/round-000/selection.json").read_text()  # noqa: E731
     assert sel(tmp_path / "a") == sel(tmp_path / "b")
