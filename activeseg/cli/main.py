@@ -22,7 +22,7 @@ from rich.markup import escape
 
 from activeseg.cli import demo, model, orchestration, workspace
 from activeseg.cli import report as pages
-from activeseg.cli.output import console, print_json, print_table, say
+from activeseg.cli.output import console, err, print_json, print_table, say
 from activeseg.core.config import Config, load_config
 
 DESCRIPTION = ("Active learning for biomedical image segmentation: simulate and benchmark strategies, or run "
@@ -277,14 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        console.print("interrupted: rerun the same command to resume")
+        err.print("interrupted: rerun the same command to resume")
         return 130
     except Exception as exc:
         known = exit_status(exc)
         if known is None:
             raise
         code, label = known
-        console.print(f"[bold red]{label}:[/] {escape(str(exc))}", highlight=False)
+        err.print(f"[bold red]{label}:[/] {escape(str(exc))}", highlight=False)
         return code
 
 

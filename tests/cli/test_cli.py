@@ -30,7 +30,7 @@ def test_metrics_json(tmp_path, capsys):
 def test_bad_override_exits_with_the_key_named(tmp_path, capsys):
     code = main(["data", "synthesize", "--out", str(tmp_path), "--set", "data.clases=3"])
     assert code == 2
-    assert "data.clases: unknown key" in capsys.readouterr().out
+    assert "data.clases: unknown key" in capsys.readouterr().err
 
 
 def test_params_file_and_overrides(tmp_path, capsys):
@@ -44,7 +44,7 @@ def test_params_file_and_overrides(tmp_path, capsys):
 
 def test_unknown_strategy_lists_the_valid_ones(tmp_path, tiny_data_dir, capsys):
     code = main(["simulate", "--dataset", str(tiny_data_dir), "--strategy", "psychic", "--out", str(tmp_path / "o")])
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert code == 2 and "unknown strategy 'psychic'" in out and "random" in out
 
 

@@ -43,7 +43,7 @@ def test_one_mapping_gives_every_known_error_its_exit_status_and_lets_bugs_throu
 
     monkeypatch.setattr(cli, "cmd_strategies", refused)
     assert main(["strategies"]) == 2
-    assert "error: round 3: no flow run waits for its labels [really]" in capsys.readouterr().out
+    assert "error: round 3: no flow run waits for its labels [really]" in capsys.readouterr().err
 
     def buggy(args):
         raise KeyError("labels_accepted")
@@ -76,7 +76,7 @@ def test_init_with_an_unknown_strategy_fails_at_once_listing_the_valid_ones_and_
     result = subprocess.run([str(activeseg), "init", "lab", "--set", "query.strategy=nonsense"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stdout.strip().endswith(
+    assert result.stderr.strip().endswith(
         "query.strategy: unknown strategy 'nonsense' (valid: bald, bsq, ceal, coreset, entropy, focannot, full, "
         "label_propagation, mc_variance, powerbald, random, ripu, stochastic_batches, suggestive)")
     assert list(tmp_path.iterdir()) == []
@@ -99,11 +99,11 @@ def test_campaign_commands_refuse_params_and_set_saying_where_settings_change(co
 
 def test_init_names_set_not_the_params_file_for_a_bad_override(tmp_path, capsys):
     assert main(["init", str(tmp_path / "lab"), "--set", "train.patience=abc"]) == 2
-    assert capsys.readouterr().out == "error: --set: train.patience: expected int, got 'abc'\n"
+    assert capsys.readouterr().err == "error: --set: train.patience: expected int, got 'abc'\n"
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {patience: abc}\n")
     assert main(["init", str(tmp_path / "lab"), "--params", str(bad)]) == 2
-    assert capsys.readouterr().out == f"error: {bad}: train.patience: expected int, got 'abc'\n"
+    assert capsys.readouterr().err == f"error: {bad}: train.patience: expected int, got 'abc'\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
@@ -168,7 +168,7 @@ def test_round_start_refuses_while_a_stop_rule_holds_and_starts_no_server(lab, c
 def test_labels_for_an_unpublished_round_name_the_prefect_path(lab, capsys, tmp_path):
     root, _ = lab
     code = main(["labels", "submit", str(tmp_path), "--annotator", "ann", "--round", "1", "--workspace", str(root)])
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert code == 2 and "round 1: no label request was published yet" in out
     assert all(step in out for step in PREFECT_PATH) and "step query" not in out
 

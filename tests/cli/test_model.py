@@ -65,16 +65,16 @@ def test_predict_names_what_is_wrong(checkpoint, tiny_data_dir, tmp_path, capsys
     monkeypatch.chdir(tmp_path)
     base = ["--images", str(tiny_data_dir / "images"), "--out", str(tmp_path / "out")]
     assert main(["predict", "--model", "models/missing.pt", *base]) == 2
-    assert "models/missing.pt: no such checkpoint" in capsys.readouterr().out
+    assert "models/missing.pt: no such checkpoint" in capsys.readouterr().err
     assert main(["predict", "--model", "champion", *base]) == 2
-    assert "not inside an activeseg workspace" in capsys.readouterr().out
+    assert "not inside an activeseg workspace" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["predict", "--model", str(checkpoint), "--images", "empty", "--out", "out"]) == 2
-    assert "empty: no image to predict" in capsys.readouterr().out
+    assert "empty: no image to predict" in capsys.readouterr().err
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "scan.tif").write_bytes(b"II*\x00 not really a tiff")
     assert main(["predict", "--model", str(checkpoint), "--images", "bad", "--out", "out", "--quiet"]) == 2
-    assert "bad/scan.tif: unreadable image" in capsys.readouterr().out
+    assert "bad/scan.tif: unreadable image" in capsys.readouterr().err
 
 
 def test_a_closed_round_is_registered_and_predicts_by_alias(tmp_path, capsys):
@@ -99,7 +99,7 @@ def test_a_closed_round_is_registered_and_predicts_by_alias(tmp_path, capsys):
     assert main(["predict", "--model", "champion", *images, *where]) == 0
     assert len(list(out.glob("*.png"))) == len(ws.dataset.stems)
     assert main(["predict", "--model", "round-7", *images, *where]) == 2
-    assert "unknown model alias 'round-7': the valid ones are latest, champion, round-1" in capsys.readouterr().out
+    assert "unknown model alias 'round-7': the valid ones are latest, champion, round-1" in capsys.readouterr().err
 
 
 def test_model_list_reads_at_80_columns(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

@@ -46,8 +46,16 @@ def campaign(tmp_path_factory: pytest.TempPathFactory):
 
 
 def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    """The exit status and what the command printed: its result (stdout), then its notes and errors (stderr)."""
     code = main([*args])
-    return code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def status_json(capsys: pytest.CaptureFixture, root: Path) -> dict:
+    """`activeseg status --json` of the campaign: its stdout, parsed."""
+    assert main(["status", "--json", "--workspace", str(root)]) == 0
+    return json.loads(capsys.readouterr().out)
 
 
 def start_worker(root: Path) -> workers.Worker:
@@ -114,8 +122,7 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
     assert "Suspended" in out and "waiting for the labels of round 1" in out
     run_id = read_claim(root).run_id
 
-    code, out = cli(capsys, "status", "--json", "--workspace", str(root))
-    status = json.loads(out)
+    status = status_json(capsys, root)
     requested = Workspace.open(root).record(1).queried.regions
     assert (status["state"], status["current_round"], status["flow_run"]["id"]) == ("awaiting_labels", 1, str(run_id))
     assert status["flow_run"]["state"] == "Suspended"
@@ -146,7 +153,7 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
     submit(capsys, root, 1, tmp_path / "first")  # staged: uploaded and recorded, not taken in
     staged = Workspace.open(root).record(1).staged
     assert staged.annotator == "ann" and not (root / "labels" / "round-001").exists()
-    assert json.loads(cli(capsys, "status", "--json", "--workspace", str(root))[1])["batch"]["sha256"] == \
+    assert status_json(capsys, root)["batch"]["sha256"] == \
         staged.batch_sha256
     code, out = cli(capsys, "reject", "--round", "1", "--by", "pi", "--reason", "coarse edges",
                     "--workspace", str(root))
@@ -165,7 +172,7 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
     assert f"the approval of batch {changed[:12]} by bob was not taken (flow run {run_id})" in out
     assert f"({key.rsplit('/', 1)[1]} changed)" in out
     assert wait(run_id, until_final=False).suspended  # waiting for another batch, and everyone is told
-    refused = json.loads(cli(capsys, "status", "--json", "--workspace", str(root))[1])["pending"][0]["refused"]
+    refused = status_json(capsys, root)["pending"][0]["refused"]
     assert (refused["approver"], refused["batch_sha256"], refused["flow_run_id"]) == ("bob", changed, str(run_id))
 
     # the annotator hands the same batch in again and bob approves it again, in the same words: taken in
@@ -212,8 +219,7 @@ def test_expired_wait_fails_with_a_clear_message_and_the_round_can_wait_anew(cam
     state = wait(expired, until_final=True, timeout=120)
     assert (state.type, state.message) == ("FAILED", "The flow was paused and never resumed.")
 
-    code, out = cli(capsys, "status", "--json", "--workspace", str(root))
-    status = json.loads(out)
+    status = status_json(capsys, root)
     assert (status["state"], status["round"], status["flow_run"]["message"]) == (
         "failed", 2, "The flow was paused and never resumed.")
     assert "got no approval within oracle.timeout_hours = 0.002 h" in status["hint"]
@@ -253,7 +259,7 @@ def test_two_triggers_at_once_run_one_round(campaign: Path, capsys, tmp_path: Pa
     batch = Workspace.open(root).record(3).staged.batch_sha256
     code, out = cli(capsys, "status", "--workspace", str(root))  # the hash the approval form needs
     assert code == 0 and "round 3: awaiting_labels" in out and f"batch to approve: {batch} (round 3" in out
-    assert json.loads(cli(capsys, "status", "--json", "--workspace", str(root))[1])["batch"]["sha256"] == batch
+    assert status_json(capsys, root)["batch"]["sha256"] == batch
     code, out = cli(capsys, "approve", "--round", "3", "--by", "pi", "--workspace", str(root))
     assert code == 0, out
     assert wait(waiting, until_final=True, timeout=300).type == "COMPLETED"

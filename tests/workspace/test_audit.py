@@ -96,4 +96,4 @@ def test_a_non_json_line_is_named_by_file_and_line(ws: Workspace, export: Path,
     assert str(caught.value) == message
     for command in (["audit"], ["audit", "verify"]):
         assert main([*command, "--workspace", str(ws.root)]) == 2
-        assert message in capsys.readouterr().out.replace("\n", "")
+        assert message in capsys.readouterr().err.replace("\n", "")

@@ -369,7 +369,7 @@ def test_cli_labels_and_audit(ws: Workspace, tmp_path: Path, capsys: pytest.Capt
     folder = write_good_batch(ws, tmp_path / "batch")
     sorted(folder.iterdir())[0].unlink()
     assert main(["labels", "submit", str(folder), "--round", "1", "--annotator", "dan", *where]) == 1
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "rejected" in out and "no mask uploaded" in out and "expect_" not in out
     assert main(["labels", "simulate", *where]) == 0
     assert " from simulated-oracle staged (" in capsys.readouterr().out
@@ -421,7 +421,7 @@ def test_init_refuses_a_bad_dataset_and_leaves_nothing(tmp_path: Path, capsys: p
     data = synthesize(tmp_path / "data", n=4, size=64, seed=1)
     (data / "masks" / "syn-002.png").unlink()
     assert main(["init", str(tmp_path / "ws"), "--dataset", str(data), *[f"--set={o}" for o in SETTINGS]]) == 1
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "images/syn-002.png: no mask masks/syn-002.png" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
     with pytest.raises(WorkspaceError, match="not an activeseg workspace"):

@@ -272,7 +272,7 @@ def test_an_approval_of_a_changed_staged_batch_is_refused_recorded_and_shown(ws:
 
 def test_approve_on_a_round_without_a_request_says_so(ws: Workspace, capsys: pytest.CaptureFixture):
     assert main(["approve", "--round", "2", "--by", "bob", "--workspace", str(ws.root)]) == 2
-    out = " ".join(capsys.readouterr().out.split())
+    out = " ".join(capsys.readouterr().err.split())  # an error: on stderr
     assert "round 2 has no label request, so there is nothing to approve: it has not started" in out
 
 

@@ -142,7 +142,7 @@ def test_refusals(ws: Workspace, capsys: pytest.CaptureFixture) -> None:
         ws.revoke(1, "pi", "x", [one])
     assert main(["labels", "revoke", "--round", "1", "--by", "pi", "--reason", "x", "--regions", one,
                  "--workspace", str(ws.root)]) == 2
-    assert "already revoked" in capsys.readouterr().out
+    assert "already revoked" in capsys.readouterr().err
     assert len(ws.ledger.events()) == events + 1
     # the initial set (round 0) can be revoked too, by the command
     initial = ws.record(0).initial.regions[0].id
