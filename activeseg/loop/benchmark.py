@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
 import yaml
 
 from activeseg.core.config import Config, ConfigError, load_config
@@ -68,6 +68,22 @@ def level_key(level: float) -> str:
     return f"{int(round(level * 100))}pct"
 
 
+def fractions_to_full(curve: dict, full: float | None) -> dict[str, float | None]:
+    """Per level of :data:`LEVELS`, ``fraction_to_<level>_full``: the revealed fraction at which the
+    seed-averaged ``curve`` (``fraction``, ``dice``) reaches that share of ``full``'s Dice (None without one)."""
+    return {f"fraction_to_{level_key(level)}_full": (fraction_to_reach(curve["fraction"], curve["dice"], level * full)
+                                                     if full else None) for level in LEVELS}
+
+
+def add_savings(table: dict[str, dict], reference: Callable[[str], str | None]) -> None:
+    """``saving_<level>`` of every row: against the row ``reference(name)`` names (None: no saving)."""
+    for name, row in table.items():
+        other = reference(name)
+        for level in LEVELS:
+            key = f"fraction_to_{level_key(level)}_full"
+            row[f"saving_{level_key(level)}"] = saving(row[key], table[other][key]) if other else None
+
+
 def compare(results: dict) -> dict[str, dict]:
     """The comparison table from ``simulate``'s results, one row per strategy."""
     runs = results["runs"]
@@ -85,15 +101,8 @@ def compare(results: dict) -> dict[str, dict]:
                "final_dice_mean": summary["final_dice_mean"], "final_fraction": float(c["fraction"][-1])}
         for f in FRACTIONS:
             row[f"dice_at_{int(f * 100)}pct"] = dice_at(c["fraction"], c["dice"], f)
-        for level in LEVELS:
-            row[f"fraction_to_{level_key(level)}_full"] = (fraction_to_reach(c["fraction"], c["dice"], level * full)
-                                                           if full else None)
-        table[name] = row
-    for name, row in table.items():
-        for level in LEVELS:
-            key = f"fraction_to_{level_key(level)}_full"
-            reference = table["random"][key] if "random" in table and name not in REFERENCES else None
-            row[f"saving_{level_key(level)}"] = saving(row[key], reference)
+        table[name] = {**row, **fractions_to_full(c, full)}
+    add_savings(table, lambda name: "random" if "random" in table and name not in REFERENCES else None)
     return table
 
 
@@ -242,15 +251,8 @@ def compare_regimes(results: dict[str, dict]) -> dict[str, dict]:
                    "full_dice": res["summary"].get("full", {}).get("final_dice_mean"),
                    "round_seconds": mean_of(runs, name, "round_seconds"),
                    "cpu_seconds": mean_of(runs, name, "cpu_seconds")}
-            for level in LEVELS:
-                row[f"fraction_to_{level_key(level)}_full"] = (fraction_to_reach(c["fraction"], c["dice"], level * full)
-                                                               if full else None)
-            table[arm] = row
-    for arm, row in table.items():
-        for level in LEVELS:
-            key = f"fraction_to_{level_key(level)}_full"
-            compared = arm != BASELINE and not arm.endswith("/full")
-            row[f"saving_{level_key(level)}"] = saving(row[key], table[BASELINE][key]) if compared else None
+            table[arm] = {**row, **fractions_to_full(c, full)}
+    add_savings(table, lambda arm: BASELINE if arm != BASELINE and not arm.endswith("/full") else None)
     return table
 
 
