@@ -29,7 +29,7 @@ from activeseg.core.util import canonical_json, sha256_text
 from activeseg.workspace.storage import StoreUnavailable
 from activeseg.orchestration.engine import RunEngine
 from activeseg.orchestration.guard import claim_round
-from activeseg.workspace.steps import pretrain_inputs
+from activeseg.workspace.pretraining import pretrain_inputs
 from activeseg.workspace.workspace import Workspace, WorkspaceError
 from tasks import STEP
 

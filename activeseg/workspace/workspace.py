@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from activeseg.core.labels import LabelState
-from activeseg.workspace import audit, state, steps
+from activeseg.workspace import audit, pretraining, state, steps
 from activeseg.workspace.base import SETTINGS, WorkspaceCore
 from activeseg.workspace.creation import all_or_nothing, plan, populate, prepare
 from activeseg.workspace.errors import ApprovalRefused, BatchRejected, WorkspaceError
@@ -126,7 +126,7 @@ class Workspace(WorkspaceCore):
     def pretrain(self) -> dict[str, Any] | None:
         """Pretrain the network on the pool (self-supervised), or return the recorded result while its inputs'
         hash is unchanged; None with ``pretrain.enabled`` false."""
-        pretrained = steps.pretrain(self)
+        pretrained = pretraining.pretrain(self)
         return pretrained.model_dump() if pretrained else None
 
     def train(self, round_number: int | None = None) -> dict[str, Any]:
