@@ -2,6 +2,9 @@
 
     .venv/bin/python benchmarks/report.py bench-output/synthetic bench-output/isbi-patch
 
+With more than one folder, the AUC differences to ``random`` and ``random_fg`` pooled over the folders'
+(dataset, seed) pairs follow (issue 22).
+
 Per folder: the comparison table of ``activeseg benchmark`` (``benchmark.json``), the training cost per
 round (labeled pixels, optimisation steps, stop epoch, seconds; mean over strategies and seeds), and
 the check that ``full`` is at least as good as every AL run's last round.
@@ -15,7 +18,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from activeseg.loop.benchmark import COLUMNS, table_rows
+from activeseg.loop.benchmark import COLUMNS, fmt_ci, pooled_differences, table_rows
 
 
 def comparison(report: dict) -> str:
@@ -52,10 +55,26 @@ def full_check(runs: list[dict]) -> str:
             f"{len(last)}" + (f" (highest: {where})" if above else ""))
 
 
+def pooled(runs_by_dataset: dict[str, list[dict]]) -> str:
+    """The pooled paired comparison to each baseline that ran on every dataset, as a markdown table."""
+    lines = []
+    for reference in ("random", "random_fg"):
+        if not all(any(r["strategy"] == reference for r in runs) for runs in runs_by_dataset.values()):
+            continue
+        lines += [f"Pooled over {', '.join(runs_by_dataset)} against `{reference}`:", "",
+                  "| strategy | pairs | diff (mean +- 95% CI) | p (Wilcoxon) |", "|---|---|---|---|"]
+        for name, d in pooled_differences(runs_by_dataset, reference).items():
+            lines.append(f"| {name} | {len(d['seeds'])} | {fmt_ci(d, signed=True)} | {d['p']:.4f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    runs_by_dataset = {}
     for folder in map(Path, sys.argv[1:]):
         report = json.loads((folder / "benchmark.json").read_text())
         runs = json.loads((folder / "results.json").read_text())["runs"]
+        runs_by_dataset[folder.name] = runs
         print(f"### {folder.name}\n")
         print(f"{report['granularity']} granularity, seeds {report['seeds']}, {report['rounds']} rounds, "
               f"wall time of the comparison pass {report['wall_seconds'] / 60:.1f} min on {report['machine']}\n")
@@ -65,6 +84,8 @@ def main() -> None:
         print("Training cost per round (mean over strategies and seeds):\n")
         print(cost_per_round(runs) + "\n")
         print(full_check(runs) + "\n")
+    if len(runs_by_dataset) > 1:
+        print(pooled(runs_by_dataset))
 
 
 if __name__ == "__main__":

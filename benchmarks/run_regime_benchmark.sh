@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training regimes against plain (docs/benchmarks.md, issue 21): benchmarks/params/regimes.yaml on the
 # synthetic default, arms plain/random, plain/full and, per regime, random, suggestive and full.
-# Usage: [REGIMES=FILE] [STRATEGIES=a,b] bash benchmarks/run_regime_benchmark.sh [OUT] [SEEDS_A] [SEEDS_B]
+# Usage: [PARAMS=FILE] [REGIMES=FILE] [STRATEGIES=a,b] bash benchmarks/run_regime_benchmark.sh [OUT] [SEEDS_A] [SEEDS_B]
 #        [benchmark options]
 # The two seed lists run as two processes (one torch thread each, nice) on the same output folder (each
 # (regime, strategy, seed) campaign has its own folder), then one pass over both finds every round done
@@ -14,7 +14,7 @@ B=${3:-3,4,5}
 shift $(( $# < 3 ? $# : 3 ))
 AS=.venv/bin/activeseg
 export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1
-BENCH=(benchmark --params benchmarks/params/synthetic.yaml --regimes "${REGIMES:-benchmarks/params/regimes.yaml}"
+BENCH=(benchmark --params "${PARAMS:-benchmarks/params/synthetic.yaml}" --regimes "${REGIMES:-benchmarks/params/regimes.yaml}"
        --strategies "${STRATEGIES:-suggestive}" --out "$OUT" --quiet "$@")
 
 mkdir -p "$OUT"

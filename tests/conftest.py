@@ -85,6 +85,7 @@ MARKS = {
         "flows/test_suspend_resume.py",
         "flows/test_campaign.py::test_demo_runs_rounds_that_suspend_and_resume_then_stops_what_it_started",
         "workspace/test_workspace.py",
+        "workspace/test_controls.py",
         "workspace/test_pretrain.py",
         "workspace/test_outage.py::test_a_round_survives_store_outages",
         "workspace/test_audit.py",

@@ -169,7 +169,7 @@ def _report_round(engine: RunEngine, ws: Any, state: RunState) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from activeseg.orchestration.status import headline, status
+    from activeseg.orchestration.status import control_line, headline, status
     from activeseg.workspace.ledger_text import refusal
     from activeseg.workspace.workspace import Workspace
 
@@ -209,6 +209,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if result["collapsed"]:
         model = result["collapsed"]
         lines.append(f"model of round {model['round']} collapsed: {model['reason']} (val Dice {model['val_dice']:.4f})")
+    lines += [control_line(row) for row in result["controls"]]
     lines += [f"campaign stop rule holds: {result['stop']}"] * bool(result["stop"])
     lines.append(f"augmentation preset {result['augment']['preset']} ({result['augment']['reason']})")
     for line in lines:

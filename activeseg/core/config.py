@@ -106,6 +106,11 @@ class PartitionConfig(Settings):
     side: int = Field(64, ge=1)
     overlap: float = Field(0.5, ge=0, lt=1)
     initial_labeled: int = 4
+    # how the initial labeled regions are chosen: at random, or from the pool's region embeddings by the
+    # pretrained encoder (TypiClust or MaxHerding, activeseg.strategies.representative; needs pretrain.enabled);
+    # own: the query strategy's own choice where it has one (typiclust, maxherding, coverage_then_uncertainty's
+    # coverage), else random
+    initial_strategy: Literal["random", "typiclust", "maxherding", "own"] = "random"
 
 
 class ModelConfig(Settings):
@@ -361,6 +366,37 @@ class StochasticBatchesOptions(Settings):
     batch_size: int | None = Field(None, ge=1)
 
 
+class TypiclustOptions(Settings):
+    """``query.options.typiclust`` (``activeseg.strategies.typiclust``): Hacohen et al. 2022's constants."""
+
+    min_cluster_size: int = Field(5, ge=1)  # clusters of at most this many regions are dropped
+    neighbours: int = Field(20, ge=1)  # typicality over k = min(neighbours, cluster size / 2) nearest neighbours
+
+
+class MaxHerdingOptions(Settings):
+    """``query.options.maxherding`` (``activeseg.strategies.maxherding``): the RBF kernel
+    k(x, y) = exp(-|x - y|^2 / (2 bandwidth^2)) on L2-normalised embeddings."""
+
+    bandwidth: float = Field(0.5, gt=0)
+
+
+class ClaspeOptions(Settings):
+    """``query.options.claspe`` (``activeseg.strategies.claspe``): share of the budget spent by the foreground
+    classes' scores (the rest by entropy) and the largest inverse temperature of the Gumbel noise."""
+
+    foreground_share: float = Field(0.66, ge=0, le=1)
+    beta_max: float = Field(100.0, gt=0)
+
+
+class CoverageThenUncertaintyOptions(Settings):
+    """``query.options.coverage_then_uncertainty`` (``activeseg.strategies.coverage_then_uncertainty``): the
+    coverage strategy until the pool's mean coverage passes ``threshold``, then ``claspe``."""
+
+    coverage: Literal["typiclust", "maxherding"] = "typiclust"
+    threshold: float = Field(0.5, gt=0, le=1)
+    bandwidth: float = Field(0.5, gt=0)  # of the coverage kernel, as maxherding's
+
+
 class SuggestiveOptions(Settings):
     """``query.options.suggestive`` (``activeseg.strategies.suggestive``)."""
 
@@ -369,10 +405,12 @@ class SuggestiveOptions(Settings):
 
 # every name query.strategy accepts, with the settings model of its options (query.options.<name>)
 STRATEGY_OPTIONS: dict[str, type[Settings]] = {
-    "bald": NoOptions, "bsq": BsqOptions, "ceal": CealOptions, "coreset": NoOptions, "entropy": NoOptions,
+    "bald": NoOptions, "bsq": BsqOptions, "ceal": CealOptions, "claspe": ClaspeOptions, "coreset": NoOptions,
+    "coverage_then_uncertainty": CoverageThenUncertaintyOptions, "entropy": NoOptions,
     "focannot": FocAnnotOptions, "full": NoOptions, "label_propagation": LabelPropagationOptions,
-    "mc_variance": NoOptions, "powerbald": PowerBaldOptions, "random": NoOptions, "ripu": RipuOptions,
-    "stochastic_batches": StochasticBatchesOptions, "suggestive": SuggestiveOptions,
+    "maxherding": MaxHerdingOptions, "mc_variance": NoOptions, "powerbald": PowerBaldOptions, "random": NoOptions,
+    "random_fg": NoOptions, "ripu": RipuOptions, "stochastic_batches": StochasticBatchesOptions,
+    "suggestive": SuggestiveOptions, "typiclust": TypiclustOptions,
 }
 
 
@@ -392,6 +430,9 @@ class QueryConfig(Settings):
     top_fraction: float = Field(0.1, gt=0, le=1)
     # query with a model that collapsed (one class everywhere on validation, or val Dice 0); default: the round stops
     allow_collapsed_model: bool = False
+    # share of each round's budget a campaign also requests as uniformly random control regions, which
+    # the annotators cannot tell apart; they estimate the model's Dice on the unlabeled pool (0: none)
+    control_fraction: float = Field(0.1, ge=0, lt=1)
     # per strategy name, that strategy's options: {focannot: {lam: 0.5}, ...}; checked by STRATEGY_OPTIONS
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # MC-dropout scoring of the pool: in the query's process (null), on a temporary Dask cluster on this
@@ -467,6 +508,8 @@ class CampaignConfig(Settings):
     budget_fraction: float | None = Field(None, gt=0, le=1)  # or this fraction of the training pool
     plateau_rounds: int = Field(0, ge=0)  # stop when test Dice gained less than plateau_delta over the last N rounds (0: off)
     plateau_delta: float = Field(0.005, ge=0)
+    # the Dice the plateau rule reads: the evaluation split's, or the control regions' estimate on the pool
+    plateau_on: Literal["test", "control"] = "test"
 
 
 class StorageConfig(Settings):
@@ -514,12 +557,32 @@ class Config(Settings):
             raise ValueError(f"pretrain.crop: must be a multiple of 2**model.depth = {step}")
         return self
 
+    @model_validator(mode="after")
+    def _initial_strategy_has_embeddings(self) -> Config:
+        if initial_method(self, self.query.strategy) != "random" and not self.pretrain.enabled:
+            raise ValueError(f"partition.initial_strategy: {self.partition.initial_strategy!r} picks from the pool's "
+                             "region embeddings by the pretrained encoder; set pretrain.enabled: true "
+                             "(or partition.initial_strategy: random)")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
 
     def flat(self) -> dict[str, Any]:
         """``{"train.patience": 4, ...}``: handy for MLflow params."""
         return _flatten(self.to_dict())
+
+
+def initial_method(cfg: Config, strategy: str) -> str:
+    """How the initial labeled set of a campaign with query strategy ``strategy`` is chosen: random,
+    typiclust or maxherding (``partition.initial_strategy``, with ``own`` resolved for the strategy)."""
+    method = cfg.partition.initial_strategy
+    if method != "own":
+        return method
+    if strategy == "coverage_then_uncertainty":
+        return build(CoverageThenUncertaintyOptions, cfg.query.options.get(strategy) or {},
+                     f"query.options.{strategy}").coverage
+    return strategy if strategy in ("typiclust", "maxherding") else "random"
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -6,7 +6,7 @@ from ``simulate``'s records:
 
 - AUC of Dice over rounds: mean +- population std (as ``summary``) and mean with its 95 % t interval;
 - the paired difference of that AUC to ``random``, seed by seed: mean, 95 % t interval, Wilcoxon p
-  (``protocol``);
+  (``protocol``); and to the foreground-aware ``random_fg`` when it ran (issue 22: a fair baseline);
 - Dice at fixed revealed-pixel fractions, read off the seed-averaged learning curve by linear
   interpolation between rounds; ``None`` outside the range a strategy reached (not extrapolated);
 - the revealed fraction at which the seed-averaged curve reaches 95 % and 98 % of ``full``'s mean Dice
@@ -48,6 +48,7 @@ LEVELS = (0.95, 0.98)
 REFERENCES = ("random", "full")
 DEFAULT_SEEDS = 6
 COLUMNS = ("strategy", "AUC Dice (mean +- 95% CI)", "diff to random (mean +- 95% CI)", "p (Wilcoxon)",
+           "diff to random_fg", "p vs random_fg",
            *(f"pixels to {int(level * 100)}% of full" for level in LEVELS),
            *(f"saving vs random at {int(level * 100)}%" for level in LEVELS))
 
@@ -90,6 +91,7 @@ def compare(results: dict) -> dict[str, dict]:
     mean_curves = curves(runs)
     full = results["summary"].get("full", {}).get("final_dice_mean")
     random_auc = auc_by_seed(runs, "random") if "random" in results["summary"] else None
+    random_fg_auc = auc_by_seed(runs, "random_fg") if "random_fg" in results["summary"] else None
     table = {}
     for name, summary in results["summary"].items():
         c = mean_curves[name]
@@ -98,12 +100,28 @@ def compare(results: dict) -> dict[str, dict]:
                "auc_dice_ci": mean_ci(np.array(list(auc.values()))),
                "diff_to_random": (paired_difference(auc, random_auc)
                                   if random_auc and name not in REFERENCES else None),
+               "diff_to_random_fg": (paired_difference(auc, random_fg_auc)
+                                     if random_fg_auc and name not in (*REFERENCES, "random_fg") else None),
                "final_dice_mean": summary["final_dice_mean"], "final_fraction": float(c["fraction"][-1])}
         for f in FRACTIONS:
             row[f"dice_at_{int(f * 100)}pct"] = dice_at(c["fraction"], c["dice"], f)
         table[name] = {**row, **fractions_to_full(c, full)}
     add_savings(table, lambda name: "random" if "random" in table and name not in REFERENCES else None)
     return table
+
+
+def pooled_differences(runs_by_dataset: dict[str, list[dict]], reference: str) -> dict[str, dict]:
+    """Per strategy run on every dataset, its AUC difference to ``reference`` paired by (dataset, seed) and
+    pooled over the datasets (issue 22: a Wilcoxon over seeds pooled across datasets): mean, 95 % t interval,
+    Wilcoxon p and the pairs used. ``runs_by_dataset``: dataset name -> ``simulate``'s run records."""
+    def aucs(strategy: str) -> dict[tuple[str, int], float]:
+        return {(name, seed): auc for name, runs in runs_by_dataset.items()
+                for seed, auc in auc_by_seed(runs, strategy).items()}
+
+    everywhere = set.intersection(*({r["strategy"] for r in runs} for runs in runs_by_dataset.values()))
+    base = aucs(reference)
+    return {name: paired_difference(aucs(name), base)
+            for name in sorted(everywhere - {reference, "full"})}
 
 
 def check_split(path: Path) -> dict[str, int]:
@@ -150,9 +168,10 @@ def table_rows(report: dict) -> list[tuple[str, ...]]:
     """The rows of ``COLUMNS``, best AUC first: what the CLI prints and ``benchmark.md`` holds."""
     rows = []
     for name, r in sorted(report["comparison"].items(), key=lambda kv: -kv[1]["auc_dice_mean"]):
-        diff = r["diff_to_random"]
+        diff, diff_fg = r["diff_to_random"], r.get("diff_to_random_fg")
         rows.append((name, fmt_ci(r["auc_dice_ci"]), fmt_ci(diff, signed=True),
-                     "-" if diff is None else f"{diff['p']:.4f}",
+                     "-" if diff is None else f"{diff['p']:.4f}", fmt_ci(diff_fg, signed=True),
+                     "-" if diff_fg is None else f"{diff_fg['p']:.4f}",
                      *(fmt_pct(r[f"fraction_to_{level_key(level)}_full"], "not reached") for level in LEVELS),
                      *(fmt_pct(r[f"saving_{level_key(level)}"], "-") for level in LEVELS)))
     return rows

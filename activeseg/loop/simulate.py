@@ -12,6 +12,7 @@ Each record keeps the round's wall and CPU seconds (training, evaluation and que
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +27,12 @@ from activeseg.core.labels import LabelState
 from activeseg.core.util import round_name
 from activeseg.metrics import METRICS, auc_dice
 from activeseg.model.network import load_checkpoint, pick_device
-from activeseg.model.pretrain import pretrain_model, save_pretrained
+from activeseg.model.pretrain import pretrain_model, region_embeddings, save_pretrained
 from activeseg.loop.oracle import reveal_from_ground_truth
 from activeseg.core.partition import Region
 from activeseg.loop.curves import plot_learning_curves
-from activeseg.core.pool import initial_regions, pool_regions
-from activeseg.loop.selection import apply_pseudo, select_regions
+from activeseg.core.pool import pool_regions
+from activeseg.loop.selection import apply_pseudo, choose_initial, select_regions
 from activeseg.strategies import QueryContext, Selection, get_strategy
 from activeseg.model.tracking import Tracker
 from activeseg.model.training import train_model
@@ -47,11 +48,14 @@ class Campaign:
     strategy: str
     seed: int
     folder: Path
+    embeddings: dict[str, np.ndarray] | None = None  # region id -> (D,) by the pretrained encoder
 
     def initial_state(self, regions: list[Region]) -> LabelState:
+        """The initial labeled set revealed (:func:`choose_initial`; ``full``: the whole pool)."""
         shapes = {s: (self.dataset.samples[s].height, self.dataset.samples[s].width) for s in self.split["train"]}
         state = LabelState.empty(shapes)
-        first = regions if self.strategy == "full" else initial_regions(regions, self.cfg.partition.initial_labeled, self.seed)
+        first = regions if self.strategy == "full" else choose_initial(self.cfg, self.strategy, regions, self.seed,
+                                                                        self.embeddings)[0]
         reveal_from_ground_truth(state, self.dataset, first, 0)
         return state
 
@@ -64,7 +68,8 @@ def query(cfg: Config, campaign: Campaign, state: LabelState, regions: list[Regi
           round_number: int, progress: bool) -> tuple[Selection, QueryContext]:
     """Run the campaign's strategy over the unlabeled regions: its selection and the context it saw."""
     return select_regions(cfg, campaign.strategy, campaign.dataset, campaign.split, state, regions, checkpoint,
-                          round_number, campaign.seed, campaign.folder.parents[2] / "cache", progress)
+                          round_number, campaign.seed, campaign.folder.parents[2] / "cache", progress,
+                          pool_embeddings=campaign.embeddings)
 
 
 def apply_selection(state: LabelState, dataset: Dataset, selection: Selection, candidates: list[Region],
@@ -90,6 +95,25 @@ def pretrained_weights(cfg: Config, dataset: Dataset, split: dict[str, list[str]
         result = pretrain_model(cfg, dataset, pool_regions(dataset, split["train"], cfg), device)
         save_pretrained(result.model, path, cfg, dataset.channels)
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def pool_embeddings(cfg: Config, dataset: Dataset, split: dict[str, list[str]], out: Path) -> dict[str, np.ndarray] | None:
+    """Region id -> (D,) embedding by the pretrained encoder of every region of the train pool
+    (:func:`activeseg.model.pretrain.region_embeddings`), read from or written to ``out/pretrain/embeddings.npz``;
+    None without pretraining."""
+    if not cfg.pretrain.enabled:
+        return None
+    path = out / "pretrain" / "embeddings.npz"
+    if not path.is_file():
+        device = pick_device(cfg.train.device, cfg.train.threads)
+        model, _ = load_checkpoint(out / "pretrain" / "model.pt", device)
+        regions = pool_regions(dataset, split["train"], cfg)
+        vectors = region_embeddings(model, dataset, regions, device)
+        partial = path.with_suffix(f".{os.getpid()}.npz")
+        np.savez_compressed(partial, **{r.id: v for r, v in zip(regions, vectors)})
+        partial.replace(path)
+    with np.load(path) as stored:
+        return {key: stored[key] for key in stored.files}
 
 
 def run_campaign(campaign: Campaign, rounds: int, tracker: Tracker, progress: bool = True,
@@ -156,7 +180,9 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
 
 def simulate(cfg: Config, dataset_dir: Path, strategies: list[str], seeds: list[int], out: Path,
              rounds: int | None = None, progress: bool = True) -> dict:
-    """Run every (strategy, seed) campaign; writes ``results.json`` and ``learning_curves.png``."""
+    """Run every (strategy, seed) campaign; writes ``results.json`` and ``learning_curves.png``. ``rounds``
+    (default ``cfg.rounds``) is the campaign's planned number of rounds (claspe's noise schedule reads it)."""
+    cfg = cfg.model_copy(update={"rounds": rounds or cfg.rounds})
     for name in strategies:
         get_strategy(name, cfg.query.options.get(name))
     out = Path(out)
@@ -167,11 +193,12 @@ def simulate(cfg: Config, dataset_dir: Path, strategies: list[str], seeds: list[
     dump_config(cfg, out / "params.yaml")
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, out, enabled=cfg.tracking.mlflow)
     pretrained = pretrained_weights(cfg, dataset, split, out)
+    embeddings = pool_embeddings(cfg, dataset, split, out)
     runs = []
     for name in strategies:
         for seed in seeds:
-            campaign = Campaign(cfg, dataset, split, name, seed, out / "runs" / name / f"seed-{seed}")
-            runs += run_campaign(campaign, rounds or cfg.rounds, tracker, progress, pretrained)
+            campaign = Campaign(cfg, dataset, split, name, seed, out / "runs" / name / f"seed-{seed}", embeddings)
+            runs += run_campaign(campaign, cfg.rounds, tracker, progress, pretrained)
     results = {"runs": runs, "summary": summarize(runs)}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     name = "synthetic" if cfg.data.dataset == "synthetic" else Path(dataset_dir).name

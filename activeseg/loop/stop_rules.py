@@ -4,21 +4,27 @@
   --rounds N``: N more rounds);
 - label budget: ``campaign.budget_pixels`` pixels, or ``campaign.budget_fraction`` of the training pool,
   are labeled (the initial set included);
-- Dice plateau: over the last ``campaign.plateau_rounds`` rounds the best test Dice gained less than
-  ``campaign.plateau_delta`` on the best of the rounds before.
+- Dice plateau: over the last ``campaign.plateau_rounds`` rounds the best Dice gained less than
+  ``campaign.plateau_delta`` on the best of the rounds before; the Dice is the test Dice of each evaluated
+  round, or with ``campaign.plateau_on: control`` the control estimate of the model's Dice on the unlabeled
+  pool of each round whose labels landed with controls (:mod:`activeseg.loop.control`).
 """
 
 from __future__ import annotations
 
 from activeseg.core.config import CampaignConfig
 
+PLATEAU_DICE = {"test": "test Dice", "control": "control estimate of the pool Dice"}
+"""What the plateau rule reads, in words, per ``campaign.plateau_on``."""
+
 
 def stop_rule(rules: CampaignConfig, next_round: int, last_round: int, revealed_pixels: int, pool_pixels: int,
               dice: list[float]) -> str | None:
     """Why the campaign stops before ``next_round``, or None to go on.
 
-    ``dice``: test Dice of every finished round, in order. Plateau: with p = ``rules.plateau_rounds`` > 0
-    and more than p rounds done, stop when max(last p) - max(before them) < ``rules.plateau_delta``.
+    ``dice``: the Dice ``rules.plateau_on`` names of every finished round, in order (test Dice, or the
+    control estimate on the pool). Plateau: with p = ``rules.plateau_rounds`` > 0 and more than p rounds
+    done, stop when max(last p) - max(before them) < ``rules.plateau_delta``.
     """
     if next_round > last_round:
         return f"round limit: round {last_round} was the last"
@@ -31,6 +37,7 @@ def stop_rule(rules: CampaignConfig, next_round: int, last_round: int, revealed_
     if p and len(dice) > p:
         recent, before = max(dice[-p:]), max(dice[:-p])
         if recent - before < rules.plateau_delta:
-            return (f"Dice plateau: best test Dice of the last {p} rounds {recent:.4f} gained {recent - before:+.4f} "
+            what = PLATEAU_DICE[rules.plateau_on]
+            return (f"Dice plateau: best {what} of the last {p} rounds {recent:.4f} gained {recent - before:+.4f} "
                     f"on {before:.4f}, less than {rules.plateau_delta}")
     return None

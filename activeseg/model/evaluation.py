@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from activeseg.core.data import Dataset
+from activeseg.core.partition import Region
 from activeseg.model.inference import predict_mask
 from activeseg.metrics import binary_metrics, mean_metrics, per_class_metrics
 from activeseg.model.network import EDConvNet
@@ -26,6 +27,14 @@ def evaluate_model(model: EDConvNet, dataset: Dataset, stems: list[str], device:
     if per_class:
         result["per_class"] = per_class
     return result
+
+
+def region_prediction(model: EDConvNet, dataset: Dataset, region: Region, device: torch.device) -> np.ndarray:
+    """(h, w) uint8 class ids over the region's in-image part: the argmax of one deterministic forward pass
+    (dropout off) over the region's box, mirror-padded past the image as the query reads it."""
+    s = dataset.samples[region.stem]
+    ys, xs = region.clipped(s.height, s.width)
+    return predict_mask(model, dataset.region_pixels(region), device)[: ys.stop - ys.start, : xs.stop - xs.start]
 
 
 def predicted_classes(model: EDConvNet, dataset: Dataset, stems: list[str], device: torch.device) -> list[int]:

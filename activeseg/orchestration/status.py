@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from activeseg.core.image_kind import detect_preset
-from activeseg.workspace.audit import learning_curve, stop_reason
+from activeseg.workspace.audit import control_estimates, learning_curve, stop_reason
 from activeseg.orchestration import server, workers
 from activeseg.orchestration.engine import RunEngine, RunState
 from activeseg.orchestration.guard import PHASES, Claim, read_claim
@@ -22,7 +22,8 @@ def status(engine: RunEngine | None, ws: Workspace) -> dict[str, Any]:
     awaiting_labels, completed, failed, model_collapsed: failed because its model collapsed; unknown while
     no server runs: `engine` None) with the flow run's id, state and since when, the staged batch that
     waits for approval (the hash the approval form needs), the open label requests, a hint, the round's
-    collapsed model (or None), the learning curve, whether a stop rule holds and the augmentation preset."""
+    collapsed model (or None), the learning curve, the control estimates per round (``controls``:
+    :func:`activeseg.workspace.audit.control_estimates`), whether a stop rule holds and the augmentation preset."""
     claim = read_claim(ws.root)
     state = engine.state(claim.run_id) if claim and engine else None
     collapsed = _collapsed(ws, claim.round_number if claim else ws.current_round())
@@ -46,6 +47,7 @@ def status(engine: RunEngine | None, ws: Workspace) -> dict[str, Any]:
             "hint": _hint(ws, phase, claim, state, batch, srv), "pending": open_requests,
             "schedule": ws.cfg.schedule.cron, "worker_pid": workers.worker_pid(ws.root),
             "collapsed": collapsed, "stop": stop_reason(ws, ws.cfg.rounds), "rounds": learning_curve(ws),
+            "controls": control_estimates(ws),
             "labelstudio": labelstudio_progress(ws, open_requests), "augment": augment_preset(ws)}
 
 
@@ -73,6 +75,17 @@ def labelstudio_progress(ws: Workspace, open_requests: list[dict[str, Any]]) -> 
         except WorkspaceError as exc:
             found.append({"round": item["round"], "error": str(exc)})
     return found
+
+
+def control_line(row: dict[str, Any]) -> str:
+    """A round's control check in words: "round 2: Dice on queried 0.61, on controls 0.84; pool estimate 0.84
+    [0.78, 0.90] from 6 controls" (a row of :func:`activeseg.workspace.audit.control_estimates`; two decimals:
+    the interval of a handful of regions is wider than the third). A single control gives no interval."""
+    queried = "-" if row["queried_dice"] is None else f"{row['queried_dice']:.2f}"
+    interval = "" if row["low"] is None else f" [{row['low']:.2f}, {row['high']:.2f}]"
+    controls = f"{row['n_controls']} control" + ("s" if row["n_controls"] != 1 else "")
+    return (f"round {row['round']}: Dice on queried {queried}, on controls {row['control_dice']:.2f}; "
+            f"pool estimate {row['control_dice']:.2f}{interval} from {controls}")
 
 
 def headline(result: dict[str, Any]) -> str:

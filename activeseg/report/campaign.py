@@ -22,6 +22,7 @@ import numpy as np
 
 from activeseg.core.data import read_mask
 from activeseg.core.util import read_json, round_name
+from activeseg.loop.stop_rules import PLATEAU_DICE
 from activeseg.metrics import METRICS
 from activeseg.orchestration.engine import RunEngine
 from activeseg.orchestration.status import headline, status
@@ -80,6 +81,8 @@ class RegionView:
     pre_annotation: np.ndarray | None = None
     unchanged: bool = False
     revoked: bool = False
+    control: bool = False
+    """A control: drawn at random to estimate the model's Dice on the pool (:mod:`activeseg.loop.control`)."""
 
     def compared_prediction(self) -> np.ndarray | None:
         """(y1 - y0, x1 - x0) the prediction the labels are compared with: the exported pre-annotation,
@@ -125,7 +128,8 @@ class Campaign:
     """Everything the report shows. ``glance``: (what, value) lines; ``curve``: (round, labeled fraction,
     test Dice) per evaluated round (round 1's model trained on the initial labeled set, round 0's);
     ``reference``: runs of a simulation (``results.json`` ``runs``) drawn as
-    the reference curves, when one was given."""
+    the reference curves, when one was given; ``controls``: the control check of every round whose labels
+    landed with controls (:func:`activeseg.workspace.audit.control_estimates`)."""
 
     name: str
     state: str
@@ -137,6 +141,7 @@ class Campaign:
     quality: Quality
     classes: int
     reference: list[dict[str, Any]] = field(default_factory=list)
+    controls: list[dict[str, Any]] = field(default_factory=list)
 
 
 def gather(ws: Workspace, engine: RunEngine | None = None,
@@ -150,7 +155,8 @@ def gather(ws: Workspace, engine: RunEngine | None = None,
                     glance=glance(ws, current), curve=curve,
                     rows=[round_row(ws, r) for r in records if r.trained is not None],
                     regions={r.round: round_regions(ws, r) for r in records if r.queried is not None},
-                    quality=quality(ws), classes=ws.cfg.data.classes, reference=reference or [])
+                    quality=quality(ws), classes=ws.cfg.data.classes, reference=reference or [],
+                    controls=current["controls"])
 
 
 def glance(ws: Workspace, current: dict[str, Any]) -> list[tuple[str, str]]:
@@ -191,7 +197,8 @@ def stop_rule_text(ws: Workspace) -> str:
     if rule.budget_fraction:
         parts.append(f"at {rule.budget_fraction:.0%} of the pool labeled")
     if rule.plateau_rounds:
-        parts.append(f"when test Dice gains less than {rule.plateau_delta} over {rule.plateau_rounds} rounds")
+        parts.append(f"when the {PLATEAU_DICE[rule.plateau_on]} gains less than {rule.plateau_delta} over "
+                     f"{rule.plateau_rounds} rounds")
     return ", ".join(parts)
 
 
@@ -230,8 +237,9 @@ def region_views(ws: Workspace, record: RoundRecord, pre_annotation: str | None 
     accepted = record.labels_accepted
     unchanged = set(accepted.reviewed_unchanged or []) if accepted is not None else set()
     labels = ws.root / "labels" / round_name(record.round)
+    controls = set(record.queried.controls or ())
     return [region_view(ws, record.round, r, maps.get(r.id, {}), labels / f"{r.id}.png", exported.get(r.id),
-                        unchanged=r.id in unchanged, revoked=r.id in revoked)
+                        unchanged=r.id in unchanged, revoked=r.id in revoked, control=r.id in controls)
             for r in record.queried.regions]
 
 
@@ -258,7 +266,8 @@ def exported_prediction(ws: Workspace, round_number: int, fmt: str) -> dict[str,
 
 
 def region_view(ws: Workspace, round_number: int, requested: RequestedRegion, maps: dict[str, np.ndarray],
-                label_path: Path, pre_annotation: np.ndarray | None, unchanged: bool, revoked: bool) -> RegionView:
+                label_path: Path, pre_annotation: np.ndarray | None, unchanged: bool, revoked: bool,
+                control: bool) -> RegionView:
     region = requested.region()
     sample = ws.dataset.samples[region.stem]
     cy0, cx0, cy1, cx1 = context_box(region, sample.height, sample.width)
@@ -269,7 +278,7 @@ def region_view(ws: Workspace, round_number: int, requested: RequestedRegion, ma
     return RegionView(round=round_number, id=region.id, score=requested.score, cost=requested.cost, image=rgb,
                       inner=(ys.start - cy0, xs.start - cx0, ys.stop - cy0, xs.stop - cx0),
                       uncertainty=maps.get("uncertainty"), prediction=maps.get("prediction"), label=label,
-                      pre_annotation=pre_annotation, unchanged=unchanged, revoked=revoked)
+                      pre_annotation=pre_annotation, unchanged=unchanged, revoked=revoked, control=control)
 
 
 def quality(ws: Workspace) -> Quality:

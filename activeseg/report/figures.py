@@ -1,5 +1,6 @@
-"""The report's pictures as PNG bytes: the learning curve (matplotlib) and one thumbnail per queried
-region (four panels side by side, drawn with numpy and Pillow: fast, and pixel-exact at small sizes).
+"""The report's pictures as PNG bytes: the learning curve and the control checks (matplotlib), and one
+thumbnail per queried region (four panels side by side, drawn with numpy and Pillow: fast, and
+pixel-exact at small sizes).
 
 Thumbnail panels, each the region's context crop enlarged to about ``PANEL`` pixels with the region
 outlined in yellow: the image; the uncertainty of the model that asked (predictive entropy, scaled from
@@ -49,11 +50,50 @@ def dice_limits(values: list[float]) -> tuple[float, float]:
     return max(0.0, low - margin), min(1.0, high + margin)
 
 
+def figure_png(fig: Figure) -> bytes:
+    """A figure as PNG bytes at 100 dpi (a 7 x 3.6 inch figure: 700 x 360 pixels)."""
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=100)
+    return out.getvalue()
+
+
 def learning_curve_png(curve: list[tuple[int, float, float]], strategy: str, reference: list[dict]) -> bytes:
     """The learning curve (:func:`learning_curve_figure`) as PNG bytes, 700 x 360 pixels."""
-    out = io.BytesIO()
-    learning_curve_figure(curve, strategy, reference).savefig(out, format="png", dpi=100)
-    return out.getvalue()
+    return figure_png(learning_curve_figure(curve, strategy, reference))
+
+
+def control_png(rows: list[dict]) -> bytes:
+    """The control checks (:func:`control_figure`) as PNG bytes, 700 x 320 pixels."""
+    return figure_png(control_figure(rows))
+
+
+def control_figure(rows: list[dict]) -> Figure:
+    """Per round with a control check (``rows``: :func:`activeseg.workspace.audit.control_estimates`): the
+    estimate of the model's Dice on the unlabeled pool, the controls' mean Dice, with its 95 % interval as
+    an error bar (none with a single control), and beside it the model's Dice on the strategy's picks, both
+    of the model that queried, before it trained on them. A strategy that finds what the model gets wrong
+    keeps the second below the first. The Dice axis is fitted to everything drawn (:func:`dice_limits`)."""
+    from matplotlib import figure
+
+    fig = figure.Figure(figsize=(7, 3.2))
+    ax = fig.subplots()
+    rounds = np.array([row["round"] for row in rows])
+    estimate = np.array([row["control_dice"] for row in rows])
+    low = np.array([row["control_dice"] if row["low"] is None else row["low"] for row in rows])
+    high = np.array([row["control_dice"] if row["high"] is None else row["high"] for row in rows])
+    ax.errorbar(rounds, estimate, yerr=[estimate - low, high - estimate], fmt="o-", capsize=4, color="tab:green",
+                label="on the controls: the pool estimate (95 % interval)")
+    queried = [(row["round"], row["queried_dice"]) for row in rows if row["queried_dice"] is not None]
+    if queried:
+        ax.plot(*zip(*queried), "s--", color="tab:red", label="on the queried regions")
+    ax.set_xticks(rounds)
+    ax.set_xlabel("round (its model, before it trained on the round's labels)")
+    ax.set_ylabel("mean Dice per region")
+    ax.set_ylim(*dice_limits([*low, *high, *(d for _, d in queried)]))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
 
 
 def learning_curve_figure(curve: list[tuple[int, float, float]], strategy: str, reference: list[dict]) -> Figure:

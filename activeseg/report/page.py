@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from activeseg.orchestration.engine import RunEngine
 from activeseg.report.campaign import Campaign, gather
-from activeseg.report.figures import learning_curve_png, thumbnail_png
+from activeseg.report.figures import control_png, learning_curve_png, thumbnail_png
 from activeseg.workspace import Workspace
 
 REPORT = "report.html"
@@ -71,8 +71,9 @@ def render_campaign(campaign: Campaign) -> str:
     thumbnails = {(view.round, view.id): data_uri(thumbnail_png(view, campaign.classes))
                   for regions in campaign.regions.values()
                   for view in regions.views}  # a revoked region may be asked again
+    controls = data_uri(control_png(campaign.controls)) if campaign.controls else None
     return _ENV.get_template("campaign.html.j2").render(
-        c=campaign, curve=data_uri(curve), thumbnails=thumbnails, written=_now())
+        c=campaign, curve=data_uri(curve), controls=controls, thumbnails=thumbnails, written=_now())
 
 
 def write_campaign_report(ws: Workspace, out: Path | None = None, engine: RunEngine | None = None,

@@ -47,7 +47,12 @@ class QueryContext:
     def pixel_score(self, name: str, hook: PixelHook) -> np.ndarray:
         """(N,) the candidates' region scores of the per-pixel score ``hook``, reduced like the pool's
         scores, in a streaming MC-dropout pass of its own (no per-pixel map of the pool is kept)."""
-        return self._scorer()(self.candidates, {name: hook}).extra[name]
+        return self.pixel_scores({name: hook}).extra[name]
+
+    def pixel_scores(self, hooks: dict[str, PixelHook]) -> PoolScores:
+        """The candidates' scores with every hook of ``hooks`` (``extra[name]`` (N,) each) in one streaming
+        MC-dropout pass of their own."""
+        return self._scorer()(self.candidates, hooks)
 
     def _scorer(self) -> ScorePool:
         if self.score_pool is None:

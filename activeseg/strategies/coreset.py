@@ -84,32 +84,36 @@ def k_center_greedy(descriptors: np.ndarray, centres: np.ndarray, costs: np.ndar
     return np.array(picks, dtype=np.int64), np.array(at_pick), dist
 
 
+def _require(ctx: QueryContext, keys: tuple[str, ...], purpose: str) -> None:
+    missing = [k for k in keys if k not in ctx.extras]
+    if missing:
+        raise RuntimeError(f"{purpose} needs the query context's extras {missing}")
+
+
 def labeled_regions(ctx: QueryContext) -> list[Region]:
     """The training pool's regions with every pixel revealed."""
-    missing = [k for k in ("model", "device", "cfg", "split") if k not in ctx.extras]
-    if missing:
-        raise RuntimeError(f"coreset needs the query context's extras {missing} to describe the labeled regions")
-    cfg = ctx.extras["cfg"]
-    regions = pool_regions(ctx.dataset, ctx.extras["split"]["train"], cfg)
+    _require(ctx, ("cfg", "split"), "listing the labeled regions")
+    regions = pool_regions(ctx.dataset, ctx.extras["split"]["train"], ctx.extras["cfg"])
     return [r for r in regions if ctx.state.new_pixels(r) == 0]
+
+
+def labeled_descriptors(ctx: QueryContext) -> np.ndarray:
+    """(M, d) descriptors of the labeled regions, from the round's model."""
+    _require(ctx, ("model", "device", "cfg", "split"), "describing the labeled regions with the round's model")
+    regions = labeled_regions(ctx)
+    if not regions:
+        return np.zeros((0, ctx.pool.descriptors.shape[1]))
+    scores = mc_dropout_scores(ctx.extras["model"], ctx.dataset, regions, 1, ctx.extras["cfg"].query.batch_size,
+                               ctx.extras["device"])
+    return scores.descriptors
 
 
 @register
 class CoresetStrategy(Strategy):
     name = "coreset"
 
-    def centres(self, ctx: QueryContext) -> np.ndarray:
-        """(M, d) descriptors of the labeled regions, from the round's model."""
-        regions = labeled_regions(ctx)
-        if not regions:
-            return np.zeros((0, ctx.pool.descriptors.shape[1]))
-        cfg = ctx.extras["cfg"]
-        scores = mc_dropout_scores(ctx.extras["model"], ctx.dataset, regions, 1, cfg.query.batch_size,
-                                   ctx.extras["device"])
-        return scores.descriptors
-
     def select(self, ctx: QueryContext) -> Selection:
-        picks, at_pick, dist = k_center_greedy(ctx.pool.descriptors, self.centres(ctx), ctx.costs, ctx.budget)
+        picks, at_pick, dist = k_center_greedy(ctx.pool.descriptors, labeled_descriptors(ctx), ctx.costs, ctx.budget)
         farthest = np.argsort(-dist, kind="stable")
         order = np.concatenate([picks, farthest[~np.isin(farthest, picks)]])
         chosen, costs = fill_budget(order, ctx)

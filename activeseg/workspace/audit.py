@@ -1,5 +1,6 @@
-"""Read-only views of a workspace: a round's status, the open label requests, the learning curve and
-the campaign's stop rule on it, and verification of the ledger and of every committed label file."""
+"""Read-only views of a workspace: a round's status, the open label requests, the learning curve, the
+control estimates and the campaign's stop rule on them, and verification of the ledger and of every
+committed label file."""
 
 from __future__ import annotations
 
@@ -91,10 +92,23 @@ def learning_curve(ws: WorkspaceCore) -> list[dict[str, Any]]:
     return rows
 
 
+def control_estimates(ws: WorkspaceCore) -> list[dict[str, Any]]:
+    """One row per round whose labels landed with controls, in round order: its control check
+    (:class:`~activeseg.workspace.records.ControlCheck`) without the per-region Dice."""
+    return [r.control.model_dump(exclude={"region_dice"}) for r in ws.records.all() if r.control is not None]
+
+
+def plateau_dice(ws: WorkspaceCore) -> list[float]:
+    """The Dice the plateau rule reads, per round in order (``campaign.plateau_on``): the test Dice of every
+    evaluated round, or the control estimate of the pool Dice of every round with a control check."""
+    if ws.cfg.campaign.plateau_on == "control":
+        return [row["control_dice"] for row in control_estimates(ws)]
+    return [row["dice"] for row in learning_curve(ws)]
+
+
 def stop_reason(ws: WorkspaceCore, last_round: int) -> str | None:
     """The campaign's stop rule (:func:`activeseg.loop.stop_rules.stop_rule`) on the workspace's state:
     why it stops before the round in progress, or None."""
     state = label_state(ws)
-    dice = [row["dice"] for row in learning_curve(ws)]
     return stop_rule(ws.cfg.campaign, ws.current_round(), last_round, state.revealed_pixels(), state.total_pixels(),
-                     dice)
+                     plateau_dice(ws))

@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import activeseg
-from activeseg.core.config import Config, load_config, parse_override
+from activeseg.core.config import Config, initial_method, load_config, parse_override
 from activeseg.core.data import load_or_create_split
+from activeseg.core.partition import Region
 from activeseg.core.pool import initial_regions
 from activeseg.core.util import canonical_json, round_name, sha256_file, sha256_text, utc_now, write_json
 from activeseg.loop.oracle import ground_truth
@@ -22,6 +23,7 @@ from activeseg.workspace.base import SETTINGS, WorkspaceCore
 from activeseg.workspace.errors import WorkspaceError
 from activeseg.workspace.exchange.images import mask_png
 from activeseg.workspace.exchange.intake import commit_labels
+from activeseg.workspace.pretraining import pool_embeddings
 from activeseg.workspace.records import Initial, RequestedRegion, RoundRecord
 from activeseg.workspace.state import save_state
 from activeseg.workspace.steps import check_dataset, write_pool
@@ -166,6 +168,18 @@ def _add_remote(ws: WorkspaceCore) -> None:
         ws.dvc("remote", "modify", "origin", "region", ws.remote.region)
 
 
+def initial_set(ws: WorkspaceCore) -> tuple[list[Region], str]:
+    """The initial labeled regions and how they were chosen (``partition.initial_strategy``,
+    :func:`activeseg.loop.selection.choose_initial`); TypiClust and MaxHerding pretrain first (the campaign's
+    ``pretrain`` step, which round 1 then finds done) and pick from the pool's embeddings."""
+    cfg = ws.cfg
+    if initial_method(cfg, cfg.query.strategy) == "random":
+        return initial_regions(ws.regions(), cfg.partition.initial_labeled, cfg.train.seed), "random"
+    from activeseg.loop.selection import choose_initial  # PyTorch: only when a chosen start needs it
+
+    return choose_initial(cfg, cfg.query.strategy, ws.regions(), cfg.train.seed, pool_embeddings(ws))
+
+
 def populate(ws: WorkspaceCore, source: Path | None) -> None:
     """Fill a prepared workspace: DVC, the dataset, validation, the pool, the initial labeled set;
     everything pushed, committed and tagged ``round-000``."""
@@ -176,18 +190,18 @@ def populate(ws: WorkspaceCore, source: Path | None) -> None:
     _register(ws)
     check_dataset(ws)
     write_pool(ws)
-    first = initial_regions(ws.regions(), cfg.partition.initial_labeled, cfg.train.seed)
+    first, method = initial_set(ws)
     folder = ws.root / "labels" / round_name(0)
     folder.mkdir(parents=True)
     for region in first:
         (folder / f"{region.id}.png").write_bytes(mask_png(ground_truth(ws.dataset, region), cfg.data.classes))
     regions = [RequestedRegion(**r.to_dict(), cost=None, score=None) for r in first]
-    record = RoundRecord(round=0, initial=Initial(seed=cfg.train.seed, regions=regions))
+    record = RoundRecord(round=0, initial=Initial(seed=cfg.train.seed, regions=regions, strategy=method))
     ws.records.save(record)
     state = save_state(ws, [(0, INITIAL_ANNOTATOR)])
     _add_remote(ws)
     ws.vcs.track("data", f"labels/{round_name(0)}")
-    ws.vcs.stage_done("validate", "partition")
+    ws.vcs.stage_done("validate", "partition", *(["pretrain"] if method != "random" else []))
     ws.dvc("push", "-q")
     ws.ledger.export_jsonl(ws.root / "ledger.jsonl")
     ws.vcs.commit(f"init: dataset ({len(ws.dataset.stems)} images), frozen split, initial labeled set")

@@ -70,19 +70,27 @@ def _pretrain(ws: WorkspaceCore, key: str, checkpoint: Path) -> Pretrained:
                       last_loss=result.losses[-1], seconds=result.seconds, created=utc_now())
 
 
-def save_embeddings(ws: WorkspaceCore) -> None:
-    """query/embeddings.npz: per candidate region of the pool (keyed by region id) its embedding by the
-    pretrained encoder (:func:`activeseg.model.pretrain.region_embeddings`, unit norm), for
-    diversity-aware strategies. Nothing without pretraining."""
+def pool_embeddings(ws: WorkspaceCore) -> dict[str, np.ndarray] | None:
+    """Region id -> (D,) embedding by the pretrained encoder (:func:`activeseg.model.pretrain.region_embeddings`,
+    unit norm) of every region of the pool, pretraining first when that is due (:func:`pretrain`); None
+    without pretraining."""
     pretrained = pretrain(ws)
     if pretrained is None:
-        return
+        return None
     from activeseg.model.network import load_checkpoint, pick_device
     from activeseg.model.pretrain import region_embeddings
 
     device = pick_device(ws.cfg.train.device, ws.cfg.train.threads)
     model, _ = load_checkpoint(ws.root / pretrained.checkpoint, device)
     regions = ws.regions()
-    vectors = region_embeddings(model, ws.dataset, regions, device)
-    (ws.root / "query").mkdir(exist_ok=True)
-    np.savez_compressed(ws.root / "query" / "embeddings.npz", **{r.id: v for r, v in zip(regions, vectors)})
+    return dict(zip((r.id for r in regions), region_embeddings(model, ws.dataset, regions, device)))
+
+
+def save_embeddings(ws: WorkspaceCore) -> dict[str, np.ndarray] | None:
+    """query/embeddings.npz: :func:`pool_embeddings` (keyed by region id), stored by the query step for
+    diversity-aware strategies; returned too. Nothing without pretraining."""
+    embeddings = pool_embeddings(ws)
+    if embeddings is not None:
+        (ws.root / "query").mkdir(exist_ok=True)
+        np.savez_compressed(ws.root / "query" / "embeddings.npz", **embeddings)
+    return embeddings

@@ -3,7 +3,8 @@
 A record holds one entry per finished step (``initial`` for round 0, made by ``init``; ``trained``,
 ``queried``, ``staged``, ``labels_accepted``, ``evaluated`` for the rounds). ``staged`` is the batch that
 passed validation and waits for a reviewer: it is cleared when the batch is approved (taken in as
-``labels_accepted``) or rejected. A step writes its outputs first and
+``labels_accepted``) or rejected; ``control``, the control check of a round that requested controls,
+is written with ``labels_accepted``. A step writes its outputs first and
 its entry last, so an entry present means the step finished. The JSON is exactly the models' fields
 (an absent entry is left out), so records written by earlier versions open unchanged.
 """
@@ -55,10 +56,12 @@ class RequestedRegion(RegionRef):
 
 
 class Initial(Entry):
-    """Round 0: the seeded initial labeled set."""
+    """Round 0: the initial labeled set, chosen by ``strategy`` (``random`` with ``seed``, or ``typiclust`` /
+    ``maxherding`` from the pool's embeddings: ``partition.initial_strategy``)."""
 
     seed: int
     regions: list[RequestedRegion]
+    strategy: str = "random"
 
 
 class Trained(GrownEntry):
@@ -107,8 +110,10 @@ class PseudoLabels(Entry):
     replace: bool
 
 
-class Queried(Entry):
-    """The selection and the label request published for it."""
+class Queried(GrownEntry):
+    """The selection and the label request published for it. ``regions``: the strategy's picks in pick
+    order, then the round's controls, then any region a revocation returned to the request; ``budget`` and
+    ``spent``: the round's, picks and controls together."""
 
     round: int
     created: str
@@ -122,6 +127,28 @@ class Queried(Entry):
     pseudo: PseudoLabels | None
     request: str
     manifest_sha256: str
+    controls: list[str] | None = None
+    """The ids of the regions drawn uniformly at random as controls (:mod:`activeseg.loop.control`), among
+    ``regions``; None when the round drew none. Only the workspace knows them: the request does not say."""
+
+    def picks(self) -> list[RequestedRegion]:
+        """The strategy's picks: the regions with a score that are not controls (a region a revocation
+        returned to the request has no score)."""
+        controls = set(self.controls or ())
+        return [r for r in self.regions if r.id not in controls and r.score is not None]
+
+    def control_regions(self) -> list[RequestedRegion]:
+        """The controls, in draw order."""
+        by_id = {r.id: r for r in self.regions}
+        return [by_id[i] for i in self.controls or ()]
+
+    def published(self) -> list[RequestedRegion]:
+        """The regions as the label request lists them. With controls: sorted by id and without scores, so
+        that neither their place nor a missing score tells a control from a pick; else in request order,
+        the strategy's highest score first."""
+        if not self.controls:
+            return self.regions
+        return sorted((r.model_copy(update={"score": None}) for r in self.regions), key=lambda r: r.id)
 
 
 class Staged(Entry):
@@ -159,6 +186,26 @@ class LabelsAccepted(GrownEntry):
     clipped: dict[str, list[str]] | None = None
 
 
+class ControlCheck(Entry):
+    """The control check of a round whose request held controls, made when its labels were accepted, before
+    any model trained on them (:mod:`activeseg.loop.control`): the Dice of the model that chose the round's
+    regions against the accepted labels, per region (``region_dice``, by id), its mean over the strategy's
+    picks (``queried_dice``, None without a pick) and over the controls (``control_dice``): the estimate of
+    the model's mean per-region Dice on the pool the strategy left, with its 95 % Wilson interval
+    [``low``, ``high``] (None with a single control)."""
+
+    round: int
+    checkpoint_sha256: str
+    queried_dice: float | None
+    control_dice: float
+    low: float | None
+    high: float | None
+    n_queried: int
+    n_controls: int
+    region_dice: dict[str, float]
+    mlflow_run_id: str | None
+
+
 class Evaluated(Entry):
     """Test metrics of the round's model: each metric's mean over the split's images (None when no
     image had it) and, for distances, how many images were skipped."""
@@ -180,11 +227,17 @@ class RoundRecord(Entry):
     queried: Queried | None = None
     staged: Staged | None = None
     labels_accepted: LabelsAccepted | None = None
+    control: ControlCheck | None = None
     evaluated: Evaluated | None = None
 
     def requested(self) -> list[RequestedRegion]:
         """The regions asked for in this round (round 0: the initial set)."""
         return self.initial.regions if self.initial is not None else self.queried.regions
+
+    def published(self) -> list[RequestedRegion]:
+        """The requested regions as the label request lists them (:meth:`Queried.published`; round 0: the
+        initial set)."""
+        return self.initial.regions if self.initial is not None else self.queried.published()
 
     def to_json(self) -> dict[str, Any]:
         """The record.json content: the entries present, in step order."""

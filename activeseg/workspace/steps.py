@@ -12,7 +12,7 @@ import yaml
 
 from activeseg.core.config import from_dict
 from activeseg.core.partition import Region
-from activeseg.core.pool import pool_regions
+from activeseg.core.pool import pool_regions, round_budget
 from activeseg.core.util import canonical_json, read_json, round_name, sha256_file, sha256_text, utc_now, write_json
 from activeseg.metrics import METRICS
 from activeseg.workspace.base import WorkspaceCore, round_step
@@ -192,7 +192,6 @@ def _query(ws: WorkspaceCore, record: RoundRecord) -> Queried:
     selection = read_json(path) if path.is_file() else None
     if not (selection and (selection["round"], selection["checkpoint_sha256"]) == (n, model_sha)):
         selection = _select(ws, n, trained, checkpoint)
-        save_embeddings(ws)
         picked = [Region.from_dict(r) for r in selection["regions"]]
         save_query_maps(ws.cfg, ws.dataset, picked, checkpoint, maps_path(ws.root, n), ws.cfg.train.seed * 1000 + n)
         write_json(path, selection)
@@ -201,13 +200,14 @@ def _query(ws: WorkspaceCore, record: RoundRecord) -> Queried:
             "checkpoint_sha256": model_sha,
             "masks": "one PNG per region, named <id>.png, sized label_size, "
                      + ("values 0/255 (or 0/1)" if classes == 2 else "values = class ids")}
-    manifest = publish_request(ws.store, n, selection["regions"], ws.dataset, meta)
+    request = f"{ws.store.url}/{round_prefix('requests', n)}"
+    queried = Queried.model_validate({**selection, "request": request, "manifest_sha256": ""})
+    manifest = publish_request(ws.store, n, [r.model_dump() for r in queried.published()], ws.dataset, meta)
     manifest_sha = sha256_text(canonical_json(manifest))
     _log_query(ws, n, selection, trained, manifest_sha)
     # a workspace made by an older version lacks the newer stages (pretrain) in its dvc.yaml
     ws.vcs.stage_done(*[stage for stage in STAGES_BEFORE_LABELS if stage in ws.vcs.stages()])
-    request = f"{ws.store.url}/{round_prefix('requests', n)}"
-    return Queried.model_validate({**selection, "request": request, "manifest_sha256": manifest_sha})
+    return queried.model_copy(update={"manifest_sha256": manifest_sha})
 
 
 def _log_query(ws: WorkspaceCore, n: int, selection: dict[str, Any], trained: Trained, manifest_sha: str) -> None:
@@ -217,7 +217,8 @@ def _log_query(ws: WorkspaceCore, n: int, selection: dict[str, Any], trained: Tr
         "regions": ids, "scores": [r["score"] for r in selection["regions"]],
         "costs": [r["cost"] for r in selection["regions"]], "strategy": selection["strategy"],
         "options": selection["options"], "budget": selection["budget"],
-        "checkpoint_sha256": model_sha, "mlflow_run_id": trained.mlflow_run_id}, once_key=model_sha)
+        "checkpoint_sha256": model_sha, "mlflow_run_id": trained.mlflow_run_id,
+        **({"controls": selection["controls"]} if selection.get("controls") else {})}, once_key=model_sha)
     pseudo = selection["pseudo"]
     if pseudo:
         ws.ledger.append("pseudo_labeled", n, ws.actor, {
@@ -231,20 +232,27 @@ def _log_query(ws: WorkspaceCore, n: int, selection: dict[str, Any], trained: Tr
 
 
 def _select(ws: WorkspaceCore, n: int, trained: Trained, checkpoint: Path) -> dict[str, Any]:
-    """The query (query/selection.json): the picked regions, the pseudo-labels saved to pseudo/."""
+    """The query (query/selection.json): the strategy's picks on its share of the round's budget, then the
+    controls drawn on the rest (:mod:`activeseg.loop.control`), the pseudo-labels saved to pseudo/. With
+    pretraining the pool's embeddings are stored first (query/embeddings.npz) and the strategy sees them."""
+    from activeseg.loop.control import control_rng, draw_controls, split_budget, strategy_settings
     from activeseg.loop.selection import select_regions
+    from activeseg.model.pool_scoring import local_shards
     from activeseg.strategies import get_strategy
 
-    cfg, name = ws.cfg, ws.cfg.query.strategy
-    from activeseg.model.pool_scoring import local_shards
-
-    selection, ctx = select_regions(cfg, name, ws.dataset, ws.split(), label_state(ws), ws.regions(), checkpoint,
-                                    n, cfg.train.seed, ws.root / "cache", model_id=trained.checkpoint_sha256,
-                                    run_shards=ws.run_shards or local_shards)
+    cfg, name, state = ws.cfg, ws.cfg.query.strategy, label_state(ws)
+    budget = round_budget(cfg, state)
+    strategy_budget, control_budget = split_budget(budget, cfg.query.control_fraction)
+    selection, ctx = select_regions(strategy_settings(cfg, strategy_budget), name, ws.dataset, ws.split(), state,
+                                    ws.regions(), checkpoint, n, cfg.train.seed, ws.root / "cache",
+                                    model_id=trained.checkpoint_sha256, run_shards=ws.run_shards or local_shards,
+                                    pool_embeddings=save_embeddings(ws), first_round=1)
     if not selection.indices:
         raise WorkspaceError(f"round {n}: nothing left to query (every region of the pool is labeled)")
+    controls, control_costs = draw_controls(ctx, selection.indices, control_budget, control_rng(cfg.train.seed, n))
     picked = [{**ctx.candidates[i].to_dict(), "cost": c, "score": s}
-              for i, s, c in zip(selection.indices, selection.scores, selection.costs)]
+              for i, s, c in zip([*selection.indices, *controls], [*selection.scores, *[None] * len(controls)],
+                                 [*selection.costs, *control_costs])]
     pseudo = None
     if selection.pseudo:
         file = f"pseudo/{round_name(n)}.npz"
@@ -253,9 +261,10 @@ def _select(ws: WorkspaceCore, n: int, trained: Trained, checkpoint: Path) -> di
         pseudo = {"file": file, "regions": [region.to_dict() for region, _ in selection.pseudo],
                   "origin": selection.pseudo_origin or round_name(n), "replace": selection.replace_pseudo}
     options = get_strategy(name, cfg.query.options.get(name)).options.model_dump()
-    return {"round": n, "created": utc_now(), "strategy": name, "options": options, "budget": ctx.budget,
-            "spent": selection.spent, "checkpoint_sha256": trained.checkpoint_sha256,
-            "mlflow_run_id": trained.mlflow_run_id, "regions": picked, "pseudo": pseudo}
+    return {"round": n, "created": utc_now(), "strategy": name, "options": options, "budget": budget,
+            "spent": selection.spent + sum(control_costs), "checkpoint_sha256": trained.checkpoint_sha256,
+            "mlflow_run_id": trained.mlflow_run_id, "regions": picked, "pseudo": pseudo,
+            "controls": [ctx.candidates[i].id for i in controls] or None}
 
 
 def evaluate(ws: WorkspaceCore, round_number: int | None = None) -> dict[str, Any]:

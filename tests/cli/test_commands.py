@@ -77,8 +77,9 @@ def test_init_with_an_unknown_strategy_fails_at_once_listing_the_valid_ones_and_
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip().endswith(
-        "query.strategy: unknown strategy 'nonsense' (valid: bald, bsq, ceal, coreset, entropy, focannot, full, "
-        "label_propagation, mc_variance, powerbald, random, ripu, stochastic_batches, suggestive)")
+        "query.strategy: unknown strategy 'nonsense' (valid: bald, bsq, ceal, claspe, coreset, "
+        "coverage_then_uncertainty, entropy, focannot, full, label_propagation, maxherding, mc_variance, powerbald, "
+        "random, random_fg, ripu, stochastic_batches, suggestive, typiclust)")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -126,8 +126,9 @@ def test_exponent_floats_without_a_dot_are_numbers_in_overrides_and_files(tmp_pa
     assert parse_override("data.dataset=1e5x") == (["data", "dataset"], "1e5x")  # not a number: stays text
 
 
-STRATEGY_NAMES = ("(valid: bald, bsq, ceal, coreset, entropy, focannot, full, label_propagation, mc_variance, powerbald, "
-                  "random, ripu, stochastic_batches, suggestive)")
+STRATEGY_NAMES = ("(valid: bald, bsq, ceal, claspe, coreset, coverage_then_uncertainty, entropy, focannot, full, "
+                  "label_propagation, maxherding, mc_variance, powerbald, random, random_fg, ripu, stochastic_batches, "
+                  "suggestive, typiclust)")
 
 
 @pytest.mark.parametrize(
@@ -207,3 +208,12 @@ def test_a_bad_override_names_the_option_and_a_bad_file_names_the_file(tmp_path)
     with pytest.raises(ConfigError) as err:
         load_config(path, ["train.patience=4"], overrides_from="--set or --classes")
     assert str(err.value) == f"{path}: train.patience: expected int, got 'zz'"
+
+
+def test_a_chosen_start_needs_pretraining():
+    with pytest.raises(ConfigError, match="partition.initial_strategy: 'typiclust' picks from the pool's region "
+                                          "embeddings by the pretrained encoder; set pretrain.enabled: true"):
+        load_config(None, ["partition.initial_strategy=typiclust"])
+    assert load_config(None, ["partition.initial_strategy=own"]).partition.initial_strategy == "own"  # suggestive: random
+    with pytest.raises(ConfigError, match="pretrain.enabled"):
+        load_config(None, ["partition.initial_strategy=own", "query.strategy=maxherding"])

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from activeseg.core.util import read_json
-from activeseg.loop.benchmark import COLUMNS, check_split, compare, default_seeds, dice_at, run_benchmark
+from activeseg.loop.benchmark import (COLUMNS, check_split, compare, default_seeds, dice_at, pooled_differences,
+                                      run_benchmark)
 from activeseg.loop.simulate import summarize
 
 
@@ -53,6 +54,29 @@ def test_compare_pairs_with_random_and_reads_fractions_to_95_and_98_pct_of_full(
     assert random["diff_to_random"] is None and full["diff_to_random"] is None
     assert random["saving_95pct"] is None and full["saving_98pct"] is None
     assert full["fraction_to_95pct_full"] == 1.0
+
+
+def test_compare_pairs_with_the_foreground_aware_random_when_it_ran():
+    runs = (curve("a", {0: [0.5, 0.8, 0.9], 1: [0.5, 0.72, 0.9]})  # AUC 0.75, 0.71
+            + curve("random", {0: [0.5, 0.6, 0.8], 1: [0.5, 0.7, 0.8]})  # AUC 0.625, 0.675
+            + curve("random_fg", {0: [0.5, 0.7, 0.8], 1: [0.5, 0.7, 0.8]}))  # AUC 0.675, 0.675
+    table = compare({"runs": runs, "summary": summarize(runs)})
+    assert table["a"]["diff_to_random_fg"]["mean"] == pytest.approx((0.075 + 0.035) / 2)
+    assert table["random_fg"]["diff_to_random"]["mean"] == pytest.approx(0.025)
+    assert table["random_fg"]["diff_to_random_fg"] is None and table["random"]["diff_to_random_fg"] is None
+    without = compare({"runs": runs[:-6], "summary": summarize(runs[:-6])})
+    assert without["a"]["diff_to_random_fg"] is None
+
+
+def test_pooled_differences_pair_by_dataset_and_seed():
+    one = (curve("a", {0: [0.5, 0.8, 0.9], 1: [0.5, 0.72, 0.9]}) + curve("random", {0: [0.5, 0.6, 0.8], 1: [0.5, 0.7, 0.8]})
+           + curve("only_here", {0: [0.1, 0.1, 0.1], 1: [0.1, 0.1, 0.1]}))
+    two = curve("a", {0: [0.5, 0.6, 0.7]}) + curve("random", {0: [0.5, 0.5, 0.5]})  # AUC 0.6 against 0.5
+    pooled = pooled_differences({"d1": one, "d2": two}, "random")
+    assert list(pooled) == ["a"]  # a strategy missing from a dataset is not pooled
+    assert pooled["a"]["seeds"] == [("d1", 0), ("d1", 1), ("d2", 0)]
+    assert pooled["a"]["mean"] == pytest.approx((0.125 + 0.035 + 0.1) / 3)
+    assert pooled["a"]["p"] == pytest.approx(0.25)  # three positive differences: 2 / 2^3
 
 
 def test_default_is_six_seeds_and_a_leaking_split_is_refused(tmp_path):

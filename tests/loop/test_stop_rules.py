@@ -1,4 +1,4 @@
-"""The campaign's stop rules: round limit, label budget, Dice plateau."""
+"""The campaign's stop rules: round limit, label budget, Dice plateau (on test Dice or the control estimate)."""
 
 from activeseg.core.config import CampaignConfig
 from activeseg.loop.stop_rules import stop_rule
@@ -29,3 +29,11 @@ def test_dice_plateau_compares_the_best_of_the_last_rounds_with_the_best_before(
         "Dice plateau: best test Dice of the last 2 rounds 0.5000 gained +0.0000 on 0.5000, less than 0.01")
     assert stop_rule(rules, 3, 9, 0, 1000, [0.5, 0.5]) is None  # not more rounds than the window yet
     assert stop_rule(CampaignConfig(plateau_rounds=0), 5, 9, 0, 1000, [0.5, 0.5, 0.5, 0.5]) is None
+
+
+def test_the_plateau_on_the_control_estimate_names_it():
+    rules = CampaignConfig(plateau_rounds=1, plateau_delta=0.01, plateau_on="control")
+    assert stop_rule(rules, 4, 9, 0, 1000, [0.7, 0.705]) == (
+        "Dice plateau: best control estimate of the pool Dice of the last 1 rounds 0.7050 gained +0.0050 on 0.7000, "
+        "less than 0.01")
+    assert stop_rule(rules, 4, 9, 0, 1000, [0.7, 0.75]) is None

@@ -69,7 +69,7 @@ def test_environment_marks_find_a_process(tmp_path: Path):
         ["sleep", "30"], pid_file=tmp_path / "s.pid", log_file=tmp_path / "s.log", env={**os.environ, "MARK": mark}
     )
     try:
-        assert environ(process.pid)["MARK"] == mark
+        wait_until(lambda: environ(process.pid).get("MARK") == mark)  # once the child has exec'd
         assert with_env("MARK", mark) == [process.pid]
     finally:
         processes.stop(process.pid, timeout=2)

@@ -85,3 +85,20 @@ def test_a_workspace_made_before_the_pretrain_stage_still_runs_its_rounds(tmp_pa
     ws.approve(1, "pi")
     assert ws.evaluate(1)["round"] == 1 and ws.verify().ok
     assert "pretrain" not in ws.vcs.stages() and "in sync" in ws.dvc("status", "-c")
+
+
+def test_a_chosen_start_pretrains_at_init_and_round_one_finds_the_step_done(tmp_path: Path):
+    ws = Workspace.init(tmp_path / "ws", "synthetic", overrides=[
+        *TINY, "query.budget_pixels=2048", "pretrain.enabled=true", "partition.initial_strategy=typiclust"])
+    record = ws.record(0)
+    assert record.initial.strategy == "typiclust" and len(record.initial.regions) == 3
+    from activeseg.loop.selection import choose_initial
+    from activeseg.workspace.pretraining import pool_embeddings
+
+    expected, _ = choose_initial(ws.cfg, ws.cfg.query.strategy, ws.regions(), ws.cfg.train.seed, pool_embeddings(ws))
+    assert [r.id for r in record.initial.regions] == [r.id for r in expected]  # TypiClust on the init's network
+    created = (ws.root / "pretrain" / "pretrain.json").read_text()
+    assert not ws.git("ls-files", "pretrain").strip()  # a DVC output, not in git
+    ws.train(1)
+    assert (ws.root / "pretrain" / "pretrain.json").read_text() == created  # round 1 skipped the step
+    assert ws.verify().ok

@@ -5,6 +5,7 @@
   instructions, schema).
 - :mod:`.batches`: a batch read whole, hashed, staged write-once, quarantined.
 - :mod:`.intake`: submit or ingest (validated whole, staged or quarantined), approve, reject, refuse;
+  :mod:`.controls`: at approval, the round's control regions scored with the model that queried;
   :mod:`.revocation`: take accepted labels back.
 - :mod:`.formats`: QuPath, CVAT and Label Studio exports and imports, and the live Label Studio loop.
 

@@ -36,6 +36,7 @@ from activeseg.workspace.errors import ApprovalRefused, BatchRejected, Workspace
 from activeseg.workspace.exchange.batches import (BatchEntry, batch_sha256, changed_files, clear_staged, clear_upload,
                                                   quarantine, read_folder_batch, read_staged_batch, read_store_batch,
                                                   stage_batch)
+from activeseg.workspace.exchange.controls import control_check
 from activeseg.workspace.exchange.images import mask_png
 from activeseg.workspace.exchange.layout import round_prefix, staged_prefix
 from activeseg.workspace.records import LabelsAccepted, RoundRecord, Staged
@@ -320,8 +321,9 @@ def _stage(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], di
 
 
 def _accept(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], staged: Staged) -> LabelsAccepted:
-    """Write the approved batch to labels/, rebuild the known masks, commit; the record's staged
-    entry becomes its labels_accepted (``reviewed_unchanged`` and ``clipped`` kept)."""
+    """Write the approved batch to labels/, score the round's controls on it (:func:`.controls.control_check`,
+    before anything is committed), rebuild the known masks, commit; the record's staged entry becomes its
+    labels_accepted (``reviewed_unchanged`` and ``clipped`` kept), recorded with the control check."""
     n = record.round
     folder = ws.root / "labels" / round_name(n)
     staging = ws.root / "tmp" / f"labels-{round_name(n)}"
@@ -331,10 +333,12 @@ def _accept(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], s
         (staging / entry.name).write_bytes(entry.data)
     shutil.rmtree(folder, ignore_errors=True)
     staging.replace(folder)
+    control = control_check(ws, record, folder)
     state = save_state(ws, ws.records.accepted() + [(n, staged.annotator)])
     accepted = commit_labels(ws, record, staged.annotator, staged.batch_sha256, state)
     record.labels_accepted = accepted.model_copy(update={"reviewed_unchanged": staged.reviewed_unchanged,
                                                          "clipped": staged.clipped})
+    record.control = control
     record.staged = None
     ws.records.save(record)
     return record.labels_accepted

@@ -68,7 +68,8 @@ def manifest_schema() -> dict[str, Any]:
             "cost": {"type": ["integer", "null"], "minimum": 0,
                      "description": "pixels this region newly reveals (not labeled before)"},
             "score": {"type": ["number", "null"],
-                      "description": "the query strategy's score (uncertainty); higher was asked first"},
+                      "description": "the query strategy's score (uncertainty); higher was asked first; null "
+                                     "where the request shows none"},
             "crop": _key("the image around the region (PNG), with a context margin of half the region's longer "
                          "side, clipped to the image"),
             "crop_box": _box("the crop in image pixels"),
@@ -109,10 +110,12 @@ def instructions(manifest: dict[str, Any], store_url: str) -> str:
     """The annotator's ``INSTRUCTIONS.md`` for a request (the manifest as it will be written)."""
     n, regions, classes = manifest["round"], manifest["regions"], manifest["classes"]
     rnd = round_name(n)
+    ranked = any(r["score"] is not None for r in regions)
     lines = [
         f"# Label request: round {n}", "",
-        f"Label the {len(regions)} regions listed in `manifest.json` (in request order, the most informative "
-        "first). For each region:", "",
+        f"Label the {len(regions)} regions listed in `manifest.json` "
+        + ("(in request order, the most informative first)" if ranked else "(in the order of their ids)")
+        + ". For each region:", "",
         "- `<id>.png` is the image around the region, with a context margin of half the region's longer side "
         "(clipped to the image);",
         "- `<id>.preview.png` is that crop enlarged (nearest neighbour, `preview_scale` times) with the region "

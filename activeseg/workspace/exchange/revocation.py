@@ -115,7 +115,7 @@ def _return_to_request(ws: WorkspaceCore, record: RoundRecord, back: list[Reques
     queried.regions = [*queried.regions, *added]
     manifest = read_manifest(ws.store, n) or {}
     meta = {k: v for k, v in manifest.items() if k not in ("round", "regions")} or {"created": utc_now()}
-    published = publish_request(ws.store, n, [r.model_dump() for r in queried.regions], ws.dataset, meta)
+    published = publish_request(ws.store, n, [r.model_dump() for r in queried.published()], ws.dataset, meta)
     queried.manifest_sha256 = sha256_text(canonical_json(published))
     ws.records.save(record)
     request = round_prefix("requests", n)

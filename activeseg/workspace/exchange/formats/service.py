@@ -1,10 +1,11 @@
 """The formats in a workspace: a round's request and model prediction out, a tool's export in through
 the existing submit path (validation, quarantine, ledger).
 
-The request is the round's requested regions (:meth:`RoundRecord.requested`) in request order (rank 1
-first), each with its in-image box and the crop (context margin) of the object-store request. The
-prediction is the round's trained model (``record.trained``: the checkpoint must still be the one
-trained in that round) applied to each region's whole image.
+The request is the round's requested regions as the label request lists them (:meth:`RoundRecord.published`:
+in request order, or sorted by id and without scores when the round holds controls; rank 1 first), each
+with its in-image box and the crop (context margin) of the object-store request. The prediction is the
+round's trained model (``record.trained``: the checkpoint must still be the one trained in that round)
+applied to each region's whole image.
 
 An export is also written into the round's request in the object store, ``requests/round-NNN/<format>/``,
 with the prediction it carries (:data:`PREDICTION`, beside the tool's files): on import, a region whose
@@ -68,7 +69,7 @@ def build_request(ws: WorkspaceCore, round_number: int) -> Request:
         raise WorkspaceError(f"round {round_number}: no label request was published yet")
     elsewhere = {ref.id: other.round for other in ws.records.all() if other.round != round_number
                  and (other.queried or other.initial) for ref in other.requested()}
-    return make_request(ws.dataset, round_number, [(ref.region(), ref.score) for ref in record.requested()],
+    return make_request(ws.dataset, round_number, [(ref.region(), ref.score) for ref in record.published()],
                         default_class_names(ws.cfg.data.classes), elsewhere)
 
 
