@@ -6,7 +6,7 @@
 Simulated campaigns on the given settings (default: params.yaml, the synthetic default, with the small
 settings below), each round as a workspace runs it: the model trains on the revealed labels (fine-tuned from
 the previous round's), the strategy picks on its share of the budget (``query.control_fraction`` left for the
-controls), the controls are drawn as :func:`activeseg.workspace.steps._select` draws them, and both are
+controls), the controls are drawn as :func:`activeseg.workspace.querying._select` draws them, and both are
 revealed from the ground truth for the next round. Before that reveal, the model that queried predicts every
 region of the pool the strategy left (the estimand's population): the truth is their mean per-region Dice
 against the ground truth; the estimate is the controls' mean with its 95 % (Wilson) interval.

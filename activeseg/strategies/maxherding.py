@@ -23,21 +23,18 @@ Decisions the paper leaves open:
 
 from __future__ import annotations
 
+import numpy as np
+
 from activeseg.core.config import MaxHerdingOptions
-from activeseg.strategies.base import QueryContext, Selection, Strategy, affordable_count
+from activeseg.strategies.base import QueryContext
 from activeseg.strategies.registry import register
-from activeseg.strategies.representative import embeddings, maxherding_order, select_in_order
+from activeseg.strategies.representative import RepresentativeStrategy, maxherding_order
 
 
 @register
-class MaxHerdingStrategy(Strategy):
+class MaxHerdingStrategy(RepresentativeStrategy):
     name = "maxherding"
     Options = MaxHerdingOptions
 
-    def select(self, ctx: QueryContext) -> Selection:
-        count = affordable_count(ctx.costs, ctx.budget)
-        if count == 0:
-            return Selection([], [], [])
-        candidates, labeled = embeddings(ctx)
-        picks = maxherding_order(candidates, labeled, count, self.options.bandwidth)
-        return select_in_order(ctx, picks, candidates, labeled)
+    def order(self, ctx: QueryContext, candidates: np.ndarray, labeled: np.ndarray, count: int) -> np.ndarray:
+        return maxherding_order(candidates, labeled, count, self.options.bandwidth)

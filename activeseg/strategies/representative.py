@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.neighbors import NearestNeighbors
 
-from activeseg.strategies.base import QueryContext, Selection, fill_budget
+from activeseg.strategies.base import QueryContext, Selection, Strategy, affordable_count, fill_budget
 from activeseg.strategies.coreset import BLOCK, labeled_descriptors, labeled_regions, nearest_distance, squared_to
 
 MAX_CLUSTERS = 500  # TypiClust's cap on K (the reference's MAX_NUM_CLUSTERS)
@@ -151,3 +151,19 @@ def select_in_order(ctx: QueryContext, picks: np.ndarray, candidates: np.ndarray
     chosen, costs = fill_budget(complete(picks, candidates, labeled), ctx)
     rank = {int(i): float(len(picks) - k) for k, i in enumerate(picks)}
     return Selection(chosen, [rank.get(i, 0.0) for i in chosen], costs)
+
+
+class RepresentativeStrategy(Strategy):
+    """Base of ``typiclust`` and ``maxherding``: as many picks as the pixel budget buys at the median cost
+    (``affordable_count``), in the order :meth:`order` gives over the embeddings, then ``select_in_order``."""
+
+    def order(self, ctx: QueryContext, candidates: np.ndarray, labeled: np.ndarray, count: int) -> np.ndarray:
+        """The first ``count`` picks, indices into ``candidates`` (N, d), given ``labeled`` (M, d)."""
+        raise NotImplementedError(f"{type(self).__name__} must define order()")
+
+    def select(self, ctx: QueryContext) -> Selection:
+        count = affordable_count(ctx.costs, ctx.budget)
+        if count == 0:
+            return Selection([], [], [])
+        candidates, labeled = embeddings(ctx)
+        return select_in_order(ctx, self.order(ctx, candidates, labeled, count), candidates, labeled)

@@ -32,22 +32,19 @@ Decisions the paper leaves open:
 
 from __future__ import annotations
 
+import numpy as np
+
 from activeseg.core.config import TypiclustOptions
-from activeseg.strategies.base import QueryContext, Selection, Strategy, affordable_count
+from activeseg.strategies.base import QueryContext
 from activeseg.strategies.registry import register
-from activeseg.strategies.representative import embeddings, select_in_order, typiclust_order
+from activeseg.strategies.representative import RepresentativeStrategy, typiclust_order
 
 
 @register
-class TypiclustStrategy(Strategy):
+class TypiclustStrategy(RepresentativeStrategy):
     name = "typiclust"
     Options = TypiclustOptions
 
-    def select(self, ctx: QueryContext) -> Selection:
-        count = affordable_count(ctx.costs, ctx.budget)
-        if count == 0:
-            return Selection([], [], [])
-        candidates, labeled = embeddings(ctx)
+    def order(self, ctx: QueryContext, candidates: np.ndarray, labeled: np.ndarray, count: int) -> np.ndarray:
         seed = int(ctx.rng.integers(2**31 - 1))
-        picks = typiclust_order(candidates, labeled, count, seed, self.options.min_cluster_size, self.options.neighbours)
-        return select_in_order(ctx, picks, candidates, labeled)
+        return typiclust_order(candidates, labeled, count, seed, self.options.min_cluster_size, self.options.neighbours)

@@ -3,8 +3,9 @@
 ``Workspace.init`` creates it; every step is a method (the ``activeseg step ...`` commands, the stages
 of ``dvc.yaml`` and the Prefect tasks call the same methods). The class is a facade: its state is
 :class:`~activeseg.workspace.base.WorkspaceCore` (git and DVC in :mod:`.vcs`, typed round records in
-:mod:`.records`), the work is done by :mod:`.creation` (init), :mod:`.steps`, :mod:`.exchange.intake` (labels
-in, quarantine), :mod:`.state` (known masks) and :mod:`.audit` (status, pending, verify, learning curve).
+:mod:`.records`), the work is done by :mod:`.creation` (init), :mod:`.steps`, :mod:`.querying` (the query),
+:mod:`.exchange.intake` (labels in, quarantine), :mod:`.state` (known masks) and :mod:`.audit` (status, pending,
+verify, learning curve).
 
 Rounds are numbered from 1; round 0 is the initial labeled set made by ``init``. One round: :meth:`pretrain`
 (once per campaign), :meth:`train`, :meth:`query` (publishes the
@@ -57,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from activeseg.core.labels import LabelState
-from activeseg.workspace import audit, pretraining, state, steps
+from activeseg.workspace import audit, pretraining, querying, state, steps
 from activeseg.workspace.base import SETTINGS, WorkspaceCore
 from activeseg.workspace.creation import all_or_nothing, plan, populate, prepare
 from activeseg.workspace.errors import ApprovalRefused, BatchRejected, WorkspaceError
@@ -137,7 +138,7 @@ class Workspace(WorkspaceCore):
 
     def query(self, round_number: int | None = None) -> dict[str, Any]:
         """Select the round's regions with the trained model and publish the label request."""
-        return steps.query(self, round_number).model_dump()
+        return querying.query(self, round_number).model_dump()
 
     def evaluate(self, round_number: int | None = None) -> dict[str, Any]:
         """Test metrics of the round's model; ledger round_evaluated; then the round is closed: DVC
