@@ -154,6 +154,7 @@ def run_campaign(campaign: Campaign, rounds: int, tracker: Tracker, progress: bo
             apply_selection(state, dataset, selection, ctx.candidates, k + 1)
             selection_log = [{"id": ctx.candidates[i].id, "score": s, "cost": c}
                              for i, s, c in zip(selection.indices, selection.scores, selection.costs)]
+            record["selection_details"] = selection.details
         record["round_seconds"] = time.perf_counter() - wall
         record["cpu_seconds"] = time.process_time() - cpu
         state.save(folder)

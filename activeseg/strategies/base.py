@@ -71,6 +71,7 @@ class Selection:
 
     ``pseudo`` holds (region, (h, w) mask of its in-image part) pseudo-labels made by the model
     ``pseudo_origin``; with ``replace_pseudo`` they replace every earlier pseudo-label of the pool.
+    ``details``: what else the strategy decided, for the record (e.g. the branch a switch took).
     """
 
     indices: list[int]
@@ -79,6 +80,7 @@ class Selection:
     pseudo: list[tuple[Region, np.ndarray]] = field(default_factory=list)
     pseudo_origin: str = ""
     replace_pseudo: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def spent(self) -> int:

@@ -38,5 +38,9 @@ class CoverageThenUncertaintyStrategy(Strategy):
         return (self.options.coverage if covered < self.options.threshold else "claspe"), covered
 
     def select(self, ctx: QueryContext) -> Selection:
-        name, _ = self.branch(ctx)
-        return get_strategy(name, ctx.extras["cfg"].query.options.get(name)).select(ctx)
+        """The selection of the strategy :meth:`branch` names, with the branch and the coverage in its
+        ``details``."""
+        name, covered = self.branch(ctx)
+        selection = get_strategy(name, ctx.extras["cfg"].query.options.get(name)).select(ctx)
+        selection.details = {**selection.details, "branch": name, "coverage": round(float(covered), 6)}
+        return selection

@@ -82,7 +82,7 @@ def _log_query(ws: WorkspaceCore, n: int, selection: dict[str, Any], trained: Tr
         "costs": [r["cost"] for r in selection["regions"]], "strategy": selection["strategy"],
         "options": selection["options"], "budget": selection["budget"],
         "checkpoint_sha256": model_sha, "mlflow_run_id": trained.mlflow_run_id,
-        **({"controls": selection["controls"]} if selection.get("controls") else {})}, once_key=model_sha)
+        **{key: selection[key] for key in ("controls", "details") if selection.get(key)}}, once_key=model_sha)
     pseudo = selection["pseudo"]
     if pseudo:
         ws.ledger.append("pseudo_labeled", n, ws.actor, {
@@ -128,4 +128,4 @@ def _select(ws: WorkspaceCore, n: int, trained: Trained, checkpoint: Path) -> di
     return {"round": n, "created": utc_now(), "strategy": name, "options": options, "budget": budget,
             "spent": selection.spent + sum(control_costs), "checkpoint_sha256": trained.checkpoint_sha256,
             "mlflow_run_id": trained.mlflow_run_id, "regions": picked, "pseudo": pseudo,
-            "controls": [ctx.candidates[i].id for i in controls] or None}
+            "controls": [ctx.candidates[i].id for i in controls] or None, "details": selection.details or None}

@@ -127,6 +127,9 @@ class Queried(GrownEntry):
     pseudo: PseudoLabels | None
     request: str
     manifest_sha256: str
+    details: dict[str, Any] | None = None
+    """What else the strategy decided (``Selection.details``: e.g. coverage_then_uncertainty's branch and the
+    pool's coverage); None for most strategies and in older records."""
     controls: list[str] | None = None
     """The ids of the regions drawn uniformly at random as controls (:mod:`activeseg.loop.control`), among
     ``regions``; None when the round drew none. Only the workspace knows them: the request does not say."""

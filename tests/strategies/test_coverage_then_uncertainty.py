@@ -44,7 +44,8 @@ def test_below_the_threshold_the_selection_is_the_coverage_strategys_with_its_op
         embedded_context(cfg, tiny_dataset, vector, BUDGET, seed=4))
     expected = get_strategy(coverage, cfg.query.options[coverage]).select(
         embedded_context(cfg, tiny_dataset, vector, BUDGET, seed=4))
-    assert selection == expected
+    assert (selection.indices, selection.scores, selection.costs) == (expected.indices, expected.scores, expected.costs)
+    assert selection.details["branch"] == coverage and selection.details["coverage"] < 0.5  # recorded with the query
     assert 0 < selection.spent <= BUDGET
 
 
@@ -60,4 +61,6 @@ def test_from_the_threshold_on_the_selection_is_claspes(tiny_cfg, tiny_dataset):
 
     strategy = get_strategy("coverage_then_uncertainty")
     assert strategy.branch(context()) == ("claspe", pytest.approx(1.0))
-    assert strategy.select(context()) == get_strategy("claspe").select(context())
+    selection, expected = strategy.select(context()), get_strategy("claspe").select(context())
+    assert (selection.indices, selection.scores, selection.costs) == (expected.indices, expected.scores, expected.costs)
+    assert selection.details == {"branch": "claspe", "coverage": pytest.approx(1.0)}
