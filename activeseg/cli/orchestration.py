@@ -179,8 +179,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    console.print(f"campaign {result['campaign']} ({result['workspace']}), strategy {result['strategy']}, "
-                  f"oracle {result['oracle']}, schedule {result['schedule'] or 'none'}", highlight=False)
+    console.print(f"campaign {result['campaign']} ({result['workspace']}), strategy {result['strategy']} "
+                  f"({result['start'] or 'random'} start), oracle {result['oracle']}, "
+                  f"schedule {result['schedule'] or 'none'}", highlight=False)
     console.print(headline(result), style="bold", highlight=False)
     lines = [f"Prefect server {result['server']}" if result["server"] else
              "no Prefect server is running for this workspace (status starts none)"]

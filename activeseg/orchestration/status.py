@@ -41,8 +41,9 @@ def status(engine: RunEngine | None, ws: Workspace) -> dict[str, Any]:
     batch = {"round": staged["round"], "sha256": staged["staged"]["batch_sha256"],
              "annotator": staged["staged"]["annotator"], "files": staged["staged"]["files"],
              "reviewed_unchanged": staged["staged"]["reviewed_unchanged"]} if staged else None
+    initial = ws.record(0).initial
     return {"campaign": campaign_name(ws.root), "workspace": str(ws.root), "strategy": ws.cfg.query.strategy,
-            "oracle": ws.cfg.oracle.kind, "server": srv.url if srv else None, "current_round": ws.current_round(),
+            "start": initial.strategy if initial else None, "oracle": ws.cfg.oracle.kind, "server": srv.url if srv else None, "current_round": ws.current_round(),
             "round": claim.round_number if claim else None, "state": phase, "flow_run": run, "batch": batch,
             "hint": _hint(ws, phase, claim, state, batch, srv), "pending": open_requests,
             "schedule": ws.cfg.schedule.cron, "worker_pid": workers.worker_pid(ws.root),

@@ -92,6 +92,9 @@ def test_a_chosen_start_pretrains_at_init_and_round_one_finds_the_step_done(tmp_
         *TINY, "query.budget_pixels=2048", "pretrain.enabled=true", "partition.initial_strategy=typiclust"])
     record = ws.record(0)
     assert record.initial.strategy == "typiclust" and len(record.initial.regions) == 3
+    from activeseg.orchestration.status import status
+
+    assert status(None, ws)["start"] == "typiclust"
     from activeseg.loop.selection import choose_initial
     from activeseg.workspace.pretraining import pool_embeddings
 
