@@ -32,11 +32,15 @@ def summary(event: Event, sample: str | None = None) -> str:
     d = event.data
     short = lambda h: (h or "-")[:12]  # noqa: E731
     if event.type == "queried":
-        text = (f"strategy {d['strategy']}, {len(d['regions'])} regions, model {short(d['checkpoint_sha256'])}, "
-                f"mlflow run {d.get('mlflow_run_id') or '-'}")
+        branch = d.get("details", {}).get("branch")
+        text = (f"strategy {d['strategy']}" + (f" (round by {branch})" if branch else "")
+                + f", {len(d['regions'])} regions" + (f" ({len(d['controls'])} of them controls)" if d.get("controls") else "")
+                + f", model {short(d['checkpoint_sha256'])}, mlflow run {d.get('mlflow_run_id') or '-'}")
         if sample in d["regions"]:
             i = d["regions"].index(sample)
-            text += f"; score {d['scores'][i]:.6g}, cost {d['costs'][i]} px"
+            score = d["scores"][i]
+            text += (f"; score {score:.6g}" if score is not None else "; a control region (no score)") \
+                + f", cost {d['costs'][i]} px"
         return text
     if event.type in ("labels_received", "labels_submitted"):
         return (f"annotator {d['annotator']}, batch {short(d['batch_sha256'])}, {d['files']} files"

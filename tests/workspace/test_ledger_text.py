@@ -26,3 +26,17 @@ def test_an_approval_reads_as_a_sentence() -> None:
 def test_a_skipped_round_reads_as_a_sentence() -> None:
     data = {"trigger": "schedule", "flow_run_id": "f1", "reason": "label budget reached", "active_flow_run_id": None}
     assert summary(event("round_skipped", data)) == "schedule trigger, flow run f1: label budget reached"
+
+
+def test_a_query_names_its_controls_and_a_switch_its_branch() -> None:
+    data = {"regions": ["a", "b", "c"], "scores": [0.5, 0.25, None], "costs": [1024, 512, 1024],
+            "strategy": "coverage_then_uncertainty", "options": {}, "budget": 2600, "checkpoint_sha256": "ab" * 32,
+            "mlflow_run_id": None, "controls": ["c"], "details": {"branch": "claspe", "coverage": 0.91}}
+    line = ("strategy coverage_then_uncertainty (round by claspe), 3 regions (1 of them controls), "
+            "model abababababab, mlflow run -")
+    assert summary(event("queried", data)) == line
+    assert summary(event("queried", data), "b") == line + "; score 0.25, cost 512 px"
+    assert summary(event("queried", data), "c") == line + "; a control region (no score), cost 1024 px"
+    plain = {k: v for k, v in data.items() if k not in ("controls", "details")}
+    assert summary(event("queried", plain)) == ("strategy coverage_then_uncertainty, 3 regions, model abababababab, "
+                                                "mlflow run -")
