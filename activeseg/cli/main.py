@@ -175,7 +175,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def regime_benchmark(args: argparse.Namespace, dataset: Path, strategies: list[str], seeds: list[int] | None) -> int:
     """``benchmark --regimes FILE``: training regimes against ``plain`` (activeseg.loop.benchmark)."""
-    from activeseg.loop.benchmark import REGIME_COLUMNS, read_regimes, regime_rows, run_regime_benchmark
+    from activeseg.loop.regimes import REGIME_COLUMNS, read_regimes, regime_rows, run_regime_benchmark
 
     report = run_regime_benchmark(params_path(args), args.overrides, read_regimes(args.regimes), dataset,
                                   strategies, seeds, args.out, rounds=args.rounds, progress=not args.quiet)

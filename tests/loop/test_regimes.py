@@ -2,7 +2,7 @@ import pytest
 
 from activeseg.core.config import ConfigError, dump_config
 from activeseg.core.util import read_json
-from activeseg.loop.benchmark import compare_regimes, read_regimes, regime_arms, regime_rows, run_regime_benchmark
+from activeseg.loop.regimes import compare_regimes, read_regimes, regime_arms, regime_rows, run_regime_benchmark
 from activeseg.loop.simulate import summarize
 
 
