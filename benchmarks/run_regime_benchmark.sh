@@ -12,17 +12,8 @@ OUT=${1:-bench-output/regimes}
 A=${2:-0,1,2}
 B=${3:-3,4,5}
 shift $(( $# < 3 ? $# : 3 ))
-AS=.venv/bin/activeseg
-export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1
-BENCH=(benchmark --params "${PARAMS:-benchmarks/params/synthetic.yaml}" --regimes "${REGIMES:-benchmarks/params/regimes.yaml}"
-       --strategies "${STRATEGIES:-suggestive}" --out "$OUT" --quiet "$@")
-
+source benchmarks/halves.sh
 mkdir -p "$OUT"
-start=$SECONDS
-nice $AS "${BENCH[@]}" --seeds "$A" > "$OUT.a.log" 2>&1 &
-first=$!
-until [ -f "$OUT/plain/split.json" ] || ! kill -0 $first 2>/dev/null; do sleep 2; done
-nice $AS "${BENCH[@]}" --seeds "$B" > "$OUT.b.log" 2>&1
-wait $first
-$AS "${BENCH[@]}" --seeds "$A,$B"
-echo "regimes: $((SECONDS - start)) s wall for both halves and the comparison"
+in_two_halves "$OUT/plain/split.json" "$OUT" "$A" "$B" \
+    benchmark --params "${PARAMS:-benchmarks/params/synthetic.yaml}" --regimes "${REGIMES:-benchmarks/params/regimes.yaml}" \
+    --strategies "${STRATEGIES:-suggestive}" --out "$OUT" --quiet "$@"

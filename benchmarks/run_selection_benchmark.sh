@@ -10,17 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PARAMS=$1 OUT=$2 A=$3 B=$4
 shift 4
-AS=.venv/bin/activeseg
-export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1
+source benchmarks/halves.sh
 STRATEGIES=${STRATEGIES:-random_fg,typiclust,maxherding,claspe,coverage_then_uncertainty,suggestive}
-BENCH=(benchmark --params "$PARAMS" --strategies "$STRATEGIES" --out "$OUT" --quiet "$@")
-
 mkdir -p "$OUT"
-start=$SECONDS
-nice $AS "${BENCH[@]}" --seeds "$A" > "$OUT.a.log" 2>&1 &
-first=$!
-until [ -f "$OUT/pretrain/embeddings.npz" ] || ! kill -0 $first 2>/dev/null; do sleep 2; done
-nice $AS "${BENCH[@]}" --seeds "$B" > "$OUT.b.log" 2>&1
-wait $first
-$AS "${BENCH[@]}" --seeds "$A,$B"
-echo "selection: $((SECONDS - start)) s wall for both halves and the comparison"
+in_two_halves "$OUT/pretrain/embeddings.npz" "$OUT" "$A" "$B" \
+    benchmark --params "$PARAMS" --strategies "$STRATEGIES" --out "$OUT" --quiet "$@"

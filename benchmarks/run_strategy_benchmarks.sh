@@ -6,20 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench-output}
-AS=.venv/bin/activeseg
-export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1
 ALL=entropy,mc_variance,bald,powerbald,ripu,stochastic_batches,focannot,suggestive,bsq,ceal,label_propagation,coreset
+
+source benchmarks/halves.sh
 
 run() {  # run NAME PARAMS [benchmark options]
     local name=$1 params=$2; shift 2
-    local start=$SECONDS
-    $AS benchmark --params "$params" --strategies $ALL --seeds 0,1,2 --out "$OUT/$name" --quiet "$@" > "$OUT/$name.a.log" 2>&1 &
-    local first=$!
-    until [ -f "$OUT/$name/split.json" ] || ! kill -0 $first 2>/dev/null; do sleep 2; done
-    $AS benchmark --params "$params" --strategies $ALL --seeds 3,4,5 --out "$OUT/$name" --quiet "$@" > "$OUT/$name.b.log" 2>&1
-    wait $first
-    $AS benchmark --params "$params" --strategies $ALL --seeds 0,1,2,3,4,5 --out "$OUT/$name" --quiet "$@"
-    echo "$name: $((SECONDS - start)) s wall for both halves and the comparison"
+    in_two_halves "$OUT/$name/split.json" "$OUT/$name" 0,1,2 3,4,5 \
+        benchmark --params "$params" --strategies $ALL --out "$OUT/$name" --quiet "$@"
 }
 
 mkdir -p "$OUT"
