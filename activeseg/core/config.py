@@ -109,8 +109,8 @@ class PartitionConfig(Settings):
     # how the initial labeled regions are chosen: at random, or from the pool's region embeddings by the
     # pretrained encoder (TypiClust or MaxHerding, activeseg.strategies.representative; needs pretrain.enabled);
     # own: the query strategy's own choice where it has one (typiclust, maxherding, coverage_then_uncertainty's
-    # coverage), else random
-    initial_strategy: Literal["random", "typiclust", "maxherding", "own"] = "random"
+    # coverage) and pretraining is on, else random
+    initial_strategy: Literal["random", "typiclust", "maxherding", "own"] = "own"
 
 
 class ModelConfig(Settings):
@@ -228,10 +228,10 @@ class PretrainConfig(Settings):
     """Self-supervised pretraining on the pool's images before a campaign's first training (masked
     reconstruction, see activeseg.model.pretrain): ``steps`` optimisation steps on batches of
     ``batch_size`` random crops of side ``crop``, each with ``mask_ratio`` of its ``patch`` x ``patch``
-    cells hidden. Off by default, like ``train.augment`` and ``train.semi``, until the defaults are chosen
-    together on validation Dice over seeds (issue 21)."""
+    cells hidden. On by default: neutral for training on validation Dice (issue 21), but its encoder's
+    embeddings give the default strategy its chosen start and its coverage (issue 22, docs/benchmarks.md)."""
 
-    enabled: bool = False
+    enabled: bool = True
     steps: int = Field(500, ge=1)
     batch_size: int = Field(8, ge=1)
     crop: int = Field(64, ge=1)
@@ -420,7 +420,7 @@ def unknown_strategy(name: str) -> str:
 
 
 class QueryConfig(Settings):
-    strategy: str = "suggestive"
+    strategy: str = "coverage_then_uncertainty"
     budget_fraction: float = Field(0.05, gt=0, le=1)
     budget_pixels: int | None = None
     mc_passes: int = Field(8, ge=1)
@@ -510,6 +510,9 @@ class CampaignConfig(Settings):
     plateau_delta: float = Field(0.005, ge=0)
     # the Dice the plateau rule reads: the evaluation split's, or the control regions' estimate on the pool
     plateau_on: Literal["test", "control"] = "test"
+    # a reviewer may not approve a batch they annotated (None: on for oracle.kind human | labelstudio)
+    four_eyes: bool | None = None
+    require_signatures: bool = False  # refuse unsigned human decisions (submit, approve, reject, revoke, access)
 
 
 class StorageConfig(Settings):
@@ -575,10 +578,13 @@ class Config(Settings):
 
 def initial_method(cfg: Config, strategy: str) -> str:
     """How the initial labeled set of a campaign with query strategy ``strategy`` is chosen: random,
-    typiclust or maxherding (``partition.initial_strategy``, with ``own`` resolved for the strategy)."""
+    typiclust or maxherding (``partition.initial_strategy``, with ``own`` resolved for the strategy: random
+    without pretraining, which the embeddings come from)."""
     method = cfg.partition.initial_strategy
     if method != "own":
         return method
+    if not cfg.pretrain.enabled:  # the strategy's own start needs the pool's embeddings
+        return "random"
     if strategy == "coverage_then_uncertainty":
         return build(CoverageThenUncertaintyOptions, cfg.query.options.get(strategy) or {},
                      f"query.options.{strategy}").coverage

@@ -155,14 +155,16 @@ def test_round_start_refuses_while_a_stop_rule_holds_and_starts_no_server(lab, c
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     params = root / "params.yaml"
     original = params.read_text()
-    write_params(params, params, ["campaign.budget_pixels=3000"])  # init labeled 3 regions of 32 x 32 px
+    labeled = Workspace.open(root).label_state().revealed_pixels()  # init's 3 regions of 32 x 32 px (TypiClust's may overlap)
+    assert 1024 < labeled <= 3072
+    write_params(params, params, [f"campaign.budget_pixels={labeled}"])
     try:
         code = main(["round", "start", "--workspace", str(root)])
     finally:
         params.write_text(original)
     assert code == 2
-    assert capsys.readouterr().out == ("not started: a stop rule holds (label budget: 3072 pixels labeled, budget "
-                                       "3000); `activeseg round start --force` starts round 1 anyway\n")
+    assert capsys.readouterr().out == (f"not started: a stop rule holds (label budget: {labeled} pixels labeled, "
+                                       f"budget {labeled}); `activeseg round start --force` starts round 1 anyway\n")
     assert server.status(root) is None
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from activeseg.core import synthetic
-from activeseg.core.config import SYNTHETIC_NAMES, Config, ConfigError, dump_config, load_config, parse_override
+from activeseg.core.config import (SYNTHETIC_NAMES, Config, ConfigError, dump_config, initial_method, load_config,
+                                   parse_override)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -213,7 +214,9 @@ def test_a_bad_override_names_the_option_and_a_bad_file_names_the_file(tmp_path)
 def test_a_chosen_start_needs_pretraining():
     with pytest.raises(ConfigError, match="partition.initial_strategy: 'typiclust' picks from the pool's region "
                                           "embeddings by the pretrained encoder; set pretrain.enabled: true"):
-        load_config(None, ["partition.initial_strategy=typiclust"])
-    assert load_config(None, ["partition.initial_strategy=own"]).partition.initial_strategy == "own"  # suggestive: random
-    with pytest.raises(ConfigError, match="pretrain.enabled"):
-        load_config(None, ["partition.initial_strategy=own", "query.strategy=maxherding"])
+        load_config(None, ["partition.initial_strategy=typiclust", "pretrain.enabled=false"])
+    cfg = load_config(None, ["partition.initial_strategy=own", "query.strategy=suggestive"])
+    assert initial_method(cfg, "suggestive") == "random"  # no start of its own
+    assert initial_method(load_config(None, []), "coverage_then_uncertainty") == "typiclust"  # the defaults
+    no_embeddings = load_config(None, ["query.strategy=maxherding", "pretrain.enabled=false"])
+    assert initial_method(no_embeddings, "maxherding") == "random"  # own needs the pretrained encoder's embeddings

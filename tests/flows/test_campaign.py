@@ -65,7 +65,7 @@ def test_demo_runs_rounds_that_suspend_and_resume_then_stops_what_it_started(tmp
     client = MlflowClient(tracking_uri=tracking)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert sorted(r.info.run_name for r in runs) == [  # control: the queried and control regions' Dice
-        "round-001-control", "round-001-evaluate", "round-001-train", "round-002-control", "round-002-evaluate",
+        "pretrain", "round-001-control", "round-001-evaluate", "round-001-train", "round-002-control", "round-002-evaluate",
         "round-002-train"]
     assert (tmp_path / "learning_curve.png").is_file()
 

@@ -32,10 +32,11 @@ def campaign(tmp_path_factory: pytest.TempPathFactory):
 def test_round_start_refuses_under_a_stop_rule_unless_forced_and_a_worker_killed_alone_is_recovered(
         campaign: Path, capsys: pytest.CaptureFixture, tmp_path: Path):
     root, where = campaign, ("--workspace", str(campaign))
-    set_params(root, "campaign.budget_pixels=3000", "train.min_steps=400", "train.max_steps=400")
+    labeled = Workspace.open(root).label_state().revealed_pixels()  # init's regions
+    set_params(root, f"campaign.budget_pixels={labeled}", "train.min_steps=400", "train.max_steps=400")
     code, out = cli(capsys, "round", "start", *where)
-    assert (code, out) == (2, "not started: a stop rule holds (label budget: 3072 pixels labeled, budget 3000); "
-                              "`activeseg round start --force` starts round 1 anyway\n")
+    assert (code, out) == (2, f"not started: a stop rule holds (label budget: {labeled} pixels labeled, budget "
+                              f"{labeled}); `activeseg round start --force` starts round 1 anyway\n")
     assert not (server.prefect_home(root) / "round.json").exists()  # no round run was created
 
     code, out = cli(capsys, "round", "start", "--force", *where)  # also starts a background worker

@@ -62,8 +62,8 @@ def test_regime_benchmark_runs_the_arms_on_one_split(tiny_cfg, tiny_data_dir, tm
     params, out = tmp_path / "params.yaml", tmp_path / "b"
     dump_config(tiny_cfg, params)
     regime = ["pretrain.enabled=true", "train.semi.method=mean_teacher", "train.augment.preset=auto"]
-    report = run_regime_benchmark(params, [], {"plain": [], "new": regime}, tiny_data_dir, [], [0, 1], out,
-                                  rounds=2, progress=False)
+    arms = {"plain": ["pretrain.enabled=false"], "new": regime}
+    report = run_regime_benchmark(params, [], arms, tiny_data_dir, [], [0, 1], out, rounds=2, progress=False)
     assert set(report["comparison"]) == {"plain/random", "plain/full", "new/random", "new/full"}
     assert (out / "new" / "pretrain" / "model.pt").is_file() and not (out / "plain" / "pretrain").exists()
     assert read_json(out / "new" / "split.json") == read_json(out / "plain" / "split.json")

@@ -51,10 +51,10 @@ def blob_regions(sizes=(9, 7, 6)):
     return regions, embeddings
 
 
-def test_the_initial_set_is_random_by_default_and_the_strategys_own_choice_with_own(tiny_cfg):
+def test_the_initial_set_is_random_with_random_and_the_strategys_own_choice_with_own(tiny_cfg):
     regions, embeddings = blob_regions()
     cfg = tiny_cfg.model_copy(deep=True)
-    cfg.partition.initial_labeled = 3
+    cfg.partition.initial_labeled, cfg.partition.initial_strategy = 3, "random"
     assert choose_initial(cfg, "typiclust", regions, 3, None) == (initial_regions(regions, 3, 3), "random")
     cfg.partition.initial_strategy, cfg.pretrain.enabled = "own", True
     assert initial_method(cfg, "entropy") == "random" and initial_method(cfg, "maxherding") == "maxherding"

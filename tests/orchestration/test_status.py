@@ -12,7 +12,7 @@ def test_a_finished_campaign_says_so_instead_of_offering_the_next_round(ws: Work
     ws.evaluate(1)
     ws.cfg.rounds = 1  # round 1 was the last
     result = status(None, ws)
-    assert (result["strategy"], result["start"]) == ("suggestive", "random")  # how round 0 was chosen
+    assert (result["strategy"], result["start"]) == ("coverage_then_uncertainty", "typiclust")  # how round 0 was chosen
     assert result["stop"] == "round limit: round 1 was the last"
     assert result["hint"] == ("the campaign is finished (round limit: round 1 was the last); `activeseg round start "
                               "--force` starts round 2 anyway")

@@ -31,11 +31,11 @@ def test_collapse_reason_by_hand() -> None:
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    """Round 1 trained with a learning rate that makes training diverge (the model predicts one class
-    everywhere), and collapsed models not allowed to query."""
+    """Round 1 trained from random weights with a learning rate that makes training diverge (the model
+    predicts one class everywhere), and collapsed models not allowed to query."""
     root = tmp_path_factory.mktemp("collapse") / "ws"
     ws = Workspace.init(root, "synthetic", overrides=[*TINY, "query.budget_pixels=2048", "train.lr=100000.0",
-                                                      "query.allow_collapsed_model=false"])
+                                                      "pretrain.enabled=false", "query.allow_collapsed_model=false"])
     ws.train(1)
     return Workspace.open(root)
 

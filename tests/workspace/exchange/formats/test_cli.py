@@ -15,10 +15,11 @@ from tests.workspace.test_workspace import SETTINGS
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    """A workspace after init, train and query of round 1 (a request with regions). No control regions: a
-    control may overlap a pick, and a shape of one region's pre-annotation then crosses the other's edge."""
+    """A workspace after init, train and query of round 1 (a request with regions). Regions that do not
+    overlap (no controls, and suggestive's picks, which are apart here): where two overlap, a shape of one
+    region's pre-annotation crosses the other's edge."""
     ws = Workspace.init(tmp_path_factory.mktemp("campaign") / "ws", "synthetic",
-                        overrides=[*SETTINGS, "query.control_fraction=0"])
+                        overrides=[*SETTINGS, "query.control_fraction=0", "query.strategy=suggestive"])
     ws.train(1)
     assert len(ws.query(1)["regions"]) >= 2
     return ws
