@@ -44,5 +44,20 @@ demo: $(STAMP)
 test: $(STAMP) chromium
 	$(PY) -m pytest
 
+# The services of infra/docker-compose.yml started natively on 127.0.0.1, all their data in one folder:
+# .lab/ (or LAB_DIR=..., or $$ACTIVESEG_LAB_DIR); see infra/README.md, "The lab stack without Docker".
+# Debian's PostgreSQL server is installed first when its initdb is not found.
+.PHONY: lab lab-stop lab-deps
+lab: $(STAMP) lab-deps
+	$(PY) infra/lab/stack.py $(if $(LAB_DIR),--dir $(LAB_DIR)) start
+
+lab-deps: $(STAMP)
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| (apt-get update -q && apt-get install -y -q --no-install-recommends postgresql)
+
+lab-stop:
+	@if [ -x $(PY) ]; then $(PY) infra/lab/stack.py $(if $(LAB_DIR),--dir $(LAB_DIR)) stop; \
+	else echo "no $(VENV): no lab stack to stop"; fi
+
 clean:
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache demo-output

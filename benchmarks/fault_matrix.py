@@ -3,7 +3,9 @@ row per fault: the fault, what was checked, pass/fail. Exits non-zero when any r
 that ran). The object-store rows (outages, odd object names, credentials) run against a moto S3 server;
 the SIGKILL rows against a workspace with its local remote (each kill test copies one workspace, and a
 moto bucket cannot be copied with it). The Prefect rows run real local servers and workers; those of
-tests/flows/test_faults.py are marked `matrix` and run only with pytest's --matrix, which this passes.
+tests/flows/test_faults.py are marked `matrix` and run only with pytest's --matrix, which this passes. The
+lab rows (tests/flows/test_lab_campaigns.py, marked `lab`: --lab, passed too) start make lab's stack, so
+they need PostgreSQL's server (`make lab-deps`); the identity rows use ssh-keygen.
 
     .venv/bin/python benchmarks/fault_matrix.py            # every row (the Prefect rows take minutes)
     .venv/bin/python benchmarks/fault_matrix.py --quick    # without the rows that need Prefect
@@ -25,6 +27,8 @@ KILL = "tests/workspace/test_kill.py::test_sigkill_inside_a_step_then_the_round_
 COMPARED = "events once, labels, 1 tag, dvc, verify, status"
 FAULTS = "tests/flows/test_faults.py"  # marked `matrix`: runs with --matrix only
 CLEAN = "events once, labels, 1 tag/round, linear, clean git, dvc in sync, verify, Completed"
+IDENTITY = "tests/workspace/test_identity.py"
+LAB = "tests/flows/test_lab_campaigns.py"  # marked `lab`: starts make lab's stack, runs with --lab only
 
 # (fault, what was checked, test selectors: "file" or "file::test" or "file::test[param]", needs Prefect)
 ROWS: list[tuple[str, str, list[str], bool]] = [
@@ -87,6 +91,30 @@ ROWS: list[tuple[str, str, list[str], bool]] = [
     ("ledger line deleted / non-JSON", "verify fails on its own and against db + git; file:line named",
      ["tests/workspace/test_audit.py", "tests/workspace/test_ledger.py::test_an_export_missing_a_line_fails_on_its_own",
       "tests/workspace/test_ledger.py::test_a_non_json_export_line_is_named_by_file_and_line"], False),
+    *[(fault, checked, [f"{IDENTITY}::{test}"], False) for fault, checked, test in (
+        ("annotator approves their own batch", "refused (four eyes), recorded",
+         "test_an_annotator_approving_their_own_batch_is_refused_and_recorded"),
+        ("decision signed with another person's key", "refused at once, recorded",
+         "test_a_decision_signed_with_another_persons_key_is_refused_at_once_and_recorded"),
+        ("signed approval forged (stranger's key, changed reason, signature removed)", "audit verify fails naming "
+         "the event", "test_a_forged_signed_approval_fails_audit_verify_naming_the_event"),
+        ("person removed from access.yaml", "earlier signatures verify, later ones fail",
+         "test_removing_a_person_keeps_their_earlier_signatures_and_fails_later_ones"))],
+    ("Prefect server on 0.0.0.0", "refused without an auth string; with one, a client without it gets 401",
+     ["tests/orchestration/test_server_auth.py::test_a_server_off_loopback_without_an_auth_string_is_refused",
+      "tests/orchestration/test_server_auth.py::test_a_server_on_all_interfaces_lets_in_only_clients_with_the_string"],
+     False),
+    ("annotator key beyond its round (moto IAM)", "other rounds' labels unreadable, staged batch not overwritten, "
+     "nothing written outside its upload folder", ["tests/test_minio_policies.py"], False),
+    *[(fault, checked, [f"{LAB}::{test}"], True) for fault, checked, test in (
+        ("two campaigns on one lab stack", "both suspended at once; one approval resumes only its run; status, "
+         "model list and S3 prefix per campaign", "test_two_campaigns_run_and_suspend_at_once_and_stay_apart"),
+        ("PostgreSQL restarted, round suspended (lab)", "the round resumes after approval and completes",
+         "test_a_suspended_round_resumes_after_postgres_restarts"),
+        ("MLflow server down during evaluate (lab)", "retried; one evaluate run and one model version per round",
+         "test_mlflow_down_during_evaluate_is_retried_and_logs_once"),
+        ("Dask worker SIGKILLed mid-query (lab)", "same selection as one process; the cluster back to 2 workers",
+         "test_a_stack_dask_worker_killed_mid_query_changes_nothing"))],
 ]
 
 
@@ -121,7 +149,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
         started = time.monotonic()
-        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-q", "-rA", "--matrix",
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-q", "-rA", "--matrix", "--lab",
                    f"--junitxml={xml}", *targets]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)

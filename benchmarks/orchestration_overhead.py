@@ -159,7 +159,7 @@ def workspace_rounds(root: Path, rounds: int) -> list[tuple[float, float]]:
         ws.train(n)
         ws.query(n)
         ws.simulate_labels(n)
-        ws.approve(n, "bench")
+        ws.approve(n, "simulated-oracle")  # as the worker approves the simulated annotator's batch
         ws.evaluate(n)
         seconds.append((time.perf_counter() - start, cpu_now() - cpu))
     return seconds

@@ -86,8 +86,14 @@ def await_labels(workspace: str, n: int, timeout_seconds: int) -> dict[str, Any]
 def _form_text(n: int, request: dict[str, Any], attempt: int) -> str:
     """What the Prefect UI shows above the approval form."""
     again = f" (wait {attempt + 1}: the previous answer was not taken)" if attempt else ""
-    return (f"**Round {n}** waits for labels{again}.\n\n"
+    text = (f"**Round {n}** waits for labels{again}.\n\n"
             f"The request ({request['regions']} regions) is at `{request['request']}`. Upload one mask per region "
-            f"to `{request['labels']}`, or run `activeseg labels submit DIR --annotator NAME --round {n}`.\n\n"
-            f"Approve with `activeseg approve --round {n} --by NAME`, or here with the batch hash that "
-            f"`activeseg status` shows. Reject with `activeseg reject --round {n} --by NAME --reason TEXT`.")
+            f"to `{request['labels']}`, or run `activeseg labels submit DIR --annotator NAME --round {n}`.\n\n")
+    if request.get("signatures_required"):
+        return text + (f"This campaign requires signed decisions (`campaign.require_signatures`), and this form "
+                       f"cannot sign: an approval or rejection sent from it is refused and recorded. Approve with "
+                       f"`activeseg approve --round {n} --by NAME --sign KEY`, or reject with `activeseg reject "
+                       f"--round {n} --by NAME --reason TEXT --sign KEY`.")
+    return text + (f"Approve with `activeseg approve --round {n} --by NAME`, or here with your name (a reviewer of "
+                   f"the workspace's access.yaml, not an annotator of the batch) and the batch hash that "
+                   f"`activeseg status` shows. Reject with `activeseg reject --round {n} --by NAME --reason TEXT`.")

@@ -9,14 +9,20 @@ from prefect.input import RunInput
 class ApprovalInput(RunInput):
     """What resumes a round that waits for labels (the Prefect UI shows these fields as a form).
 
-    approved: the batch is taken in (False: it goes to quarantine). approver: who decided. comment: free
-    text. batch_hash: the content hash of the staged label batch the decision is about (`activeseg status`).
+    approved: the batch is taken in (False: it goes to quarantine). approver: who decided (a reviewer of
+    the workspace's access file). comment: free text. batch_hash: the content hash of the staged label batch
+    the decision is about (`activeseg status`). signature, signed_time, signed_prev: an approval signed by
+    `activeseg approve --sign KEY` (the SSH signature, and the event time and previous hash it covers);
+    left empty in the form, which cannot sign.
     """
 
     approved: bool
     approver: str
     comment: str = ""
     batch_hash: str
+    signature: str = ""
+    signed_time: str = ""
+    signed_prev: str = ""
 
 
 def await_approval(*, key: str, timeout: int | None, description: str) -> ApprovalInput:

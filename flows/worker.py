@@ -78,6 +78,28 @@ def deployments(root: Path, flow_refs: Sequence[str], name: str | None) -> list[
                    "parameters": {"workspace": str(root)}}) for ref, scheduled in FLOWS]
 
 
+def check_campaign_name(client: SyncPrefectClient, root: Path, flow_refs: Sequence[str] = ()) -> None:
+    """ServerError when the campaign's deployments on the server belong to another workspace that still
+    exists here: campaigns sharing a server are told apart by their folder's name (`names.campaign_name`),
+    and a second worker serving the same deployments would run the other campaign's rounds with this
+    workspace's Prefect home. A workspace moved to another folder takes its deployments over."""
+    if flow_refs:
+        return
+    root = Path(root).resolve()
+    for ref, _ in FLOWS:
+        full_name = f"{load_flow(ref).name}/{campaign_name(root)}"
+        try:
+            deployment = client.read_deployment_by_name(full_name)
+        except ObjectNotFound:
+            continue
+        other = (deployment.parameters or {}).get("workspace")
+        if other and Path(other).resolve() != root and (Path(other) / "workspace.json").is_file():
+            raise server.ServerError(
+                f"the campaign name {campaign_name(root)!r} is taken on this Prefect server: deployment "
+                f"{full_name} serves the workspace {other}. Campaigns sharing a server are named after their "
+                f"workspace folder: rename the folder of {root} (or of {other}).")
+
+
 def serve(root: Path, flow_refs: Sequence[str] = (), name: str | None = None, *,
           poll_seconds: float = POLL_SECONDS) -> None:
     """Serve the deployments in this process until SIGTERM/SIGINT, each run in a process forked from a
@@ -85,6 +107,8 @@ def serve(root: Path, flow_refs: Sequence[str] = (), name: str | None = None, *,
     worker carries on."""
     with connect(root) as srv:
         os.environ.update(server.client_env(root, srv))  # inherited by the flow-run processes
+        with get_client(sync_client=True) as client:
+            check_campaign_name(client, root, flow_refs)
         retried = rounds.recover(PrefectEngine(), root)
         if retried:
             print(retried, flush=True)
@@ -129,6 +153,8 @@ def start(root: Path, flow_refs: Sequence[str] = (), name: str | None = None, *,
         raise server.ServerError(f"no Prefect server is running for {root}")
     command = [sys.executable, "-m", "flows.worker", "--workspace", str(root), "--poll-seconds", str(poll_seconds)]
     command += [arg for ref in flow_refs for arg in ("--flow", ref)] + (["--name", name] if name else [])
+    with get_client(sync_client=True) as client:
+        check_campaign_name(client, root, flow_refs)
     since = datetime.now(timezone.utc)
     worker = workers.start(root, command, {**os.environ, **server.client_env(root, srv), **(env or {})})
     deadline = time.monotonic() + timeout

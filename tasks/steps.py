@@ -25,6 +25,7 @@ from prefect.runtime import flow_run
 
 from activeseg.workspace.exchange.layout import round_prefix
 from activeseg.workspace.exchange.requests import read_manifest
+from activeseg.workspace.identity import Presigned
 from activeseg.core.util import canonical_json, sha256_text
 from activeseg.workspace.storage import StoreUnavailable
 from activeseg.orchestration.engine import RunEngine
@@ -126,7 +127,8 @@ def publish_request(workspace: str, round_number: int) -> dict[str, Any]:
         raise WorkspaceError(f"round {round_number}: the request in {queried.request} is missing or is not the "
                              "one recorded in the ledger")
     return {"round": round_number, "request": queried.request, "regions": len(manifest["regions"]),
-            "labels": f"{ws.store.url}/{round_prefix('labels', round_number)}"}
+            "labels": f"{ws.store.url}/{round_prefix('labels', round_number)}",
+            "signatures_required": ws.cfg.campaign.require_signatures}
 
 
 @task(name="labels-taken", version="1", persist_result=False, cache_policy=NO_CACHE)
@@ -160,9 +162,14 @@ def ingest_labels(workspace: str, round_number: int, wait: str, approval: dict[s
     the workspace records the approval (`labels_approved`) and takes the batch in (`labels_committed`),
     or records the refusal (`approval_refused`, which `activeseg approve` waits for and reports). Not
     approved (from the Prefect UI form): the staged batch goes to quarantine, as with `activeseg reject`.
+    The approver must be a reviewer (four eyes: not an annotator of the batch), and the approval signed
+    when `campaign.require_signatures` is on (by `activeseg approve --sign KEY`: the form cannot sign);
+    otherwise it is refused and recorded like any other refusal.
     """
     ws, n = _open(workspace), round_number
     by = approval["approver"]
+    signed = approval.get("signature") or None
+    presigned = Presigned(signed, approval["signed_time"], approval["signed_prev"]) if signed else None
     if not approval["approved"]:
         reason = approval.get("comment") or "not approved"
         try:
@@ -172,7 +179,8 @@ def ingest_labels(workspace: str, round_number: int, wait: str, approval: dict[s
             note = str(exc)
         return {"accepted": False, "reason": f"not approved by {by}: {reason} ({note})"}
     try:
-        ws.approve(n, by, approval.get("comment", ""), approval["batch_hash"], str(flow_run.get_id()))
+        ws.approve(n, ws.person(by, presigned=presigned), approval.get("comment", ""), approval["batch_hash"],
+                   str(flow_run.get_id()))
     except WorkspaceError as exc:
         return {"accepted": False, "reason": str(exc)}
     return _taken(ws, n)

@@ -70,6 +70,18 @@ def tiny_dataset(tiny_data_dir: Path) -> Dataset:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--matrix", action="store_true",
                      help="also run the tests marked `matrix` (fault-matrix rows that take minutes)")
+    parser.addoption("--lab", action="store_true",
+                     help="also run the tests marked `lab`: `make lab`'s stack (PostgreSQL, Prefect, MLflow, S3, Dask)")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With --lab, xdist hands out whole modules (`--dist loadscope`): a lab module's tests share one stack
+    (a module fixture) and run in order on one xdist worker, instead of each worker starting a stack."""
+    if config.getoption("--lab"):
+        from xdist.scheduler import LoadScopeScheduling
+
+        return LoadScopeScheduling(config, log)
+    return None
 
 
 # The marks of pyproject.toml, by folder, file, or file::test below tests/. `prefect`: needs Prefect (imports
@@ -113,6 +125,8 @@ MARKS = {
     },
     # test_labelstudio_live: a real Label Studio server; `make labelstudio-venv` installs it first (about 2 min)
     "matrix": {"flows/test_faults.py", "flows/test_server_restart.py", "workspace/exchange/test_labelstudio_live.py"},
+    # `lab`: starts and stops the whole lab stack of `make lab` (about a minute); skipped unless pytest runs with --lab
+    "lab": {"test_lab_stack.py"},
 }
 
 
@@ -133,3 +147,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(mark)
         if "matrix" in item.keywords and not config.getoption("--matrix"):
             item.add_marker(skip)
+        if "lab" in item.keywords and not config.getoption("--lab"):
+            item.add_marker(pytest.mark.skip(reason="the lab stack of `make lab` (about a minute): run with --lab"))

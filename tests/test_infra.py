@@ -70,7 +70,7 @@ def test_every_compose_variable_is_documented_and_in_the_env_template():
     text = (INFRA / "docker-compose.yml").read_text()
     used = set(re.findall(r"\$\{([A-Z_]+)", text))
     assert used == {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "POSTGRES_PASSWORD", "BUCKET", "MLFLOW_BUCKET",
-                    "CAMPAIGN", "DATASETS", "ACTIVESEG_ACTOR", "PREFECT_UI_API_URL"}
+                    "CAMPAIGN", "DATASETS", "ACTIVESEG_ACTOR", "PREFECT_UI_API_URL", "PREFECT_SERVER_API_AUTH_STRING"}
     readme = (INFRA / "README.md").read_text()
     template = dict(line.split("=", 1) for line in (INFRA / ".env.example").read_text().splitlines()
                     if line and not line.startswith("#"))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from activeseg.cli.output import console, count, print_json, print_table, say
+from activeseg.cli.workspace import add_person_options, by
 from activeseg.orchestration.engine import RunEngine, RunState
 
 FOLLOW_SECONDS = 1.0
@@ -69,8 +70,10 @@ def cmd_server(args: argparse.Namespace) -> int:
     root = _root(args)
     if args.action == "start":
         require_workspace(root)
-        srv = server.start(root)
+        srv = server.start(root, host=args.host)
         where = "external server (PREFECT_API_URL)" if srv.external else f"log {srv.log}"
+        if not srv.external and srv.host != server.HOST:
+            where = f"listening on {srv.host}, {where}"
         console.print(f"Prefect server {'started' if srv.started else 'already running'} at {srv.url} ({where})")
     elif args.action == "stop":
         from activeseg.orchestration import workers
@@ -184,7 +187,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"schedule {result['schedule'] or 'none'}", highlight=False)
     console.print(headline(result), style="bold", highlight=False)
     lines = [f"Prefect server {result['server']}" if result["server"] else
-             "no Prefect server is running for this workspace (status starts none)"]
+             "no Prefect server is running for this workspace (status starts none)", you_line(result["you"])]
     run = result["flow_run"]
     if run:
         lines.append(f"round {run['round']} flow run {run['id']}: {run['state']}"
@@ -220,6 +223,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def you_line(you: dict[str, Any]) -> str:
+    """The current user's roles in words (``status``'s ``you``)."""
+    if you["roles"] is None:
+        return f"you ({you['name']}) are not in access.yaml: {you['note']}"
+    keys = f", {you['keys']} key" + "s" * (you["keys"] != 1)
+    return f"you ({you['name']}): {', '.join(you['roles'])}{keys}"
+
+
 def _engine_for(ws: Any, round_number: int) -> AbstractContextManager[RunEngine | None]:
     """The engine (connected, a server started when none runs) when a round run claimed the round; else
     None: a round run by hand needs no server to approve or reject its labels."""
@@ -237,8 +248,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
     root = _root(args)
     ws = Workspace.open(root)
     with _engine_for(ws, args.round) as engine:
-        result = approve(engine, ws, args.round, args.by, args.comment or "",
-                         wait_seconds=0.0 if args.no_wait else args.wait_seconds)
+        result = approve(engine, ws, args.round, by(args), args.comment or "",
+                         wait_seconds=0.0 if args.no_wait else args.wait_seconds, sign=args.sign)
     n, batch = args.round, result["batch_sha256"][:12]
     if result["pulled"]:
         console.print(f"round {n}: {result['pulled']}", highlight=False)
@@ -265,10 +276,10 @@ def cmd_reject(args: argparse.Namespace) -> int:
     root = _root(args)
     ws = Workspace.open(root)
     with _engine_for(ws, args.round) as engine:
-        result = reject(engine, ws, args.round, args.by, args.reason)
+        result = reject(engine, ws, args.round, by(args), args.reason, args.sign)
     waiting = (f"flow run {result['flow_run_id']} is {result['state']}" if result["flow_run_id"]
                else "no flow run is waiting for it")
-    console.print(f"round {args.round}: batch {result['batch_sha256'][:12]} rejected by {args.by}, moved to "
+    console.print(f"round {args.round}: batch {result['batch_sha256'][:12]} rejected by {result['by']}, moved to "
                   f"{result['quarantine']}; the request stays open ({waiting}) and waits for another batch",
                   highlight=False)
     return 0
@@ -334,6 +345,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = where(sub.add_parser("server", help="the workspace's local Prefect server"))
     p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--host", help="start: the address to listen on (default: PREFECT_SERVER_API_HOST, else "
+                                  "127.0.0.1); off loopback PREFECT_SERVER_API_AUTH_STRING must be set")
     p.set_defaults(func=cmd_server)
 
     p = where(sub.add_parser("worker", help="serve the campaign's rounds (foreground, or --background; stop)"))
@@ -357,7 +370,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = where(sub.add_parser("approve", help="approve the staged batch of a round: its flow run (or this command) "
                                                 "takes it in"))
     p.add_argument("--round", type=int, required=True)
-    p.add_argument("--by", required=True, help="who approves")
+    add_person_options(p, help="who approves: a reviewer, not an annotator of the batch")
     p.add_argument("--comment")
     p.add_argument("--wait-seconds", type=float,
                    help="how long to wait for the round run to take the batch in or refuse it (default 120); "
@@ -367,7 +380,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = where(sub.add_parser("reject", help="quarantine the staged batch of a round; it keeps waiting"))
     p.add_argument("--round", type=int, required=True)
-    p.add_argument("--by", required=True, help="who rejects")
+    add_person_options(p, help="who rejects: a reviewer")
     p.add_argument("--reason", required=True)
     p.set_defaults(func=cmd_reject)
 

@@ -1,4 +1,8 @@
-"""Campaign-workspace commands: ``init``, ``step``, ``labels`` and ``audit``.
+"""Campaign-workspace commands: ``init``, ``step``, ``labels``, ``access`` and ``audit``.
+
+A command that records a person's decision names them with ``--by NAME`` (``--annotator NAME`` for
+``labels submit`` and ``ingest``; default: the OS user name) and may sign it with ``--sign KEY``; see
+:mod:`activeseg.workspace.identity`.
 
 Every command but ``init`` runs in the workspace containing the current folder, or in ``--workspace DIR``.
 The read-only ones (``labels pending``, ``audit``) never start a Prefect server; they say when none runs.
@@ -40,8 +44,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     from activeseg.workspace.workspace import Workspace
 
     ws = Workspace.init(args.dir, args.dataset, classes=args.classes, remote=args.remote, endpoint=args.endpoint,
-                        overrides=args.overrides, params=args.params)
+                        overrides=args.overrides, params=args.params, admin=args.admin, key=args.key, sign=args.sign)
     console.print(f"workspace {ws.root}: {len(ws.dataset.stems)} images, remote {ws.store.url}, tagged round-000")
+    console.print(f"access.yaml: {ws.access().names()[0]} is its admin; add people with `activeseg access add NAME "
+                  "--role annotator|reviewer|admin --key PUB`", highlight=False, markup=False)
     console.print(f"next: cd {args.dir} && activeseg server start && activeseg worker --background "
                   "&& activeseg round start", highlight=False)
     return 0
@@ -94,7 +100,8 @@ def cmd_labels(args: argparse.Namespace) -> int:
     elif args.labels_command == "import":
         from activeseg.workspace.exchange.formats.service import import_round
 
-        result = import_round(ws, args.round, args.format, args.path, args.annotator, args.replace)
+        result = import_round(ws, args.round, args.format, args.path, args.annotator, args.replace,
+                              by=ws.person(args.by or args.annotator or os_user(), args.sign))
         clipped = result.clipped or {}
         if clipped:
             say("shapes clipped at a region's edge, per region: "
@@ -103,17 +110,17 @@ def cmd_labels(args: argparse.Namespace) -> int:
     elif args.labels_command == "pull":
         from activeseg.workspace.exchange.formats.live import pull
 
-        result = pull(ws, args.round, args.replace)
+        result = pull(ws, args.round, args.replace, by=ws.person(by(args), args.sign))
         print_json(result)
         say(result["message"])
         return 0
     elif args.labels_command == "revoke":
         regions = args.regions.split(",") if args.regions is not None else None
-        result = ws.revoke(args.round, args.by, args.reason, regions)
+        result = ws.revoke(args.round, by(args), args.reason, regions, sign=args.sign)
     elif args.labels_command == "submit":
-        result = ws.submit(args.round, args.dir, args.annotator, args.replace)
+        result = ws.submit(args.round, args.dir, args.annotator or os_user(), args.replace, sign=args.sign)
     elif args.labels_command == "ingest":
-        result = ws.ingest(args.round, args.annotator, replace=args.replace)
+        result = ws.ingest(args.round, args.annotator or os_user(), replace=args.replace, sign=args.sign)
     else:
         result = ws.simulate_labels(args.round)
     if args.labels_command == "export":
@@ -125,6 +132,64 @@ def cmd_labels(args: argparse.Namespace) -> int:
 
         console.print(staged_line(Staged.model_validate(result)), highlight=False, markup=False)
     return 0
+
+
+def os_user() -> str:
+    """The OS user name: whom a command records when no name is given."""
+    from activeseg.workspace.access import os_user as user
+
+    return user()
+
+
+def by(args: argparse.Namespace) -> str:
+    """The person a command records: ``--by NAME``, else the OS user name."""
+    return args.by or os_user()
+
+
+def add_person_options(parser: argparse.ArgumentParser, who: str = "--by", help: str = "who decides") -> None:
+    """``--by NAME`` (or ``who``) and ``--sign KEY``, for a command that records a person's decision."""
+    parser.add_argument(who, help=f"{help} (default: the OS user name); a person of access.yaml")
+    parser.add_argument("--sign", metavar="KEY",
+                        help="sign the decision: a private key file, a public key the SSH agent holds, or 'agent'")
+
+
+def cmd_access(args: argparse.Namespace) -> int:
+    from activeseg.workspace import access
+
+    ws = _workspace(args)
+    if args.access_command == "list":
+        people = ws.access().people
+        if args.json:
+            print_json([p.model_dump() for p in people])
+        else:
+            from activeseg.workspace.signing import fingerprint
+
+            print_table(("name", "roles", "keys"), [(p.name, ", ".join(p.roles),
+                                                     ", ".join(fingerprint(k) for k in p.keys) or "-")
+                                                    for p in people], title="access.yaml")
+        return 0
+    name = args.name
+    if args.access_command == "add":
+        key = _public_key(args.key)
+        change = f"added {name} as {args.role}" + (" with a key" if key else "")
+        edit = lambda old: access.add(old, name, args.role, key)  # noqa: E731
+    elif args.access_command == "remove":
+        change, edit = f"removed {name}", lambda old: access.remove(old, name)
+    else:
+        roles = [r.strip() for r in args.roles.split(",")]
+        change, edit = f"gave {name} the roles {', '.join(roles)}", lambda old: access.set_role(old, name, roles)
+    new = ws.change_access(by(args), name, change, edit, sign=args.sign)
+    held = ", ".join(new.person(name).roles) if name in new.names() else "none: removed"
+    console.print(f"access.yaml: {change} (roles of {name}: {held}); recorded and committed", highlight=False,
+                  markup=False)
+    return 0
+
+
+def _public_key(text: str | None) -> str | None:
+    """``--key``: a public key line or the path of a ``.pub`` file, checked."""
+    from activeseg.workspace.signing import read_public_key
+
+    return read_public_key(text) if text else None
 
 
 def exported_line(export: dict[str, Any]) -> str:
@@ -154,9 +219,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     ws = _workspace(args)
     if args.action == "verify":
-        result = ws.verify()
+        from activeseg.workspace.audit import check_signatures
+
+        result, signatures = ws.verify(), check_signatures(ws)
+        if args.json:
+            print_json({"ok": result.ok, "message": result.message, "bad_seq": result.bad_seq,
+                        "signatures": signatures.to_dict()})
+            return 0 if result.ok else 1
         console.print(("[green]ok:[/] " if result.ok else "[bold red]ledger verification failed:[/] ")
                       + escape(result.message), highlight=False)
+        console.print(f"signatures: {signatures.signed} signed, {signatures.unsigned} unsigned, "
+                      f"{len(signatures.bad)} bad", highlight=False)
+        for _, problem in signatures.bad:
+            console.print(f"  bad: {problem}", highlight=False, markup=False)
         return 0 if result.ok else 1
     events = ws.ledger.events(round=args.round, sample=args.sample, annotator=args.annotator, since=args.since)
     if args.json:
@@ -181,6 +256,9 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     p.add_argument("--classes", type=int, help="classes including background (default: data.classes)")
     p.add_argument("--remote", help="folder (default: DIR-remote beside the workspace) or s3://bucket/prefix")
     p.add_argument("--endpoint", help="S3 endpoint URL for MinIO or any S3 service, e.g. http://127.0.0.1:9000")
+    p.add_argument("--admin", help="the first admin of access.yaml (default: the OS user name)")
+    p.add_argument("--key", help="the admin's SSH public key: a .pub file or a key line")
+    p.add_argument("--sign", metavar="KEY", help="sign the access file's creation (see activeseg access --help)")
     common(p)
     p.set_defaults(func=cmd_init)
 
@@ -204,9 +282,9 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     where(p)
     p = labels.add_parser("submit", help="validate, upload and stage a folder of masks (<region id>.png) for approval")
     p.add_argument("dir", type=Path)
-    p.add_argument("--annotator", required=True)
+    add_person_options(p, "--annotator", "who made the batch: an annotator")
     p = labels.add_parser("ingest", help="validate and stage the batch uploaded to labels/round-NNN/ in the store")
-    p.add_argument("--annotator", help="who made the batch (default: unknown)")
+    add_person_options(p, "--annotator", "who made the batch: an annotator")
     for name in ("submit", "ingest"):
         labels.choices[name].add_argument("--replace", action="store_true",
                                           help="replace a batch that is staged and waits for review (recorded)")
@@ -224,13 +302,15 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     p.add_argument("--annotator", help="who annotated, when the export names nobody (Label Studio completed_by, "
                                        "CVAT assignee/owner, QuPath metadata annotator are taken first)")
     p.add_argument("--replace", action="store_true", help="replace a batch that is staged and waits for review")
+    add_person_options(p, help="who hands the batch in: an annotator")
     p = labels.add_parser("pull", help="oracle.kind labelstudio: fetch the round's annotations from Label Studio; when "
                                        "every task is done, import them (validated, staged for approval)")
     p.add_argument("--replace", action="store_true", help="replace a batch that is staged and waits for review")
+    add_person_options(p, help="who hands the batch in: an annotator")
     p = labels.add_parser("revoke", help="revoke an accepted batch (or some of its regions): recorded, left out of "
                                          "training from the next round, the regions asked again")
     p.add_argument("--round", type=int, required=True, help="the round whose accepted batch is revoked")
-    p.add_argument("--by", required=True, help="who revokes it")
+    add_person_options(p, help="who revokes it: a reviewer")
     p.add_argument("--reason", required=True)
     p.add_argument("--regions", help="comma-separated region ids (default: every region of the batch)")
     where(p)
@@ -241,8 +321,29 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     for p in labels.choices.values():
         p.set_defaults(func=cmd_labels)
 
+    access_parser = sub.add_parser("access", help="who works in the workspace (access.yaml): list; add, remove, role "
+                                                  "(an admin; each change recorded and committed)")
+    access_sub = access_parser.add_subparsers(dest="access_command", required=True)
+    p = access_sub.add_parser("list", help="the people, their roles and key fingerprints")
+    p.add_argument("--json", action="store_true")
+    p = access_sub.add_parser("add", help="add a person with a role and key (to someone listed: the role, the key)")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=["annotator", "reviewer", "admin"])
+    p.add_argument("--key", help="their SSH public key: a .pub file or a key line (ed25519 or rsa)")
+    p = access_sub.add_parser("remove", help="remove a person (their earlier signatures stay valid)")
+    p.add_argument("name")
+    p = access_sub.add_parser("role", help="replace a person's roles")
+    p.add_argument("name")
+    p.add_argument("roles", help="comma-separated: annotator, reviewer, admin")
+    for name in ("add", "remove", "role"):
+        add_person_options(access_sub.choices[name], help="the admin who changes it")
+    for p in access_sub.choices.values():
+        where(p)
+        p.set_defaults(func=cmd_access)
+
     p = sub.add_parser("audit", help="the audit ledger: history of a sample, round or annotator; verify")
-    p.add_argument("action", nargs="?", choices=["verify"], help="verify: check the hash chain and label files")
+    p.add_argument("action", nargs="?", choices=["verify"],
+                   help="verify: check the hash chain, the signatures (signed, unsigned, bad) and label files")
     p.add_argument("--sample", help="a region id or image stem")
     p.add_argument("--round", type=int)
     p.add_argument("--annotator")

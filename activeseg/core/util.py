@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,13 @@ from typing import Any
 def round_name(round_number: int) -> str:
     """``round-NNN``: the name of a round's folders, git tags and object-store prefixes."""
     return f"round-{round_number:03d}"
+
+
+def campaign_name(root: str | Path) -> str:
+    """A campaign's name: its workspace folder's name, made safe for a deployment or registered model name.
+    What keeps campaigns apart on shared servers (Prefect deployments, the MLflow experiment and registered
+    model of a shared tracking server)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(root).resolve().name).strip("-") or "campaign"
 
 
 def read_json(path: str | Path) -> Any:

@@ -13,6 +13,10 @@ from activeseg.orchestration import workers
 from activeseg.orchestration.engine import RunEngine, RunState
 from activeseg.orchestration.guard import Claim, RoundError, read_claim
 from activeseg.workspace import ApprovalRefused, Workspace
+from activeseg.workspace.exchange.intake import approval_data, batch_annotators
+from activeseg.workspace.identity import Actor, authorize, presign
+from activeseg.workspace.identity import actor as identity_actor
+from activeseg.workspace.records import RoundRecord
 
 WAIT_SECONDS = 120.0
 """How long `activeseg approve` waits by default for the resumed round run to take the batch in or refuse it."""
@@ -42,7 +46,7 @@ def run_owns_round(ws: Workspace, round_number: int) -> bool:
 
 
 def approve(engine: RunEngine | None, ws: Workspace, round_number: int, by: str, comment: str = "", *,
-            run_id: str | None = None, wait_seconds: float | None = None) -> dict[str, Any]:
+            run_id: str | None = None, wait_seconds: float | None = None, sign: str | None = None) -> dict[str, Any]:
     """Approve the round's staged batch (the one that passed validation; see `activeseg.workspace.exchange.intake`)
     and say what became of it: `outcome` "taken_in" (with its `commit`), "refused" (with the `reason`;
     the refusal is in the ledger), "failed" (the round run ended otherwise: `reason`) or "pending" (not
@@ -55,18 +59,22 @@ def approve(engine: RunEngine | None, ws: Workspace, round_number: int, by: str,
     batch is staged or no run waits (`run_id`: only that run). Approving the accepted batch again records
     no second approval. With `oracle.kind: labelstudio` and no batch yet, the round's completed
     annotations are pulled from Label Studio first (`pulled`: what that staged; see :func:`pull_labels`).
+
+    `by` must be a reviewer of the access file and, under four eyes, not an annotator of the batch; `sign`:
+    the key that signs the approval (see :class:`activeseg.workspace.identity.Actor`). For a round run, both
+    are checked here, before it is resumed (a refusal is recorded, and the run keeps waiting), and the
+    signature travels with the approval to the run, which records it.
     """
     if not by:
         raise RoundError("an approver name is required (--by NAME)")
     _require_request(ws, round_number)
+    actor = identity_actor(ws.cfg, by, sign)
     if run_id is None and not run_owns_round(ws, round_number):
         pulled = pull_labels(ws, round_number)
         try:
-            accepted = ws.approve(round_number, by, comment)
+            accepted = ws.approve(round_number, actor, comment)
         except ApprovalRefused as exc:
-            return {"round": round_number, "flow_run_id": None, "approver": by, "comment": comment,
-                    "batch_sha256": exc.batch, "annotator": None, "pulled": pulled, "outcome": "refused",
-                    "reason": str(exc), "commit": None}
+            return _refused(round_number, None, by, comment, exc, pulled)
         event = ws.ledger.last("labels_approved", round=round_number)  # None: accepted before approvals gated
         approval = event.data if event else {"approver": by, "comment": comment}
         return {"round": round_number, "flow_run_id": None, "approver": approval["approver"],
@@ -79,16 +87,42 @@ def approve(engine: RunEngine | None, ws: Workspace, round_number: int, by: str,
     batch = record.staged or record.labels_accepted
     if batch is None:
         raise RoundError(_no_batch_message(ws, round_number))
+    try:
+        signed = _checked(ws, record, actor, comment, claim.flow_run_id)
+    except ApprovalRefused as exc:
+        return _refused(round_number, claim.flow_run_id, by, comment, exc, pulled)
     wait = WAIT_SECONDS if wait_seconds is None else wait_seconds
     seen = len(ws.ledger.events()) if wait else 0
     _settle(ws.root, claim.run_id)
     engine.resume(claim.run_id, {"approved": True, "approver": by, "comment": comment,
-                                 "batch_hash": batch.batch_sha256})
+                                 "batch_hash": batch.batch_sha256, **signed})
     result = {"round": round_number, "flow_run_id": claim.flow_run_id, "approver": by, "comment": comment,
               "batch_sha256": batch.batch_sha256, "annotator": batch.annotator, "pulled": pulled}
     if not wait:
         return {**result, "outcome": "pending", "commit": None, "reason": "not waited for"}
     return {**result, **outcome(engine, ws, round_number, claim.run_id, batch.batch_sha256, seen, wait)}
+
+
+def _checked(ws: Workspace, record: RoundRecord, actor: Actor, comment: str, flow_run_id: str) -> dict[str, str]:
+    """Check that ``actor`` may approve the round's staged batch (refused and recorded: ApprovalRefused) and,
+    when they sign, sign the approval the round run will record; the run input's signature fields."""
+    staged = record.staged
+    if staged is None or actor.system:  # taken in already (approving again records nothing), or no person
+        return {}
+    data = approval_data(record, staged, actor.name, comment, flow_run_id)
+    authorize(ws, actor, "labels_approved", record.round, data, annotators=batch_annotators(ws, staged))
+    if not actor.signs:
+        return {}
+    signed = presign(ws, actor, "labels_approved", record.round, data)
+    return {"signature": signed.signature, "signed_time": signed.time, "signed_prev": signed.prev}
+
+
+def _refused(round_number: int, flow_run_id: str | None, by: str, comment: str, exc: ApprovalRefused,
+             pulled: str | None) -> dict[str, Any]:
+    """The result of an approval that was refused (recorded already)."""
+    return {"round": round_number, "flow_run_id": flow_run_id, "approver": by, "comment": comment,
+            "batch_sha256": exc.batch, "annotator": None, "pulled": pulled, "outcome": "refused",
+            "reason": str(exc), "commit": None}
 
 
 def outcome(engine: RunEngine, ws: Workspace, round_number: int, run_id: UUID, batch: str, after_seq: int,
@@ -147,13 +181,14 @@ def pull_labels(ws: Workspace, round_number: int) -> str | None:
             f"{batch['batch_sha256'][:12]} from {batch['annotator']} staged ({batch['files']} masks{corrected})")
 
 
-def reject(engine: RunEngine | None, ws: Workspace, round_number: int, by: str, reason: str) -> dict[str, Any]:
-    """Send the round's staged (or uploaded) batch to quarantine with the reviewer's reason; the request
-    stays open and a round run that waits for it keeps waiting. Adds the round run's id and state when
-    there is one (`engine` None: a round run by hand)."""
+def reject(engine: RunEngine | None, ws: Workspace, round_number: int, by: str, reason: str,
+           sign: str | None = None) -> dict[str, Any]:
+    """Send the round's staged (or uploaded) batch to quarantine with the reviewer's reason (`by`: a
+    reviewer, signing with `sign`); the request stays open and a round run that waits for it keeps
+    waiting. Adds the round run's id and state when there is one (`engine` None: a round run by hand)."""
     if not by or not reason:
         raise RoundError("a name (--by) and a reason (--reason) are required to reject a batch")
-    result = ws.reject(round_number, by, reason)
+    result = ws.reject(round_number, by, reason, sign)
     claim = read_claim(ws.root)
     state = engine.state(claim.run_id) if engine and claim and claim.round_number == round_number else None
     return {**result, "flow_run_id": claim.flow_run_id if state else None, "state": state.name if state else None}

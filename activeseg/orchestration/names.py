@@ -6,19 +6,16 @@ One workspace is one campaign. Its deployments are named after the workspace fol
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+
+from activeseg.core.util import campaign_name
 
 ROUND_FLOW = "al-round"
 CAMPAIGN_FLOW = "campaign"
 FLOW_NAMES = (ROUND_FLOW, CAMPAIGN_FLOW)
+__all__ = ["CAMPAIGN_FLOW", "FLOW_NAMES", "ROUND_FLOW", "SKIPPED", "campaign_name", "deployment_name"]
 SKIPPED = "Skipped"
 """The name of the final state of a round run that found another round of the campaign active."""
-
-
-def campaign_name(root: Path) -> str:
-    """The campaign's name: its workspace folder's name, made safe for a deployment name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(root).resolve().name).strip("-") or "campaign"
 
 
 def deployment_name(flow_name: str, root: Path) -> str:

@@ -2,12 +2,20 @@
 
 The embedded default runs `python -m prefect server start` on 127.0.0.1 as a detached process whose
 home is `<workspace>/.prefect` (SQLite database `prefect.db`, pid file `server.pid`, port file
-`server.port`, log `server.log`, task results in `storage/`). When `PREFECT_API_URL` is set in the
-environment, that external server is used instead and none is started or stopped here.
+`server.port`, host file `server.host`, log `server.log`, task results in `storage/`). When
+`PREFECT_API_URL` is set in the environment, that external server is used instead and none is started
+or stopped here.
+
+Another address to listen on is given by `start(host=...)` (`activeseg server start --host`) or by
+Prefect's own `PREFECT_SERVER_API_HOST` in the environment. A server on anything but loopback is
+started only with `PREFECT_SERVER_API_AUTH_STRING` set in the environment (Prefect's HTTP basic auth;
+only `GET /api/health` and `/api/ready` stay open); its clients send `PREFECT_API_AUTH_STRING` from
+their environment. Neither string is ever read from params.yaml nor written to any file here.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import subprocess
@@ -24,6 +32,13 @@ from filelock import FileLock
 from activeseg.orchestration import processes
 
 HOST = "127.0.0.1"
+"""The default address the local server listens on (loopback: only this machine reaches it)."""
+HOST_ENV = "PREFECT_SERVER_API_HOST"
+"""Prefect's setting of the server's address, honoured as the default of `start(host=...)`."""
+AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
+"""The server's basic-auth string ('user:password'), from the environment only; required off loopback."""
+CLIENT_AUTH_ENV = "PREFECT_API_AUTH_STRING"
+"""What Prefect's clients send to a server with basic auth, from their environment only."""
 PREFECT_DIR = ".prefect"
 TELEMETRY_OFF = {
     "DO_NOT_TRACK": "true",
@@ -41,12 +56,18 @@ class ServerError(RuntimeError):
     """The Prefect server could not be started or does not answer."""
 
 
+class ServerAuthError(ServerError):
+    """A server is refused: it would listen beyond loopback without an auth string, or this environment's
+    clients would not be let in."""
+
+
 @dataclass(frozen=True)
 class Server:
     """A Prefect server a workspace talks to.
 
     url: its API URL (`http://127.0.0.1:PORT/api`). pid: the local server's process (None when
     external). external: given by `PREFECT_API_URL`. started: this call started it. log: its log file.
+    host: the address the local server listens on (its clients on this machine use `url`).
     """
 
     url: str
@@ -54,6 +75,7 @@ class Server:
     external: bool
     started: bool = False
     log: Path | None = None
+    host: str = HOST
 
 
 def prefect_home(workspace: Path) -> Path:
@@ -115,15 +137,54 @@ def status(workspace: Path) -> Server | None:
     port = _read_port(home)
     if pid is None or port is None:
         return None
-    url = _url(port)
-    return Server(url, pid, False, log=home / "server.log") if healthy(url) else None
+    host = _read_host(home)
+    url = _url(port, host)
+    return Server(url, pid, False, log=home / "server.log", host=host) if healthy(url) else None
 
 
-def start(workspace: Path, *, port: int | None = None, timeout: float = 90.0) -> Server:
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (127.0.0.0/8, ::1) or `localhost`: only this machine reaches it."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to any interface
+
+
+def check_auth(host: str) -> None:
+    """Raise ServerAuthError unless a server on `host` may be started from this environment: off loopback
+    it needs `PREFECT_SERVER_API_AUTH_STRING`; with one (on any host) this environment's clients need
+    the same string in `PREFECT_API_AUTH_STRING`. The strings are never part of the message."""
+    auth = os.environ.get(AUTH_ENV, "")
+    if not auth.strip():
+        if is_loopback(host):
+            return
+        raise ServerAuthError(
+            f"refusing to start the Prefect server on {host}: that is not a loopback address, so anyone who "
+            f"reaches this machine could read and run the campaign's flows. Set {AUTH_ENV} in the environment "
+            f"(e.g. 'user:long-random-password'; the server then requires HTTP basic auth) and give its "
+            f"clients the same string in {CLIENT_AUTH_ENV} (environment only, never params.yaml), or start "
+            f"it on {HOST}"
+        )
+    if os.environ.get(CLIENT_AUTH_ENV) != auth:
+        state = "is not set" if CLIENT_AUTH_ENV not in os.environ else "differs"
+        raise ServerAuthError(
+            f"{AUTH_ENV} is set, so the Prefect server requires basic auth, but {CLIENT_AUTH_ENV} {state} in "
+            f"this environment: set {CLIENT_AUTH_ENV} to the same string, so that this command, the worker "
+            f"and its flow runs (the server's clients) are let in"
+        )
+
+
+def start(workspace: Path, *, port: int | None = None, host: str | None = None, timeout: float = 90.0) -> Server:
     """The workspace's server, started if it is not running (`started` says whether it was).
 
     `port`: the port to listen on; by default the last one used if it is free, else any free port.
-    Raises ServerError, with the end of the server log, when it does not come up within `timeout` s.
+    `host`: the address to listen on; by default `PREFECT_SERVER_API_HOST` from the environment, else
+    127.0.0.1. Raises ServerAuthError (`check_auth`), before anything is started or written, for a host
+    off loopback without `PREFECT_SERVER_API_AUTH_STRING`; ServerError, with the end of the server log,
+    when it does not come up within `timeout` s.
     """
     external = _external_url()
     if external:
@@ -132,6 +193,8 @@ def start(workspace: Path, *, port: int | None = None, timeout: float = 90.0) ->
                 f"PREFECT_API_URL={external} is set but no Prefect server answers at {external}/health"
             )
         return Server(external, None, True)
+    host = (host if host is not None else os.environ.get(HOST_ENV, "")).strip() or HOST
+    check_auth(host)
     home = prefect_home(workspace)
     home.mkdir(parents=True, exist_ok=True)
     with FileLock(home / "server.lock"):
@@ -141,19 +204,20 @@ def start(workspace: Path, *, port: int | None = None, timeout: float = 90.0) ->
         pid = processes.read_pid(home / "server.pid")
         if pid is not None:  # alive but not answering: a hung server from an earlier start
             processes.stop(pid)
-        port = port or _reusable_port(home) or _free_port()
+        port = port or _reusable_port(home, host) or _free_port(host)
         (home / "server.port").write_text(f"{port}\n")
+        (home / "server.host").write_text(f"{host}\n")
         log = home / "server.log"
         process = processes.spawn(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)],
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
             pid_file=home / "server.pid",
             log_file=log,
             env=_server_env(home),
             cwd=home,
         )
-        url = _url(port)
+        url = _url(port, host)
         _wait_healthy(url, process.pid, log, timeout)
-        return Server(url, process.pid, False, started=True, log=log)
+        return Server(url, process.pid, False, started=True, log=log, host=host)
 
 
 def restart(workspace: Path, url: str, *, timeout: float = 90.0) -> bool:
@@ -161,14 +225,18 @@ def restart(workspace: Path, url: str, *, timeout: float = 90.0) -> bool:
     reconnect) when it does not answer; False when it answers or is external.
 
     It is started from a short-lived process, so it is not a descendant of the caller (a worker):
-    stopping the worker leaves it running, as when a CLI command started it.
+    stopping the worker leaves it running, as when a CLI command started it. It listens on the same
+    host, under the same rule (`check_auth`, with the caller's auth strings).
     """
-    port = _read_port(prefect_home(workspace))
-    if port is None or url != _url(port) or healthy(url):  # not the local server, or it answers
+    home = prefect_home(workspace)
+    port, host = _read_port(home), _read_host(home)
+    if port is None or url != _url(port, host) or healthy(url):  # not the local server, or it answers
         return False
-    root = str(prefect_home(workspace).parent)
-    code = f"from activeseg.orchestration import server; server.start({root!r}, port={port}, timeout={timeout})"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}  # not an external server
+    root = str(home.parent)
+    code = (f"from activeseg.orchestration import server; "
+            f"server.start({root!r}, port={port}, host={host!r}, timeout={timeout})")
+    env = {k: v for k, v in os.environ.items()  # not an external server; the auth strings pass on
+           if not k.startswith("PREFECT_API_") or k == CLIENT_AUTH_ENV}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                             timeout=timeout + 30)
     if result.returncode != 0:
@@ -202,8 +270,12 @@ def _external_url() -> str | None:
     return os.environ.get("PREFECT_API_URL") or None
 
 
-def _url(port: int) -> str:
-    return f"http://{HOST}:{port}/api"
+def _url(port: int, host: str = HOST) -> str:
+    """The API URL for clients on this machine of a server listening on `host` (a wildcard address is
+    reached on loopback)."""
+    name = host.strip("[]")
+    name = {"0.0.0.0": HOST, "": HOST, "::": "::1"}.get(name, name)
+    return f"http://{f'[{name}]' if ':' in name else name}:{port}/api"
 
 
 def _server_env(home: Path) -> dict[str, str]:
@@ -243,21 +315,43 @@ def _read_port(home: Path) -> int | None:
         return None
 
 
-def _reusable_port(home: Path) -> int | None:
+def _read_host(home: Path) -> str:
+    """The host the local server was last started on (`HOST` when not recorded, as before hosts were)."""
+    try:
+        return (home / "server.host").read_text().strip() or HOST
+    except FileNotFoundError:
+        return HOST
+
+
+def _socket(host: str, port: int) -> tuple[socket.socket, tuple]:
+    """An unbound TCP socket for `host` and its address (ServerError when the host is not one)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        raise ServerError(f"host {host!r}: not a valid hostname or IP address of this machine") from None
+    return socket.socket(family, kind, proto), address
+
+
+def _reusable_port(home: Path, host: str = HOST) -> int | None:
     port = _read_port(home)
     if port is None:
         return None
-    with closing(socket.socket()) as sock:
+    sock, address = _socket(host, port)
+    with closing(sock):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is fine
         try:
-            sock.bind((HOST, port))
+            sock.bind(address)
         except OSError:
             return None
     return port
 
 
-def _free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind((HOST, 0))
+def _free_port(host: str = HOST) -> int:
+    sock, address = _socket(host, 0)
+    with closing(sock):
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ServerError(f"cannot listen on {host}: {exc}") from None
         return sock.getsockname()[1]
 

@@ -23,7 +23,8 @@ def status(engine: RunEngine | None, ws: Workspace) -> dict[str, Any]:
     no server runs: `engine` None) with the flow run's id, state and since when, the staged batch that
     waits for approval (the hash the approval form needs), the open label requests, a hint, the round's
     collapsed model (or None), the learning curve, the control estimates per round (``controls``:
-    :func:`activeseg.workspace.audit.control_estimates`), whether a stop rule holds and the augmentation preset."""
+    :func:`activeseg.workspace.audit.control_estimates`), whether a stop rule holds, the augmentation preset
+    and the current user's roles (``you``: :func:`current_user`)."""
     claim = read_claim(ws.root)
     state = engine.state(claim.run_id) if claim and engine else None
     collapsed = _collapsed(ws, claim.round_number if claim else ws.current_round())
@@ -49,7 +50,22 @@ def status(engine: RunEngine | None, ws: Workspace) -> dict[str, Any]:
             "schedule": ws.cfg.schedule.cron, "worker_pid": workers.worker_pid(ws.root),
             "collapsed": collapsed, "stop": stop_reason(ws, ws.cfg.rounds), "rounds": learning_curve(ws),
             "controls": control_estimates(ws),
-            "labelstudio": labelstudio_progress(ws, open_requests), "augment": augment_preset(ws)}
+            "labelstudio": labelstudio_progress(ws, open_requests), "augment": augment_preset(ws),
+            "you": current_user(ws)}
+
+
+def current_user(ws: Workspace) -> dict[str, Any]:
+    """The roles of the current user (the OS user name, whom ``--by`` defaults to) in the access file:
+    ``{name, roles, keys}`` (the number of their keys); ``roles`` None (with a ``note``) when they are not
+    in it, or it cannot be read."""
+    from activeseg.workspace.access import AccessError, os_user
+
+    name = os_user()
+    try:
+        person = ws.access().person(name)
+    except AccessError as exc:
+        return {"name": name, "roles": None, "keys": 0, "note": str(exc)}
+    return {"name": name, "roles": list(person.roles), "keys": len(person.keys)}
 
 
 def augment_preset(ws: Workspace) -> dict[str, str]:

@@ -4,13 +4,19 @@ committed label file."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from activeseg.core.util import sha256_file
 from activeseg.loop.stop_rules import stop_rule
 from activeseg.workspace.base import WorkspaceCore
 from activeseg.workspace.exchange.layout import round_prefix
-from activeseg.workspace.ledger import Export, VerifyResult, parse_export, read_export
+from activeseg.workspace import access
+from activeseg.workspace.access import Access
+from activeseg.workspace.identity import is_decision
+from activeseg.workspace.ledger import Event, Export, VerifyResult, parse_export, read_export
+from activeseg.workspace import signing
+from activeseg.workspace.signing import SIGNATURE, BadSignature, canonical_payload
 from activeseg.workspace.state import label_state
 
 
@@ -47,7 +53,8 @@ def last_refusal(ws: WorkspaceCore, round_number: int) -> dict[str, Any] | None:
 
 def verify(ws: WorkspaceCore) -> VerifyResult:
     """The ledger's hash chain; its JSON Lines export, whole on its own, a prefix of the database and
-    extending the export committed with every round tag; every committed label file against its hash."""
+    extending the export committed with every round tag; the signatures of the decisions
+    (:func:`check_signatures`); every committed label file against its hash."""
     result = ws.ledger.verify()
     export = ws.root / "ledger.jsonl"
     if result.ok and export.is_file():
@@ -56,6 +63,11 @@ def verify(ws: WorkspaceCore) -> VerifyResult:
             result = check_history(ws, read_export(export))
     if not result.ok:
         return result
+    signatures = check_signatures(ws)
+    if signatures.bad:
+        seq, problem = signatures.bad[0]
+        more = f" (and {len(signatures.bad) - 1} more bad signatures)" if len(signatures.bad) > 1 else ""
+        return VerifyResult(False, len(ws.ledger.events()), problem + more, seq)
     checked = 0
     for event in ws.ledger.events(type="labels_committed"):
         where = f"event {event.seq} (labels_committed, round {event.round})"
@@ -68,6 +80,65 @@ def verify(ws: WorkspaceCore) -> VerifyResult:
             checked += 1
     events = len(ws.ledger.events())
     return VerifyResult(True, events, f"{events} events, chain intact; {checked} committed label files match")
+
+
+@dataclass(frozen=True)
+class Signatures:
+    """The decisions of the ledger by their signatures: ``signed`` (verified), ``unsigned`` and ``bad``
+    (event seq, what is wrong: a signature that does not verify, by a key not the person's in the access
+    file in force, or missing under ``campaign.require_signatures``)."""
+
+    signed: int
+    unsigned: int
+    bad: list[tuple[int, str]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"signed": self.signed, "unsigned": self.unsigned,
+                "bad": [{"seq": seq, "problem": problem} for seq, problem in self.bad]}
+
+
+def check_signatures(ws: WorkspaceCore) -> Signatures:
+    """Check the signature of every decision (:func:`activeseg.workspace.identity.is_decision`) against
+    the keys of its actor in the access file in force at the event (:func:`activeseg.workspace.access.in_force`:
+    the version the last ``access_changed`` before it names, from git; the first change against the version
+    it names itself). Removing a person thus keeps their earlier signatures valid and fails later ones."""
+    known = access.versions(ws.root)
+    required = ws.cfg.campaign.require_signatures
+    signed, unsigned, bad = 0, 0, []
+    current: Access | None = None
+    for event in ws.ledger.events():
+        if is_decision(event):
+            problem = _signature_problem(event, current, known, required)
+            if problem is not None:
+                bad.append((event.seq, f"event {event.seq} ({event.type} by {event.actor}, round {event.round}): "
+                                       f"{problem}"))
+            elif event.data.get(SIGNATURE):
+                signed += 1
+            else:
+                unsigned += 1
+        if event.type == access.CHANGE_EVENT:
+            current = known.get(event.data.get(access.DIGEST_FIELD, ""))
+    return Signatures(signed, unsigned, bad)
+
+
+def _signature_problem(event: Event, current: Access | None, known: dict[str, Access], required: bool) -> str | None:
+    """What is wrong with the signature of the decision ``event`` (``current``: the access file in force),
+    or None."""
+    signature = event.data.get(SIGNATURE)
+    if not signature:
+        return "unsigned, and campaign.require_signatures is on" if required else None
+    if current is None and event.type == access.CHANGE_EVENT:  # the first change: the file it created
+        current = known.get(event.data.get(access.DIGEST_FIELD, ""))
+    if current is None:
+        return "signed, but no access file version held by git was in force (its history was rewritten?)"
+    if event.actor not in current.names():
+        return f"signed by {event.actor}, who is not in the access file in force"
+    try:
+        signing.verify(canonical_payload(event.to_dict()), signature, current.keys_of(event.actor))
+    except BadSignature as exc:
+        owner = current.owner_of(exc.key) if exc.key else None
+        return f"{exc}" + (f" (a key of {owner}'s)" if owner else "")
+    return None
 
 
 def check_history(ws: WorkspaceCore, current: Export) -> VerifyResult:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 from activeseg.core.config import Config, load_config
 from activeseg.core.data import Dataset, load_dataset
 from activeseg.core.partition import Region
-from activeseg.core.util import read_json
+from activeseg.core.util import campaign_name, read_json
 from activeseg.workspace.errors import WorkspaceError
 from activeseg.workspace.ledger import Ledger
 from activeseg.workspace.records import Entry, Records, RoundRecord
@@ -97,11 +97,13 @@ class WorkspaceCore:
         return [Region.from_dict(d) for d in read_json(path)]
 
     def tracker(self):
-        """The MLflow tracker of ``tracking`` in params (a local store under mlflow/ by default)."""
+        """The MLflow tracker of ``tracking`` in params (a local store under mlflow/ by default); on a shared
+        tracking server the campaign's experiment is ``<tracking.experiment>-<campaign>``
+        (:func:`activeseg.model.tracking.experiment_name`)."""
         from activeseg.model.tracking import Tracker
 
         t = self.cfg.tracking
-        return Tracker(t.uri, t.experiment, self.root / "mlflow", enabled=t.mlflow)
+        return Tracker(t.uri, t.experiment, self.root / "mlflow", enabled=t.mlflow, campaign=campaign_name(self.root))
 
 
 E = TypeVar("E", bound=Entry)

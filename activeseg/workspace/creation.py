@@ -23,6 +23,7 @@ from activeseg.workspace.base import SETTINGS, WorkspaceCore
 from activeseg.workspace.errors import WorkspaceError
 from activeseg.workspace.exchange.images import mask_png
 from activeseg.workspace.exchange.intake import commit_labels
+from activeseg.workspace.identity import Actor, create_access
 from activeseg.workspace.pretraining import pool_embeddings
 from activeseg.workspace.records import Initial, RequestedRegion, RoundRecord
 from activeseg.workspace.state import save_state
@@ -180,10 +181,12 @@ def initial_set(ws: WorkspaceCore) -> tuple[list[Region], str]:
     return choose_initial(cfg, cfg.query.strategy, ws.regions(), cfg.train.seed, pool_embeddings(ws))
 
 
-def populate(ws: WorkspaceCore, source: Path | None) -> None:
-    """Fill a prepared workspace: DVC, the dataset, validation, the pool, the initial labeled set;
+def populate(ws: WorkspaceCore, source: Path | None, admin: Actor, key: str | None = None) -> None:
+    """Fill a prepared workspace: the access file (``admin`` its first admin, with the public ``key``;
+    the ledger's first event), DVC, the dataset, validation, the pool, the initial labeled set;
     everything pushed, committed and tagged ``round-000``."""
     cfg = ws.cfg
+    create_access(ws, admin, key)
     ws.dvc("init", "-q")
     ws.dvc("config", "core.analytics", "false")
     _import_dataset(ws, source)

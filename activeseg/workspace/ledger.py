@@ -31,6 +31,16 @@ Event types (``data`` fields):
   (known pixels lost), returned_to (the round whose open request got the regions back, else None), returned
 - ``labelstudio_published``: url, project, tasks, imported (``oracle.kind: labelstudio``: the round's tasks are
   in the Label Studio project; never the token)
+- ``access_changed``: by, change (in words), person, access_sha256 (the digest of the access file it produced;
+  :mod:`.access`); round 0 at ``init``, else the round in progress
+- ``decision_refused``: by, action (the event type refused), reason, and what the action named (a submit,
+  reject, revoke or access change refused for the person's role or signature; :mod:`.identity`)
+
+A person's decision (``labels_submitted``, ``labels_approved``, ``batch_rejected`` by a reviewer,
+``labels_revoked``, ``access_changed``) may carry their SSH signature in ``data["signature"]``
+(:mod:`.signing`): it covers the event's actor, round, type, time, prev and data, so the signer fixes the
+time and the previous hash, and :meth:`Ledger.append` takes them (``time``, ``prev``) and refuses the
+event when another one was recorded after ``prev`` (:class:`StaleHead`).
 """
 
 from __future__ import annotations
@@ -67,6 +77,8 @@ EVENT_TYPES = (
     "labelstudio_published",
     "batch_unstaged",
     "approval_refused",
+    "access_changed",
+    "decision_refused",
 )
 REGION_ID = re.compile(r"^(?P<stem>.+)_y\d+_x\d+_\d+x\d+$")
 
@@ -94,7 +106,9 @@ class LedgerError(RuntimeError):
     """The ledger is broken or cannot be written; the message names the event."""
 
 
-
+class StaleHead(LedgerError):
+    """An event made for a place in the chain (its ``prev``, as a signature covers it) that another event
+    took first."""
 
 
 def parse_time(text: str) -> datetime:
@@ -179,11 +193,20 @@ class Ledger:
         seq, time, actor, round_, type_, once_key, data, prev, hash_ = row
         return Event(seq, time, actor, round_, type_, once_key, json.loads(data), prev, hash_)
 
-    def append(self, type: str, round: int, actor: str, data: dict[str, Any], once_key: str | None = None) -> Event:
+    def head(self) -> str:
+        """The hash of the last event (:data:`GENESIS` for an empty ledger): the ``prev`` of the next one."""
+        with self._connect() as db:
+            last = db.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return last[0] if last else GENESIS
+
+    def append(self, type: str, round: int, actor: str, data: dict[str, Any], once_key: str | None = None, *,
+               time: str | None = None, prev: str | None = None) -> Event:
         """Append an event and return it.
 
         With ``once_key``, the event is recorded at most once per (type, round, once_key): a repeat
         (a retried or resumed step) returns the recorded event unchanged and appends nothing.
+        ``time`` and ``prev`` (a signed event: its signature covers both): the event's time, and the hash
+        it must follow; :class:`StaleHead` when the ledger's last event is another one by now.
         """
         if type not in EVENT_TYPES:
             raise LedgerError(f"unknown event type {type!r} (valid: {', '.join(EVENT_TYPES)})")
@@ -198,8 +221,12 @@ class Ledger:
                         db.execute("COMMIT")
                         return self._row(row)
                 last = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-                seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-                event = Event(seq, utc_now(), actor, round, type, once_key, data, prev, "")
+                seq, head = (last[0] + 1, last[1]) if last else (1, GENESIS)
+                if prev is not None and prev != head:
+                    raise StaleHead(f"{type}: made to follow event hash {prev[:12]}, but event {seq - 1} "
+                                    f"({head[:12]}) was recorded meanwhile")
+                prev = head
+                event = Event(seq, time or utc_now(), actor, round, type, once_key, data, prev, "")
                 event = dataclasses.replace(event, hash=event.expected_hash())
                 db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (seq, event.time, actor, round, type, once_key, canonical_json(data), prev, event.hash))

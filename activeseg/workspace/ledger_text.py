@@ -55,7 +55,7 @@ def summary(event: Event, sample: str | None = None) -> str:
     if event.type == "labels_approved":
         return (f"batch {short(d['batch_sha256'])} from {d['annotator']} approved by {d['approver']}"
                 + (f" ({d['comment']})" if d.get("comment") else "")
-                + (f", flow run {d['flow_run_id']}" if d.get("flow_run_id") else ", by hand"))
+                + (f", flow run {d['flow_run_id']}" if d.get("flow_run_id") else ", by hand") + _signed(d))
     if event.type == "round_skipped":
         return f"{d['trigger']} trigger, flow run {d['flow_run_id']}: {d['reason']}"
     if event.type == "labels_committed":
@@ -77,4 +77,13 @@ def summary(event: Event, sample: str | None = None) -> str:
         return f"{d['images']} images{slides}, {d['classes']} classes, from {d['source']}"
     if event.type == "round_started":
         return f"strategy {d['strategy']}"
+    if event.type == "access_changed":
+        return f"by {d['by']}: {d['change']} (access file {short(d['access_sha256'])})" + _signed(d)
+    if event.type == "decision_refused":
+        return f"{d['action']} by {d['by']} refused: {d['reason']}"
     return canonical_json(d)
+
+
+def _signed(data: dict) -> str:
+    """", signed" for a decision that carries a signature (``audit verify`` checks it), else nothing."""
+    return ", signed" if data.get("signature") else ""

@@ -228,7 +228,9 @@ def _test_metrics(ws: WorkspaceCore, n: int, trained: Trained) -> dict[str, Any]
     model, _ = load_checkpoint(ws.root / "model" / "model.pt", device)
     params = {"round": n, "checkpoint_sha256": trained.checkpoint_sha256, "split": part,
               "train_run_id": trained.mlflow_run_id}
-    with ws.tracker().run(f"{round_name(n)}-evaluate", params, {"activeseg.step": "evaluate"}) as run:
+    identity = {"activeseg.step": "evaluate", "activeseg.round": str(n),
+                "activeseg.checkpoint_sha256": trained.checkpoint_sha256}
+    with ws.tracker().run(f"{round_name(n)}-evaluate", params, identity, once=True) as run:  # logged once
         result = evaluate_model(model, ws.dataset, ws.split()[part], device)
         run.log_metrics({f"{part}_{m}": result["mean"][m] for m in METRICS})
         run.log_metrics({"labeled_pixel_fraction": trained.labeled_pixel_fraction})

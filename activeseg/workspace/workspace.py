@@ -54,6 +54,7 @@ to the ``dvc`` subprocess through its environment and never written anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,11 @@ from activeseg.workspace import audit, pretraining, querying, state, steps
 from activeseg.workspace.base import SETTINGS, WorkspaceCore
 from activeseg.workspace.creation import all_or_nothing, plan, populate, prepare
 from activeseg.workspace.errors import ApprovalRefused, BatchRejected, WorkspaceError
+from activeseg.workspace import access, identity
+from activeseg.workspace.access import Access, check_name, os_user
 from activeseg.workspace.exchange import intake, revocation
+from activeseg.workspace.identity import Actor, Presigned
+from activeseg.workspace.identity import actor as identity_actor
 from activeseg.workspace.ledger import VerifyResult
 
 __all__ = ["BatchRejected", "Workspace", "WorkspaceError"]
@@ -92,19 +97,24 @@ class Workspace(WorkspaceCore):
     @classmethod
     def init(cls, root: str | Path, dataset: str | Path, classes: int | None = None, remote: str | None = None,
              endpoint: str | None = None, overrides: list[str] | tuple[str, ...] = (), params: Path | None = None,
-             actor: str | None = None) -> "Workspace":
+             actor: str | None = None, admin: str | None = None, key: str | None = None,
+             sign: str | None = None) -> "Workspace":
         """Create a workspace: git + DVC, params and dvc.yaml, the dataset imported, validated, tracked
         and pushed, the split frozen, the initial labeled set committed and tagged ``round-000``.
 
         ``dataset``: ``"synthetic"`` (generated from ``data.synthetic``) or a folder with images/ and
         masks/. ``remote``: a folder (default: ``<root>-remote`` beside the workspace) or
-        ``s3://bucket/prefix`` with ``endpoint``. All or nothing: on failure the new folders are removed.
+        ``s3://bucket/prefix`` with ``endpoint``. ``admin`` (default: the OS user name), with the public
+        ``key``: the first admin of the access file (``access.yaml``), its creation signed with ``sign``
+        (see :class:`~activeseg.workspace.identity.Actor`). All or nothing: on failure the new folders
+        are removed.
         """
         checked = plan(root, dataset, classes, remote, endpoint, overrides, params)
+        first = Actor(check_name(admin or os_user()), sign)
         with all_or_nothing(checked):
             prepare(checked)
             ws = cls(checked.root, actor)
-            populate(ws, checked.source)
+            populate(ws, checked.source, first, key)
         return ws
 
     # -- state ---------------------------------------------------------------------------------------
@@ -147,38 +157,59 @@ class Workspace(WorkspaceCore):
 
     # -- labels --------------------------------------------------------------------------------------
 
+    def person(self, name: str, sign: str | None = None, presigned: Presigned | None = None) -> Actor:
+        """Who ``name`` stands for in a decision, signing with ``sign`` (see :mod:`.identity`)."""
+        return identity_actor(self.cfg, name, sign, presigned)
+
     def ingest(self, round_number: int | None = None, annotator: str | None = None, source: Path | None = None,
-               replace: bool = False) -> dict[str, Any]:
-        """Stage a label batch from ``source`` (a folder) or the store for approval, or quarantine it
-        (:class:`BatchRejected`), see :func:`.exchange.intake.ingest`."""
-        return intake.ingest(self, round_number, annotator, source, replace).model_dump()
+               replace: bool = False, sign: str | None = None) -> dict[str, Any]:
+        """Stage a label batch from ``source`` (a folder) or the store for approval, handed in by
+        ``annotator`` (default: the OS user; signed with ``sign``), or quarantine it (:class:`BatchRejected`),
+        see :func:`.exchange.intake.ingest`."""
+        by = self.person(annotator or os_user(), sign)
+        return intake.ingest(self, round_number, by, source, replace).model_dump()
 
     def submit(self, round_number: int | None, folder: str | Path, annotator: str,
-               replace: bool = False) -> dict[str, Any]:
-        """Hand in a folder of masks as ``annotator``: validated whole, then uploaded to
-        ``labels/round-NNN/`` and staged for approval (or quarantined with :class:`BatchRejected`)."""
-        return intake.submit(self, round_number, folder, annotator, replace).model_dump()
+               replace: bool = False, sign: str | None = None) -> dict[str, Any]:
+        """Hand in a folder of masks as ``annotator`` (signed with ``sign``): validated whole, then uploaded
+        to ``labels/round-NNN/`` and staged for approval (or quarantined with :class:`BatchRejected`)."""
+        return intake.submit(self, round_number, folder, self.person(annotator, sign), replace).model_dump()
 
     def simulate_labels(self, round_number: int | None = None) -> dict[str, Any]:
         """Answer the round's request from the ground truth as ``simulated-oracle``, through :meth:`submit`."""
         return intake.simulate_labels(self, round_number).model_dump()
 
-    def approve(self, round_number: int | None, by: str, comment: str = "", batch: str | None = None,
-                flow_run_id: str | None = None) -> dict[str, Any]:
-        """Take the staged batch in (labels/, DVC, commit, known masks), approved by ``by``; see
-        :func:`.exchange.intake.approve`."""
+    def approve(self, round_number: int | None, by: str | Actor, comment: str = "", batch: str | None = None,
+                flow_run_id: str | None = None, sign: str | None = None) -> dict[str, Any]:
+        """Take the staged batch in (labels/, DVC, commit, known masks), approved by ``by`` (a name, signing
+        with ``sign``, or an :class:`Actor`); see :func:`.exchange.intake.approve`."""
+        by = by if isinstance(by, Actor) else self.person(by, sign)
         return intake.approve(self, round_number, by, comment, batch, flow_run_id).model_dump()
 
-    def reject(self, round_number: int | None, by: str, reason: str) -> dict[str, Any]:
+    def reject(self, round_number: int | None, by: str, reason: str, sign: str | None = None) -> dict[str, Any]:
         """Send the batch waiting in ``labels/round-NNN/`` (staged or uploaded, not yet approved) to
-        quarantine with the reason; the request stays open."""
-        return intake.reject(self, round_number, by, reason)
+        quarantine with the reason, rejected by ``by`` (signing with ``sign``); the request stays open."""
+        return intake.reject(self, round_number, self.person(by, sign), reason)
 
-    def revoke(self, round_number: int, by: str, reason: str, regions: list[str] | None = None) -> dict[str, Any]:
-        """Revoke an accepted batch of round ``round_number`` (or its ``regions``) as ``by`` with ``reason``:
-        ledger ``labels_revoked``, ``labels/revoked.json`` and a commit; the labels leave the known masks and
-        the regions go back to the open request or the pool; see :func:`.exchange.revocation.revoke`."""
-        return revocation.revoke(self, round_number, by, reason, regions)
+    def revoke(self, round_number: int, by: str, reason: str, regions: list[str] | None = None,
+               sign: str | None = None) -> dict[str, Any]:
+        """Revoke an accepted batch of round ``round_number`` (or its ``regions``) as ``by`` (signing with
+        ``sign``) with ``reason``: ledger ``labels_revoked``, ``labels/revoked.json`` and a commit; the labels
+        leave the known masks and the regions go back to the open request or the pool; see
+        :func:`.exchange.revocation.revoke`."""
+        return revocation.revoke(self, round_number, self.person(by, sign), reason, regions)
+
+    # -- access --------------------------------------------------------------------------------------
+
+    def access(self) -> Access:
+        """The access file (``access.yaml``): who works here, in which roles, with which keys."""
+        return access.load(self.root)
+
+    def change_access(self, by: str, person: str, change: str, edit: Callable[[Access], Access],
+                      sign: str | None = None) -> Access:
+        """Change the access file by ``edit`` as the admin ``by`` (signing with ``sign``); recorded and
+        committed, see :func:`.identity.change_access`."""
+        return identity.change_access(self, self.person(by, sign), person, change, edit)
 
     # -- status and audit ----------------------------------------------------------------------------
 

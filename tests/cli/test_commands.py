@@ -25,6 +25,7 @@ from activeseg.orchestration.server import ServerError
 from activeseg.workspace import BatchRejected, Workspace, WorkspaceError
 from activeseg.workspace.creation import write_params
 from tests.conftest import TINY
+from tests.people import enrol
 
 cli = importlib.import_module("activeseg.cli.main")  # the package's `main` attribute is the function
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -118,6 +119,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         with contextlib.redirect_stdout(out):
             code = main(["init", str(root), *[a for s in TINY for a in ("--set", s)]])
     assert code == 0, out.getvalue()
+    enrol(root)
     return root, out.getvalue()
 
 
@@ -145,7 +147,7 @@ def test_read_only_commands_start_no_server_and_say_none_runs(lab, capsys, monke
     assert json.loads(captured.out) == [] and "no Prefect server is running" in captured.err
     assert main(["audit", "--json", *where]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)[0]["type"] == "dataset_registered"
+    assert json.loads(captured.out)[0]["type"] == "access_changed"  # init's creation of access.yaml
     assert "no Prefect server is running" in captured.err
     assert server.status(root) is None and not (server.prefect_home(root) / "server.pid").exists()
 

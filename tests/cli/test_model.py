@@ -23,6 +23,7 @@ from activeseg.model.network import load_checkpoint
 from activeseg.workspace import Workspace
 from tests.model.test_training import train_fixed
 from tests.workspace.test_workspace import SETTINGS
+from tests.people import enrol
 
 
 @pytest.fixture
@@ -79,6 +80,7 @@ def test_predict_names_what_is_wrong(checkpoint, tiny_data_dir, tmp_path, capsys
 
 def test_a_closed_round_is_registered_and_predicts_by_alias(tmp_path, capsys):
     ws = Workspace.init(tmp_path / "ws", "synthetic", overrides=[*SETTINGS, "tracking.mlflow=true"])
+    enrol(ws.root)
     ws.train(1)
     ws.query(1)
     ws.simulate_labels(1)

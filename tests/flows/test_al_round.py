@@ -31,6 +31,7 @@ from flows import worker
 from flows.engine import PrefectEngine
 from local_prefect import local_prefect
 from tests.conftest import TINY
+from tests.people import enrol
 
 SETTINGS = [*TINY, "query.budget_pixels=2048", "oracle.kind=human", "pretrain.enabled=true"]
 STEPS = ("validate", "partition", "pretrain", "train", "query", "publish-request")  # pretrain: cached by its inputs' hash
@@ -41,6 +42,7 @@ ENGINE = PrefectEngine()
 def campaign(tmp_path_factory: pytest.TempPathFactory):
     """A campaign workspace with its local Prefect server (expired waits are checked every second)."""
     root = Workspace.init(tmp_path_factory.mktemp("campaign") / "lab", "synthetic", overrides=SETTINGS).root
+    enrol(root)
     with local_prefect(root):
         yield root
 
@@ -183,8 +185,8 @@ def test_round_suspends_holds_no_process_and_resumes_on_a_new_worker(campaign: P
     state = wait(run_id, until_final=True, timeout=300)
     assert (state.type, state.name) == ("COMPLETED", "Completed")
 
-    assert event_counts(root, 1) == {"round_started": 1, "queried": 1, "request_published": 1, "batch_rejected": 2,
-                                     "labels_received": 3, "labels_submitted": 3, "batch_unstaged": 1,
+    assert event_counts(root, 1) == {"access_changed": 1, "round_started": 1, "queried": 1, "request_published": 1,
+                                     "batch_rejected": 2, "labels_received": 3, "labels_submitted": 3, "batch_unstaged": 1,
                                      "approval_refused": 1, "labels_committed": 1, "labels_approved": 1,
                                      "round_evaluated": 1}
     ws = Workspace.open(root)

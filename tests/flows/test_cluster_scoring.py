@@ -25,6 +25,7 @@ from activeseg.orchestration import server
 from activeseg.workspace.workspace import Workspace
 from local_prefect import local_prefect
 from tests.conftest import TINY
+from tests.people import enrol
 from tasks import steps
 from tasks.scoring import dask_shards
 
@@ -108,6 +109,7 @@ def test_the_query_task_scores_on_the_cluster_that_params_name(cluster, tmp_path
     address = cluster.scheduler.address
     ws = Workspace.init(tmp_path / "lab", "synthetic", overrides=[*TINY, "oracle.kind=human", "query.shard_size=8",
                                                                  f"query.cluster={address}"])
+    enrol(ws.root)
     ws.validate(), ws.partition(), ws.train(1)
     cluster.run(load_model.cache_clear)
     queried = steps.query.fn(str(ws.root), 1)

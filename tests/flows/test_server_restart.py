@@ -20,11 +20,13 @@ from activeseg.workspace.workspace import Workspace
 from local_prefect import local_prefect
 from test_al_round import ENGINE, SETTINGS, cli, set_params, start_worker, submit_and_approve, task_states, wait
 from tests.workspace.test_kill import ROUND_ONE
+from tests.people import enrol
 
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory):
     root = Workspace.init(tmp_path_factory.mktemp("server") / "lab", "synthetic", overrides=SETTINGS).root
+    enrol(root)
     set_params(root, "train.min_steps=200", "train.max_steps=200")
     with local_prefect(root):
         start_worker(root)

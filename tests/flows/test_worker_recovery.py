@@ -17,6 +17,7 @@ import pytest
 
 from activeseg.orchestration import processes, server, workers
 from activeseg.workspace.workspace import Workspace
+from tests.people import enrol
 from local_prefect import local_prefect
 from test_al_round import ENGINE, SETTINGS, cli, event_counts, set_params, start_worker, submit_and_approve, \
     task_states, wait
@@ -25,6 +26,7 @@ from test_al_round import ENGINE, SETTINGS, cli, event_counts, set_params, start
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory):
     root = Workspace.init(tmp_path_factory.mktemp("recovery") / "lab", "synthetic", overrides=SETTINGS).root
+    enrol(root)
     with local_prefect(root):
         yield root
 

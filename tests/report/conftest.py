@@ -18,6 +18,7 @@ from activeseg.workspace.exchange.formats import qupath
 from activeseg.workspace.exchange.formats.common import Request
 from activeseg.workspace.exchange.formats.service import build_request, export_round, import_round
 from tests.workspace.test_workspace import SETTINGS, write_good_batch
+from tests.people import enrol
 
 
 @pytest.fixture(scope="package")
@@ -25,6 +26,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """The campaign described in the module docstring; tests only read it."""
     parent = tmp_path_factory.mktemp("report")
     ws = Workspace.init(parent / "ws", "synthetic", overrides=SETTINGS)
+    enrol(ws.root)
     ws.train(1)
     ws.query(1)
     bad = write_good_batch(ws, parent / "bad-batch")

@@ -57,7 +57,7 @@ def test_a_deleted_middle_line_fails(ws: Workspace, export: Path) -> None:
     write(export, original[:1] + original[2:])
     result = ws.verify()
     assert not result.ok and result.bad_seq == 2
-    assert result.message == f"{export} line 2 (event 3, labels_committed): event 2 is missing (deleted line)"
+    assert result.message == f"{export} line 2 (event 3, split_frozen): event 2 is missing (deleted line)"
     (export.parent / "ledger.db").unlink()  # a fresh clone: the database is rebuilt from the export
     result = Workspace.open(ws.root).verify()
     assert not result.ok and result.message == "event 2 is missing (next is 3)"

@@ -17,6 +17,7 @@ from activeseg.workspace import BatchRejected, Workspace, WorkspaceError
 from activeseg.workspace.exchange.layout import round_prefix
 from tests.conftest import bomb_png
 from tests.workspace.s3 import s3_bucket, s3_endpoint, s3_server  # noqa: F401  (fixtures)
+from tests.people import enrol
 from tests.workspace.test_workspace import (SETTINGS, label_round, requested, round_one, write_good_batch,  # noqa: F401
                                             ws)
 
@@ -113,6 +114,7 @@ def test_odd_object_names_uploaded_to_the_bucket_are_quarantined_with_reasons(tm
 
     ws = Workspace.init(tmp_path / "ws", "synthetic", remote=f"s3://{s3_bucket}/campaign", endpoint=s3_endpoint,
                         overrides=SETTINGS)
+    enrol(ws.root)
     ws.train(1)
     ws.query(1)
     good = write_good_batch(ws, tmp_path / "batch")

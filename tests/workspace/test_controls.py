@@ -26,6 +26,7 @@ from activeseg.workspace.exchange.formats.service import FORMATS, export_round
 from activeseg.workspace.exchange.images import mask_png
 from activeseg.workspace.exchange.requests import read_manifest
 from tests.workspace.test_workspace import SETTINGS, label_round
+from tests.people import enrol
 
 CONTROLS = [*SETTINGS, "query.budget_pixels=4096", "query.control_fraction=0.5"]  # 2048 px: two 32 x 32 controls
 
@@ -49,6 +50,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace after init and train of round 1 with the background-only model; tests copy it."""
     parent = tmp_path_factory.mktemp("arm")  # no "control" in the paths the request may name
     ws = Workspace.init(parent / "ws", "synthetic", overrides=CONTROLS)
+    enrol(ws.root)
     ws.train(1)
     background_only(ws)
     return parent

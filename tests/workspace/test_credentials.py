@@ -16,6 +16,7 @@ import pytest
 from activeseg.workspace import Workspace
 from tests.workspace.s3 import s3_bucket, s3_endpoint, s3_server  # noqa: F401  (fixtures)
 from tests.workspace.test_workspace import SETTINGS
+from tests.people import enrol
 
 ACCESS_KEY = "AKIACREDENTIALSCAN7Q"
 SECRET_KEY = "cred/Scan+Secret-9f3Kq2Lx7Vb1Nz8Wm4Ty6Rp0"
@@ -54,6 +55,7 @@ def test_no_credential_lands_in_the_workspace_or_the_bucket(tmp_path: Path, s3_e
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     ws = Workspace.init(tmp_path / "ws", "synthetic", remote=f"s3://{s3_bucket}/campaign", endpoint=s3_endpoint,
                         overrides=[*SETTINGS, "tracking.mlflow=true"])
+    enrol(ws.root)
     ws.train(1)
     ws.query(1)
     ws.simulate_labels(1)

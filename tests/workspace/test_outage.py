@@ -16,10 +16,11 @@ from activeseg.workspace import Workspace
 from activeseg.workspace.storage import Retry, StoreError, StoreUnavailable, open_store
 from tests.workspace.s3 import BUCKET, MotoServer, s3_server  # noqa: F401  (fixtures)
 from tests.workspace.test_workspace import SETTINGS, head, requested, write_good_batch
+from tests.people import enrol
 
 RETRIES = ["storage.retries=2", "storage.retry_seconds=1.0"]  # waits 1 s, then 2 s: 3 attempts
-ROUND_ONE = ["round_started", "queried", "request_published", "labels_received", "labels_submitted", "labels_approved",
-             "labels_committed", "round_evaluated"]
+ROUND_ONE = ["access_changed", "round_started", "queried", "request_published", "labels_received", "labels_submitted",
+             "labels_approved", "labels_committed", "round_evaluated"]  # access_changed: the people enrol adds
 
 
 def test_retry_retries_transient_failures_then_names_the_store_and_the_action() -> None:
@@ -62,6 +63,7 @@ def test_a_round_survives_store_outages(tmp_path: Path, s3_server: MotoServer) -
     url = f"s3://{BUCKET}/campaign"  # init makes the bucket
     ws = Workspace.init(tmp_path / "ws", "synthetic", remote=url, endpoint=s3_server.endpoint,
                         overrides=[*SETTINGS, *RETRIES])
+    enrol(ws.root)
     ws.train(1)
 
     # publish: a longer outage fails the query with nothing recorded; a short one is absorbed

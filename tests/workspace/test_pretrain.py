@@ -15,6 +15,7 @@ from activeseg.model import training
 from activeseg.workspace.creation import write_params
 from activeseg.workspace.workspace import Workspace
 from tests.conftest import TINY
+from tests.people import enrol
 
 
 @pytest.fixture
@@ -73,6 +74,7 @@ def test_a_workspace_made_before_the_pretrain_stage_still_runs_its_rounds(tmp_pa
     import yaml
 
     ws = Workspace.init(tmp_path / "ws", "synthetic", overrides=[*TINY, "query.budget_pixels=2048"])
+    enrol(ws.root)
     pipeline = yaml.safe_load((ws.root / "dvc.yaml").read_text())
     del pipeline["stages"]["pretrain"]  # as `init` wrote it before this step existed
     for stage in ("train", "query"):

@@ -25,6 +25,7 @@ from activeseg.workspace.validation import validate_dataset
 from activeseg.workspace.validation.dataset import dataset_table, mask_sample_origins
 from tests.conftest import TINY
 from tests.core.test_slides import BLOCK, slide_dir, written_slides  # noqa: F401  (fixtures)
+from tests.people import enrol
 
 LEVEL1 = SlidesConfig(level=1, eval_tile=32)  # the synthetic slides (192 x 128 at level 0) are 96 x 64 there
 STEMS = [f"slide-{i}" for i in range(4)]
@@ -93,6 +94,7 @@ def test_a_round_on_slides_through_the_workspace(slide_dir: Path, tmp_path: Path
     """Four slides (two in the pool, one for validation, one for the test) cut at level 1; tiny model."""
     ws = Workspace.init(tmp_path / "ws", slide_dir, overrides=[*TINY, "query.budget_pixels=2048",
                                                                "data.slides.level=1", "data.slides.eval_tile=32"])
+    enrol(ws.root)
     for part in ("slides", "slide_masks"):
         for stem in STEMS:
             assert sha256_file(ws.root / "data" / part / f"{stem}.tif") == sha256_file(slide_dir / part / f"{stem}.tif")

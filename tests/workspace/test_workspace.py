@@ -26,6 +26,7 @@ from activeseg.core.util import sha256_file
 from activeseg.workspace import BatchRejected, Workspace, WorkspaceError, steps
 from tests.conftest import TINY
 from tests.workspace.s3 import s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
+from tests.people import enrol
 
 SETTINGS = [*TINY, "query.budget_pixels=2048"]  # two to four 32 x 32 regions per round
 
@@ -35,6 +36,7 @@ def round_one(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace (and its local remote beside it) after init, train and query of round 1; tests copy it."""
     parent = tmp_path_factory.mktemp("campaign")
     ws = Workspace.init(parent / "ws", "synthetic", overrides=SETTINGS)
+    enrol(ws.root)
     ws.train(1)
     assert len(ws.query(1)["regions"]) >= 2
     return parent
@@ -97,8 +99,8 @@ def test_init_makes_a_tagged_versioned_workspace(ws: Workspace) -> None:
     state = ws.label_state()
     assert state.revealed_pixels() == ws.record(0).labels_accepted.revealed_pixels > 0
     types = [e.type for e in ws.ledger.events()]
-    assert types == ["dataset_registered", "split_frozen", "labels_committed", "round_started", "queried",
-                     "request_published"]
+    assert types == ["access_changed", "dataset_registered", "split_frozen", "labels_committed",
+                     "access_changed", "round_started", "queried", "request_published"]  # the second: enrol
     remote = root.parent / "ws-remote"
     assert (remote / "dvc" / "files" / "md5").is_dir()
     assert ws.store.exists("requests/round-001/manifest.json")
@@ -116,8 +118,8 @@ def test_a_round_end_to_end_is_idempotent_and_clones_bit_identically(ws: Workspa
     assert labels["annotator"] == "simulated-oracle" and labels["files"] == len(requested(ws))
     assert evaluated["commit"] == head(ws) and 0 <= evaluated["metrics"]["dice"] <= 1
     types = [e.type for e in ws.ledger.events(round=1)]
-    assert types == ["round_started", "queried", "request_published", "labels_received", "labels_submitted",
-                     "labels_approved", "labels_committed", "round_evaluated"]
+    assert types == ["access_changed", "round_started", "queried", "request_published", "labels_received",
+                     "labels_submitted", "labels_approved", "labels_committed", "round_evaluated"]
     # every step again: the recorded result, no new event, commit, tag or upload
     events, commit, remote = len(ws.ledger.events()), head(ws), tree(ws.root.parent / "ws-remote")
     again = Workspace.open(ws.root)
@@ -436,6 +438,7 @@ def test_s3_remote_round_trip(tmp_path: Path, s3_endpoint: str, s3_bucket: str) 
     source = synthesize(tmp_path / "source", n=10, size=64, seed=0)  # a plain-folder dataset this time
     ws = Workspace.init(tmp_path / "ws", source, remote=f"s3://{s3_bucket}/campaign", endpoint=s3_endpoint,
                         overrides=SETTINGS)
+    enrol(ws.root)
     assert tree(ws.root / "data/images") == tree(source / "images")
     ws.train(1)
     ws.query(1)

@@ -30,7 +30,7 @@ from filelock import FileLock
 
 from activeseg.core.labels import LabelState
 from activeseg.core.util import round_name, sha256_file, write_json
-from activeseg.loop.oracle import SIMULATED, ground_truth
+from activeseg.loop.oracle import ground_truth
 from activeseg.workspace.base import WorkspaceCore
 from activeseg.workspace.errors import ApprovalRefused, BatchRejected, WorkspaceError
 from activeseg.workspace.exchange.batches import (BatchEntry, batch_sha256, changed_files, clear_staged, clear_upload,
@@ -39,6 +39,8 @@ from activeseg.workspace.exchange.batches import (BatchEntry, batch_sha256, chan
 from activeseg.workspace.exchange.controls import control_check
 from activeseg.workspace.exchange.images import mask_png
 from activeseg.workspace.exchange.layout import round_prefix, staged_prefix
+from activeseg.workspace.identity import Actor, authorize, require_known
+from activeseg.workspace.identity import record as record_decision
 from activeseg.workspace.records import LabelsAccepted, RoundRecord, Staged
 from activeseg.workspace.state import save_state
 from activeseg.workspace.validation import ValidationReport, validate_label_batch
@@ -59,9 +61,9 @@ def _intake_lock(ws: WorkspaceCore, round_number: int) -> Iterator[None]:
         yield
 
 
-def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | None = None,
-           source: Path | None = None, replace: bool = False,
-           details: dict[str, Any] | None = None) -> Staged | LabelsAccepted:
+def ingest(ws: WorkspaceCore, round_number: int | None, by: Actor, source: Path | None = None,
+           replace: bool = False, details: dict[str, Any] | None = None,
+           annotator: str | None = None) -> Staged | LabelsAccepted:
     """Stage a label batch, from ``source`` (a local folder) or else from the upload folder
     ``labels/round-NNN/`` in the store. The whole batch is validated first. Valid: copied to its staged
     place (and removed from the upload folder) and staged for approval (:func:`approve`); returned as
@@ -72,8 +74,14 @@ def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | 
     new one is refused (naming the staged one) unless ``replace``: the replaced batch then goes to the
     quarantine, recorded as unstaged. ``details`` are added to the ``labels_submitted`` event's data
     (e.g. a tool import's ``reviewed_unchanged``).
+
+    ``by`` hands the batch in: a person with the annotator role (or the simulated annotator), checked
+    and, when they sign, signing the ``labels_submitted`` event (:mod:`activeseg.workspace.identity`);
+    ``annotator``: who made the batch when that is someone else (a tool's export names them; default:
+    ``by``).
     """
     n = ws.resolve(round_number)
+    annotator = annotator or by.name
     with _intake_lock(ws, n):
         record = ws.record(n)
         _require_request(record)
@@ -86,6 +94,7 @@ def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | 
             where = source if source is not None else f"{ws.store.url}/{round_prefix('labels', n)}"
             raise WorkspaceError(f"round {n}: no label batch in {where}")
         digest = batch_sha256(entries)
+        authorize(ws, by, "labels_submitted", n, {"batch_sha256": digest, "annotator": annotator})
         if accepted and accepted.batch_sha256 == digest:
             return accepted
         if staged and staged.batch_sha256 == digest:
@@ -99,9 +108,8 @@ def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | 
             raise WorkspaceError(f"round {n}: batch {staged.batch_sha256} from {staged.annotator} is staged and waits "
                                  f"for review; approve or reject it first (`activeseg approve|reject --round {n}`), "
                                  "or replace it (`--replace`)")
-        annotator = annotator or "unknown"
         origin = "folder" if source is not None else "store"
-        ws.ledger.append("labels_received", n, annotator, {
+        ws.ledger.append("labels_received", n, by.name, {
             "annotator": annotator, "batch_sha256": digest, "files": len(entries), "source": origin},
             once_key=_attempt(ws, n, digest))
         report = validate_label_batch(entries, _label_sizes(ws, record), ws.cfg.data.classes,
@@ -111,17 +119,17 @@ def ingest(ws: WorkspaceCore, round_number: int | None = None, annotator: str | 
             prefix = _quarantine(ws, n, entries, digest, annotator, report.reasons, "validation", upload,
                                  report.to_dict())
             raise BatchRejected(n, report.reasons, f"{ws.store.url}/{prefix}")
-        return _stage(ws, record, entries, digest, annotator, report, origin, details)
+        return _stage(ws, record, entries, digest, by, annotator, report, origin, details)
 
 
-def submit(ws: WorkspaceCore, round_number: int | None, folder: str | Path, annotator: str,
-           replace: bool = False, details: dict[str, Any] | None = None) -> Staged | LabelsAccepted:
-    """Hand in a folder of masks as ``annotator``: validated whole, then copied to its staged place in
+def submit(ws: WorkspaceCore, round_number: int | None, folder: str | Path, by: Actor, replace: bool = False,
+           details: dict[str, Any] | None = None, annotator: str | None = None) -> Staged | LabelsAccepted:
+    """Hand in a folder of masks as ``by``: validated whole, then copied to its staged place in
     the store and staged for approval (or quarantined with :class:`BatchRejected`);
-    ``details``: see :func:`ingest`."""
-    if not annotator:
+    ``details`` and ``annotator``: see :func:`ingest`."""
+    if not by.name:
         raise WorkspaceError("an annotator name is required")
-    return ingest(ws, round_number, annotator, source=Path(folder), replace=replace, details=details)
+    return ingest(ws, round_number, by, source=Path(folder), replace=replace, details=details, annotator=annotator)
 
 
 def reject_unreadable(ws: WorkspaceCore, round_number: int, entries: list[BatchEntry], annotator: str,
@@ -141,8 +149,8 @@ def reject_unreadable(ws: WorkspaceCore, round_number: int, entries: list[BatchE
 
 
 def simulate_labels(ws: WorkspaceCore, round_number: int | None = None) -> Staged | LabelsAccepted:
-    """Answer the round's request from the ground truth as ``simulated-oracle``, through :func:`submit`
-    (staged: it still needs an approval)."""
+    """Answer the round's request from the ground truth as ``simulated-oracle`` (the simulated annotator:
+    no access check, never signed), through :func:`submit` (staged: it still needs an approval)."""
     record = ws.record(ws.resolve(round_number))
     if record.labels_accepted is not None:
         return record.labels_accepted
@@ -152,10 +160,10 @@ def simulate_labels(ws: WorkspaceCore, round_number: int | None = None) -> Stage
         for item in record.queried.regions:
             mask = ground_truth(ws.dataset, item.region())
             (Path(folder) / f"{item.id}.png").write_bytes(mask_png(mask, ws.cfg.data.classes))
-        return submit(ws, record.round, folder, SIMULATED)
+        return submit(ws, record.round, folder, Actor.simulated_oracle())
 
 
-def approve(ws: WorkspaceCore, round_number: int | None, by: str, comment: str = "", batch: str | None = None,
+def approve(ws: WorkspaceCore, round_number: int | None, by: Actor, comment: str = "", batch: str | None = None,
             flow_run_id: str | None = None) -> LabelsAccepted:
     """Take the staged batch in as approved by ``by``: ledger ``labels_approved``, then the files to
     labels/, DVC, commit, the known masks (``labels_committed``; the DVC push comes with the round's
@@ -167,10 +175,18 @@ def approve(ws: WorkspaceCore, round_number: int | None, by: str, comment: str =
     staged batch no longer holds the bytes that were staged, is refused: ledger ``approval_refused``
     and :class:`ApprovalRefused`; a changed batch also goes to the quarantine with the reason
     (``batch_unstaged``), so the round waits for a batch again.
+
+    ``by`` must be a reviewer, not an annotator of the batch under four eyes, and sign when signatures
+    are required (:func:`activeseg.workspace.identity.authorize`: refused and recorded otherwise); the
+    simulated annotator (no other actor that is no person) approves only with ``oracle.kind: simulated``.
     """
-    if not by:
+    if not by.name:
         raise WorkspaceError("an approver name is required (--by NAME)")
+    if by.system and ws.cfg.oracle.kind != "simulated":
+        raise WorkspaceError(f"the simulated annotator approves only with oracle.kind: simulated (this campaign's "
+                             f"oracle is {ws.cfg.oracle.kind}): a reviewer approves with --by NAME")
     n = ws.resolve(round_number)
+    require_known(ws, by)
     with _intake_lock(ws, n):
         record = ws.record(n)
         accepted, staged = record.labels_accepted, record.staged
@@ -185,33 +201,52 @@ def approve(ws: WorkspaceCore, round_number: int | None, by: str, comment: str =
                                  f"{ws.store.url}/{round_prefix('labels', n)} and run `activeseg labels ingest "
                                  f"--round {n}`)")
         if staged is None:
-            raise _refuse(ws, n, by, batch, "no label batch is staged (it was rejected or replaced)", flow_run_id)
+            raise _refuse(ws, n, by.name, batch, "no label batch is staged (it was rejected or replaced)", flow_run_id)
         if batch not in (None, staged.batch_sha256):
-            raise _refuse(ws, n, by, batch, f"the staged batch is {staged.batch_sha256[:12]}, not the one approved",
+            raise _refuse(ws, n, by.name, batch,
+                          f"the staged batch is {staged.batch_sha256[:12]}, not the one approved",
                           flow_run_id)
+        data = approval_data(record, staged, by.name, comment, flow_run_id)
+        authorize(ws, by, "labels_approved", n, data, annotators=batch_annotators(ws, staged))
         entries = read_staged_batch(ws.store, n, staged.batch_sha256, ws.cfg.oracle.max_file_bytes)
         if batch_sha256(entries) != staged.batch_sha256:
             changed = changed_files(ws.store, n, staged.batch_sha256, entries)
             reason = (f"the staged batch no longer holds the bytes that were staged ({', '.join(changed[:5])}"
                       + (f" and {len(changed) - 5} more" if len(changed) > 5 else "") + ")")
-            prefix = _unstage(ws, n, staged, by, reason)
-            raise _refuse(ws, n, by, staged.batch_sha256, reason, flow_run_id, prefix)
-        ws.ledger.append("labels_approved", n, by, {
-            "approver": by, "comment": comment, "batch_sha256": staged.batch_sha256, "annotator": staged.annotator,
-            "regions": [r.id for r in record.requested()], "flow_run_id": flow_run_id}, once_key=staged.batch_sha256)
+            prefix = _unstage(ws, n, staged, by.name, reason)
+            raise _refuse(ws, n, by.name, staged.batch_sha256, reason, flow_run_id, prefix)
+        record_decision(ws, by, "labels_approved", n, data, once_key=staged.batch_sha256)
         return _accept(ws, record, entries, staged)  # its staged place stays: the store's copy of what was taken in
 
 
-def reject(ws: WorkspaceCore, round_number: int | None, by: str, reason: str) -> dict[str, Any]:
+def approval_data(record: RoundRecord, staged: Staged, approver: str, comment: str,
+                  flow_run_id: str | None) -> dict[str, Any]:
+    """The data of the ``labels_approved`` event of ``staged`` (what an approver's signature covers)."""
+    return {"approver": approver, "comment": comment, "batch_sha256": staged.batch_sha256,
+            "annotator": staged.annotator, "regions": [r.id for r in record.requested()],
+            "flow_run_id": flow_run_id}
+
+
+def batch_annotators(ws: WorkspaceCore, staged: Staged) -> tuple[str, ...]:
+    """Everyone who is an annotator of the staged batch (four eyes): the annotators it names (a tool's
+    export may name several, joined by ``, ``) and whoever handed it in (``labels_submitted``'s actor)."""
+    handed = {e.actor for e in ws.ledger.events(type="labels_submitted", round=staged.round)
+              if e.data["batch_sha256"] == staged.batch_sha256}
+    return tuple(sorted(handed | set(staged.annotator.split(", "))))
+
+
+def reject(ws: WorkspaceCore, round_number: int | None, by: Actor, reason: str) -> dict[str, Any]:
     """Send the staged batch (or, when none is staged, what waits in the upload folder ``labels/round-NNN/``)
-    to quarantine with the reviewer's reason; the request stays open. Rejecting again returns the same."""
+    to quarantine with the reviewer's reason; the request stays open. Rejecting again returns the same.
+    ``by`` must be a reviewer (and sign when signatures are required); their signature is on the
+    ``batch_rejected`` event."""
     n = ws.resolve(round_number)
     with _intake_lock(ws, n):
         record = ws.record(n)
         if record.labels_accepted is not None:
             raise WorkspaceError(f"round {n}: batch {record.labels_accepted.batch_sha256[:12]} was already approved; "
                                  "there is nothing to reject")
-        reasons = [f"rejected by {by}: {reason}"]
+        reasons = [f"rejected by {by.name}: {reason}"]
         staged, cap = record.staged, ws.cfg.oracle.max_file_bytes
         if staged is not None:
             source = staged_prefix(n, staged.batch_sha256) + "files/"
@@ -223,15 +258,16 @@ def reject(ws: WorkspaceCore, round_number: int | None, by: str, reason: str) ->
         if not entries and staged is None:
             done = [e for e in ws.ledger.events(type="batch_rejected", round=n) if e.data["reasons"] == reasons]
             if done:
-                return {"round": n, "batch_sha256": done[-1].data["batch_sha256"], "by": by, "reason": reason,
+                return {"round": n, "batch_sha256": done[-1].data["batch_sha256"], "by": by.name, "reason": reason,
                         "quarantine": f"{ws.store.url}/{done[-1].data['quarantine']}"}
             raise WorkspaceError(f"round {n}: no staged or uploaded batch to reject (the upload folder is "
                                  f"{ws.store.url}/{source})")
         annotator = staged.annotator if staged else None
+        authorize(ws, by, "batch_rejected", n, {"batch_sha256": digest, "annotator": annotator, "reason": reason})
         prefix = _quarantine(ws, n, entries, digest, annotator, reasons, by, source, {"reason": reason})
         if staged is not None:
             _drop_staged(ws, n, staged)
-        return {"round": n, "batch_sha256": digest, "by": by, "reason": reason,
+        return {"round": n, "batch_sha256": digest, "by": by.name, "reason": reason,
                 "quarantine": f"{ws.store.url}/{prefix}"}
 
 
@@ -286,28 +322,35 @@ def _attempt(ws: WorkspaceCore, n: int, digest: str) -> str:
 
 
 def _quarantine(ws: WorkspaceCore, n: int, entries: list[BatchEntry], digest: str, annotator: str | None,
-                reasons: list[str], by: str, source: str | None, extra: dict[str, Any]) -> str:
+                reasons: list[str], by: str | Actor, source: str | None, extra: dict[str, Any]) -> str:
     """Move a batch to quarantine with its report (``source``: the store prefix it came from, emptied;
-    None for a local folder) and record the rejection; returns the quarantine prefix."""
+    None for a local folder) and record the rejection (``by``: a reviewer, whose decision it is and who
+    may sign it, or the name of the check that rejected it, e.g. ``validation``); returns the quarantine
+    prefix."""
+    name = by.name if isinstance(by, Actor) else by
     prefix = quarantine(ws.store, n, entries, {"annotator": annotator, "batch_sha256": digest,
-                                               "rejected_by": by, "reasons": reasons, **extra}, source)
-    ws.ledger.append("batch_rejected", n, by, {"annotator": annotator, "batch_sha256": digest,
-                                               "reasons": reasons, "quarantine": prefix, "by": by})
+                                               "rejected_by": name, "reasons": reasons, **extra}, source)
+    data = {"annotator": annotator, "batch_sha256": digest, "reasons": reasons, "quarantine": prefix, "by": name}
+    if isinstance(by, Actor):
+        record_decision(ws, by, "batch_rejected", n, data)
+    else:
+        ws.ledger.append("batch_rejected", n, name, data)
     return prefix
 
 
-def _stage(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], digest: str, annotator: str,
-           report: ValidationReport, origin: str, details: dict[str, Any] | None = None) -> Staged:
-    """Copy a validated batch to its staged place and record it as staged (ledger labels_submitted, with
-    ``details``; their ``reviewed_unchanged`` and ``clipped`` also in the record); a staged batch it replaces goes to the
-    quarantine first (``batch_unstaged``); a batch from the upload folder then leaves it."""
+def _stage(ws: WorkspaceCore, record: RoundRecord, entries: list[BatchEntry], digest: str, by: Actor,
+           annotator: str, report: ValidationReport, origin: str, details: dict[str, Any] | None = None) -> Staged:
+    """Copy a validated batch to its staged place and record it as staged (ledger labels_submitted by
+    ``by``, signed when they sign, with ``details``; their ``reviewed_unchanged`` and ``clipped`` also in the
+    record); a staged batch it replaces goes to the quarantine first (``batch_unstaged``); a batch from
+    the upload folder then leaves it."""
     n, replaced = record.round, record.staged
     prefix = stage_batch(ws.store, n, entries, digest, {"annotator": annotator, "source": origin})
     if replaced is not None:
-        _unstage(ws, n, replaced, annotator, f"replaced by batch {digest[:12]} from {annotator}")
+        _unstage(ws, n, replaced, by.name, f"replaced by batch {digest[:12]} from {annotator}")
     write_json(ws.root / "rounds" / round_name(n) / "labels-validation.json", report.to_dict())
     replaces = replaced.batch_sha256 if replaced else None
-    event = ws.ledger.append("labels_submitted", n, annotator, {
+    event = record_decision(ws, by, "labels_submitted", n, {
         "annotator": annotator, "batch_sha256": digest, "files": len(entries), "source": origin,
         "replaces": replaces, "staged": prefix, **(details or {})}, once_key=_attempt(ws, n, digest))
     record = ws.record(n)

@@ -22,18 +22,22 @@ from activeseg.workspace.errors import WorkspaceError
 from activeseg.workspace.exchange.intake import _intake_lock
 from activeseg.workspace.exchange.layout import round_prefix
 from activeseg.workspace.exchange.requests import publish_request, read_manifest
+from activeseg.workspace.identity import Actor, authorize
+from activeseg.workspace.identity import record as record_decision
 from activeseg.workspace.records import RequestedRegion, RoundRecord
 from activeseg.workspace.state import REVOKED, build_state, label_state, revocations, revoked_pairs, save_state
 
 
-def revoke(ws: WorkspaceCore, round_number: int, by: str, reason: str,
+def revoke(ws: WorkspaceCore, round_number: int, by: Actor, reason: str,
            regions: list[str] | None = None) -> dict[str, Any]:
     """Revoke the accepted labels of round ``round_number`` (all its regions not yet revoked, or the
     ``regions`` ids) as ``by`` with ``reason``; see the module docstring. Refused (:class:`WorkspaceError`):
     no reviewer or reason, an unknown round, a round whose batch was not accepted, unknown region ids,
     regions revoked already. Returns the revocation: round, regions, by, reason, batch_sha256,
-    annotator, revoked_pixels, returned_to, returned, commit."""
-    if not by:
+    annotator, revoked_pixels, returned_to, returned, commit. ``by`` must be a reviewer (refused and
+    recorded otherwise, :func:`activeseg.workspace.identity.authorize`); their signature, if any, is on the
+    ``labels_revoked`` event."""
+    if not by.name:
         raise WorkspaceError("a reviewer name is required (--by NAME)")
     if not reason or not reason.strip():
         raise WorkspaceError("a reason is required (--reason TEXT)")
@@ -52,19 +56,20 @@ def revoke(ws: WorkspaceCore, round_number: int, by: str, reason: str,
         back = [r for r in record.requested() if r.id in ids and r.id not in asked
                 and after.new_pixels(r.region()) > 0] if is_open else []
         done = record.labels_accepted
-        data = {"by": by, "reason": reason, "regions": ids, "batch_sha256": done.batch_sha256,
+        authorize(ws, by, "labels_revoked", n, {"regions": ids, "batch_sha256": done.batch_sha256, "reason": reason})
+        data = {"by": by.name, "reason": reason, "regions": ids, "batch_sha256": done.batch_sha256,
                 "annotator": done.annotator, "revoked_pixels": before.revealed_pixels() - after.revealed_pixels(),
                 "returned_to": current if is_open else None, "returned": [r.id for r in back]}
-        event = ws.ledger.append("labels_revoked", n, by, data,
-                                 once_key=f"{done.batch_sha256 or 'initial'}:{','.join(ids)}")
+        event = record_decision(ws, by, "labels_revoked", n, data,
+                                once_key=f"{done.batch_sha256 or 'initial'}:{','.join(ids)}")
         write_json(ws.root / REVOKED, [*revocations(ws), {
-            "round": n, "regions": ids, "by": by, "reason": reason, "batch_sha256": done.batch_sha256,
+            "round": n, "regions": ids, "by": by.name, "reason": reason, "batch_sha256": done.batch_sha256,
             "annotator": done.annotator, "time": event.time, "ledger_seq": event.seq}])
         if back:
             _return_to_request(ws, open_record, back, after)
         save_state(ws, accepted)
         ws.ledger.export_jsonl(ws.root / "ledger.jsonl")
-        commit = ws.vcs.commit(f"round {n}: {len(ids)} labels revoked by {by}: {reason}")
+        commit = ws.vcs.commit(f"round {n}: {len(ids)} labels revoked by {by.name}: {reason}")
     return {"round": n, **event.data, "commit": commit}
 
 

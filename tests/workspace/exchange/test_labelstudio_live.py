@@ -21,6 +21,7 @@ from activeseg.workspace.exchange.formats.live import STATE, LabelStudioError, c
 from activeseg.workspace.exchange.formats.service import build_request
 from tests.conftest import TINY
 from tests.workspace.labelstudio_server import Server, labelstudio_server  # noqa: F401  (fixture)
+from tests.people import enrol
 
 SETTINGS = [*TINY, "query.budget_pixels=2048"]  # two to four 32 x 32 regions per round
 
@@ -59,6 +60,7 @@ def test_live_loop_query_annotate_pull_status(labelstudio_server: Server, tmp_pa
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
     ws = Workspace.init(tmp_path / "ws", "synthetic", overrides=[
         *SETTINGS, "oracle.kind=labelstudio", f"oracle.labelstudio_url={server.url}"])
+    enrol(ws.root)
     ws.train(1)
     regions = ws.query(1)["regions"]
     ids = [r["id"] for r in regions]
@@ -137,6 +139,7 @@ def test_approve_pulls_the_completed_annotations_first(labelstudio_server: Serve
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio_server.token)
     ws = Workspace.init(tmp_path / "ws", "synthetic", overrides=[
         *SETTINGS, "oracle.kind=labelstudio", f"oracle.labelstudio_url={labelstudio_server.url}"])
+    enrol(ws.root)
     ws.train(1)
     ids = [r["id"] for r in ws.query(1)["regions"]]
     ls = client(ws)

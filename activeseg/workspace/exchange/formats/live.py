@@ -27,6 +27,7 @@ from typing import Any
 
 from activeseg.core.util import read_json, write_json
 from activeseg.workspace.base import WorkspaceCore
+from activeseg.workspace.identity import Actor
 from activeseg.workspace.errors import WorkspaceError
 from activeseg.workspace.exchange.images import to_uint8
 from activeseg.workspace.exchange.formats import labelstudio
@@ -211,10 +212,12 @@ def progress(ws: WorkspaceCore, round_number: int) -> dict[str, Any]:
             "url": f"{ws.cfg.oracle.labelstudio_url.rstrip('/')}/projects/{project}"}
 
 
-def pull(ws: WorkspaceCore, round_number: int | None = None, replace: bool = False) -> dict[str, Any]:
+def pull(ws: WorkspaceCore, round_number: int | None = None, replace: bool = False,
+         by: Actor | None = None) -> dict[str, Any]:
     """Fetch the round's annotations; when every task is done, hand them in through
     :func:`.service.import_round` (validated, staged for approval or quarantined; the annotator from
-    ``completed_by``) and say that the batch is ready to approve. Until then, only the count."""
+    ``completed_by``) and say that the batch is ready to approve. Until then, only the count. ``by``
+    hands the batch in: an annotator (default: Label Studio itself, :meth:`Actor.labelstudio`)."""
     from activeseg.workspace.exchange.formats.service import import_round
 
     n = ws.resolve(round_number)
@@ -228,7 +231,7 @@ def pull(ws: WorkspaceCore, round_number: int | None = None, replace: bool = Fal
     with tempfile.TemporaryDirectory(dir=ws.root / "tmp") as folder:
         export = Path(folder) / labelstudio.TASKS
         write_json(export, tasks)
-        batch = import_round(ws, n, "labelstudio", export, replace=replace)
+        batch = import_round(ws, n, "labelstudio", export, replace=replace, by=by or Actor.labelstudio())
     summary = batch.model_dump()
     if isinstance(batch, LabelsAccepted):
         return {**result, "accepted": summary, "message": f"round {n}: this batch was accepted already"}

@@ -37,7 +37,9 @@ from activeseg.workspace.exchange.layout import round_prefix
 from activeseg.workspace.exchange.requests import context_box
 from activeseg.workspace.exchange.formats import cvat, labelstudio, qupath
 from activeseg.workspace.exchange.formats.common import FormatError, Labels, Request, RequestItem
+from activeseg.workspace.access import os_user
 from activeseg.workspace.exchange.intake import reject_unreadable, submit
+from activeseg.workspace.identity import Actor, authorize
 from activeseg.workspace.records import LabelsAccepted, Staged
 from activeseg.workspace.exchange.request_docs import default_class_names
 
@@ -181,14 +183,17 @@ def read_export(ws: WorkspaceCore, round_number: int, fmt: str, path: Path) -> L
 
 
 def import_round(ws: WorkspaceCore, round_number: int | None, fmt: str, path: Path, annotator: str | None = None,
-                 replace: bool = False) -> Staged | LabelsAccepted:
+                 replace: bool = False, by: Actor | None = None) -> Staged | LabelsAccepted:
     """Convert a tool's export to one PNG mask per requested region and hand them in through
     :func:`activeseg.workspace.exchange.intake.submit` (validated, staged or quarantined, recorded) as the
     annotator the export names (several: joined by ``, ``), else ``annotator``. The ``labels_submitted``
     event also records the format, the annotator given, ``reviewed_unchanged`` and ``clipped`` (region id
     -> the shapes cut at its edge). An export that cannot be read is quarantined and recorded, and
-    :class:`BatchRejected` raised with the reason."""
+    :class:`BatchRejected` raised with the reason. ``by`` hands it in (an annotator, see
+    :func:`~activeseg.workspace.exchange.intake.ingest`; default: ``annotator``, else the OS user)."""
     n, path = ws.resolve(round_number), Path(path)
+    by = by or Actor(annotator or os_user())
+    authorize(ws, by, "labels_submitted", n, {"format": fmt, "annotator": annotator})
     try:
         labels = read_export(ws, n, fmt, path)
         named = ", ".join(ANNOTATORS[fmt](path))
@@ -198,10 +203,8 @@ def import_round(ws: WorkspaceCore, round_number: int | None, fmt: str, path: Pa
             raise
         base = path if path.is_dir() else path.parent  # reasons name files relative to what was handed in
         reason = str(exc).replace(f"{base.resolve()}/", "").replace(f"{base}/", "")
-        raise reject_unreadable(ws, n, entries, annotator or "unknown", [reason], f"{fmt} export") from None
-    who = named or annotator
-    if not who:
-        raise WorkspaceError(f"{path}: the {fmt} export names no annotator; give one (--annotator NAME)")
+        raise reject_unreadable(ws, n, entries, annotator or by.name, [reason], f"{fmt} export") from None
+    who = named or annotator or by.name
     details = {"format": fmt, "annotator_given": annotator,
                "reviewed_unchanged": reviewed_unchanged(labels.masks, exported_prediction(ws, n, fmt, path)),
                "clipped": labels.clipped}
@@ -209,4 +212,4 @@ def import_round(ws: WorkspaceCore, round_number: int | None, fmt: str, path: Pa
     with tempfile.TemporaryDirectory(dir=ws.root / "tmp") as folder:
         for region_id, mask in labels.masks.items():
             (Path(folder) / f"{region_id}.png").write_bytes(mask_png(mask, ws.cfg.data.classes))
-        return submit(ws, n, folder, who, replace, details)
+        return submit(ws, n, folder, by, replace, details, annotator=who)

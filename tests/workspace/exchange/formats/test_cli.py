@@ -11,6 +11,7 @@ import pytest
 from activeseg.cli.main import main
 from activeseg.workspace import Workspace
 from tests.workspace.test_workspace import SETTINGS
+from tests.people import enrol
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +21,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     region's pre-annotation crosses the other's edge."""
     ws = Workspace.init(tmp_path_factory.mktemp("campaign") / "ws", "synthetic",
                         overrides=[*SETTINGS, "query.control_fraction=0", "query.strategy=suggestive"])
+    enrol(ws.root)
     ws.train(1)
     assert len(ws.query(1)["regions"]) >= 2
     return ws
@@ -134,7 +136,7 @@ def test_labelstudio_import_records_its_annotator_and_unchanged_regions(ws: Work
     staged = import_round(ws, 1, "labelstudio", tmp_path / "export.json", "given-name", replace=True)
     assert staged.annotator == "ann@lab.example"
     event = Workspace.open(ws.root).ledger.events(type="labels_submitted", round=1)[-1]
-    assert event.actor == "ann@lab.example" and event.data["annotator_given"] == "given-name"
+    assert event.actor == "given-name" and event.data["annotator_given"] == "given-name"  # actor: who handed it in
     assert event.data["format"] == "labelstudio"
     assert event.data["reviewed_unchanged"] == [item.id for item in request.items if item.id != changed]
 
@@ -203,6 +205,7 @@ def test_the_record_keeps_which_labels_are_uncorrected_predictions(ws: Workspace
     from activeseg.workspace.exchange.formats import qupath
     from activeseg.workspace.exchange.formats.service import export_round, import_round
     from activeseg.workspace.exchange.intake import approve
+    from activeseg.workspace.identity import Actor
 
     request, truth = _truth(ws)
     changed = request.items[-1].id
@@ -214,7 +217,7 @@ def test_the_record_keeps_which_labels_are_uncorrected_predictions(ws: Workspace
     assert staged.reviewed_unchanged == unchanged
     code, out = cli(capsys, "status", "--workspace", str(ws.root))
     assert code == 0 and f"{len(unchanged)} of {len(request.items)} masks are the prediction unchanged" in out
-    accepted = approve(Workspace.open(ws.root), 1, "lead")
+    accepted = approve(Workspace.open(ws.root), 1, Actor("lead"))
     assert accepted.reviewed_unchanged == unchanged
     reopened = Workspace.open(ws.root)
     assert reopened.record(1).staged is None

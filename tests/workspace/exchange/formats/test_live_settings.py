@@ -18,6 +18,7 @@ from activeseg.workspace import Workspace
 from activeseg.workspace.creation import write_params
 from activeseg.workspace.exchange.formats.live import STATE, LabelStudioError, _api, client
 from tests.conftest import TINY
+from tests.people import enrol
 
 TOKEN = "secret-token-0123456789abcdef"
 
@@ -68,6 +69,7 @@ def test_approve_with_nothing_staged_pulls_from_label_studio_first(tmp_path: Pat
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
     url = f"http://127.0.0.1:{closed_port()}"
     ws = Workspace.init(tmp_path / "ws", "synthetic", overrides=[*TINY, "oracle.kind=human"])
+    enrol(ws.root)
     ws.train(1)
     ws.query(1)  # the round's request, published before Label Studio is configured
     write_params(ws.root / "params.yaml", ws.root / "params.yaml",
