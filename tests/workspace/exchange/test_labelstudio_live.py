@@ -59,7 +59,8 @@ def test_live_loop_query_annotate_pull_status(labelstudio_server: Server, tmp_pa
     server = labelstudio_server
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
     ws = Workspace.init(tmp_path / "ws", "synthetic", overrides=[
-        *SETTINGS, "oracle.kind=labelstudio", f"oracle.labelstudio_url={server.url}"])
+        *SETTINGS, "oracle.kind=labelstudio", f"oracle.labelstudio_url={server.url}",
+        "query.control_fraction=0"])  # no controls: the tasks then carry the regions' scores
     enrol(ws.root)
     ws.train(1)
     regions = ws.query(1)["regions"]
@@ -103,7 +104,7 @@ def test_live_loop_query_annotate_pull_status(labelstudio_server: Server, tmp_pa
     # every task done: pull stages the batch as the Label Studio user and says it is ready to approve
     for t in tasks[1:]:
         annotate(ls, t, ws)
-    code, out, err = run_cli(capsys, "labels", "pull", "--round", "1", "--workspace", str(ws.root))
+    code, out, err = run_cli(capsys, "labels", "pull", "--round", "1", "--by", "ann", "--workspace", str(ws.root))
     assert code == 0, err
     result = json.loads(out)
     assert result["done"] == result["tasks"] == len(ids)
@@ -112,7 +113,8 @@ def test_live_loop_query_annotate_pull_status(labelstudio_server: Server, tmp_pa
     staged = ws.record(1).staged
     assert staged is not None and staged.annotator == server.email and ws.record(1).labels_accepted is None
     submitted = ws.ledger.events(type="labels_submitted")[-1]
-    assert submitted.data["format"] == "labelstudio" and submitted.actor == server.email
+    assert submitted.data["format"] == "labelstudio" and submitted.actor == "ann"  # who handed it in
+    assert submitted.data["annotator"] == server.email  # who annotated it, as Label Studio names them
     code, out, _ = run_cli(capsys, "status", "--workspace", str(ws.root))
     assert f"{len(ids)} of {len(ids)} tasks done" in out and staged.batch_sha256 in out
     assert pull(ws, 1)["staged"]["batch_sha256"] == staged.batch_sha256  # pulling again changes nothing
